@@ -1,0 +1,81 @@
+"""Alembic environment for the chat database: one environment per alembic.ini section.
+
+``alembic -n prod ...`` or ``alembic -n staging ...`` picks the environment
+(``config.config_ini_section``). This file only chooses it, gets its guarded
+connection (identity check, timeouts, advisory lock: chat_migrations.session),
+and runs the revisions, one transaction per revision.
+"""
+
+from logging.config import fileConfig
+
+from alembic import context
+from alembic.util import CommandError
+from sqlalchemy.exc import DBAPIError
+
+from chat_migrations import identity, models, online_ddl, session
+from chat_migrations.environments import ConfigurationError, get_environment, load_environments
+
+config = context.config
+if config.config_file_name is not None:
+    fileConfig(config.config_file_name, disable_existing_loggers=False)
+
+REFUSALS = (
+    ConfigurationError,
+    identity.WrongDatabase,
+    session.MigrationRefused,
+    online_ddl.LockBudgetSpent,
+)
+
+COMMON_OPTIONS = dict(
+    target_metadata=models.metadata,
+    include_object=models.include_object,
+    version_table_schema=session.BOOKKEEPING_SCHEMA,
+    transaction_per_migration=True,
+)
+
+
+def run_migrations_offline(environment) -> None:
+    """Render SQL (``--sql``): the guard and bookkeeping first, no connection."""
+    context.configure(
+        url="postgresql+psycopg2://",
+        literal_binds=True,
+        dialect_opts={"paramstyle": "named"},
+        **COMMON_OPTIONS,
+    )
+    with context.begin_transaction():
+        context.execute(identity.offline_guard_sql(environment))
+        context.execute(session.BOOKKEEPING_SQL)
+        context.run_migrations()
+
+
+def run_migrations_online(environment) -> None:
+    """Run against the environment's database, after it proved its identity."""
+    with session.migration_connection(
+        environment,
+        load_environments(),
+        mutating=not _command_is_read_only(),
+        connection=config.attributes.get("connection"),
+    ) as connection:
+        context.configure(connection=connection, **COMMON_OPTIONS)
+        with context.begin_transaction():
+            context.run_migrations()
+
+
+def _command_is_read_only() -> bool:
+    # `alembic current` and `check` must not write, not even the bookkeeping schema.
+    command = getattr(config.cmd_opts, "cmd", None)
+    return bool(command) and command[0].__name__ in {"current", "check"}
+
+
+try:
+    environment = get_environment(config.config_ini_section)
+    if context.is_offline_mode():
+        run_migrations_offline(environment)
+    else:
+        run_migrations_online(environment)
+except REFUSALS as refusal:
+    raise CommandError(str(refusal)) from None
+except DBAPIError as failure:
+    # The revision's transaction was rolled back; say why in one line.
+    reason = " ".join(str(failure.orig).split()) if failure.orig is not None else str(failure)
+    raise CommandError(f"migration stopped, the revision in progress was not recorded: {reason}") from None

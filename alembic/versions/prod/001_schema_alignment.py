@@ -1,0 +1,42 @@
+"""001_schema_alignment: NOT NULL on chat_participants keys; sender_id index parity.
+
+Environment: prod
+Why: the plan's Phase 1. chat_participants.chat_id and user_id are nullable in
+prod (NOT NULL in staging), which lets orphaned participants exist.
+idx_chat_messages_sender_id already exists in prod (appendix evidence): the
+CREATE ... IF NOT EXISTS is a parity no-op there, and unlike the plan's
+rollback.sql the downgrade never drops an index that existed before the
+upgrade (it records whether it did).
+Locks: NOT NULL via CHECK NOT VALID (ACCESS EXCLUSIVE, catalog only), VALIDATE
+(SHARE UPDATE EXCLUSIVE while scanning; reads and writes continue), SET NOT NULL
+proved from the check (ACCESS EXCLUSIVE, no scan). Index built CONCURRENTLY
+(SHARE UPDATE EXCLUSIVE) outside the transaction. Every lock wait is bounded
+by lock_timeout with retries.
+Downgrade verified: tests/test_migrations.py compares pg_dump --schema-only
+after the downgrade with the dump taken before the upgrade, on the baseline and
+on a database where the index did not exist.
+
+Revision ID: 001_schema_alignment
+Revises: 000_prod_baseline
+"""
+
+from typing import Sequence, Union
+
+from chat_migrations import online_ddl
+
+revision: str = "001_schema_alignment"
+down_revision: Union[str, Sequence[str], None] = "000_prod_baseline"
+branch_labels: Union[str, Sequence[str], None] = None
+depends_on: Union[str, Sequence[str], None] = None
+
+
+def upgrade() -> None:
+    online_ddl.set_not_null(revision, "public.chat_participants", "chat_id", "user_id")
+    online_ddl.create_index_concurrently(
+        revision, "idx_chat_messages_sender_id", "public.chat_messages", "sender_id"
+    )
+
+
+def downgrade() -> None:
+    online_ddl.drop_index_concurrently(revision, "idx_chat_messages_sender_id", "public.chat_messages")
+    online_ddl.drop_not_null(revision, "public.chat_participants", "chat_id", "user_id")

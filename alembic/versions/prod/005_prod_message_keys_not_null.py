@@ -1,0 +1,32 @@
+"""NOT NULL on chat_messages.chat_id and sender_id in prod (beyond the plan).
+
+Environment: prod
+Why: the plan's comparison table shows chat_messages.chat_id and sender_id
+NOT NULL in staging but nullable in prod, and none of its phases closes that
+drift. A message without a chat or a sender cannot be shown or secured by RLS.
+Locks: as 001: CHECK NOT VALID (ACCESS EXCLUSIVE, catalog only), VALIDATE
+(SHARE UPDATE EXCLUSIVE while scanning), SET NOT NULL (ACCESS EXCLUSIVE, no scan),
+each wait bounded by lock_timeout with retries.
+Downgrade verified: tests/test_migrations.py (dump before upgrade equals dump
+after downgrade).
+
+Revision ID: 005_prod_message_keys_not_null
+Revises: 001_schema_alignment
+"""
+
+from typing import Sequence, Union
+
+from chat_migrations import online_ddl
+
+revision: str = "005_prod_message_keys_not_null"
+down_revision: Union[str, Sequence[str], None] = "001_schema_alignment"
+branch_labels: Union[str, Sequence[str], None] = None
+depends_on: Union[str, Sequence[str], None] = None
+
+
+def upgrade() -> None:
+    online_ddl.set_not_null(revision, "public.chat_messages", "chat_id", "sender_id")
+
+
+def downgrade() -> None:
+    online_ddl.drop_not_null(revision, "public.chat_messages", "chat_id", "sender_id")

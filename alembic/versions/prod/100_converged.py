@@ -1,0 +1,29 @@
+"""The convergence point: from here on, prod's schema equals the other environment's.
+
+Environment: prod (an anchor with the same revision id exists in every
+environment folder)
+Why: both histories end here, so every later revision is written once, in
+alembic/versions/shared/, with down_revision = "100_converged", and applies
+to every environment. tests/test_migrations.py proves the schemas at this
+point are identical (pg_dump --schema-only of both databases).
+Locks: none; this revision changes nothing.
+Downgrade verified: a no-op both ways.
+
+Revision ID: 100_converged
+Revises: 005_prod_message_keys_not_null
+"""
+
+from typing import Sequence, Union
+
+revision: str = "100_converged"
+down_revision: Union[str, Sequence[str], None] = "005_prod_message_keys_not_null"
+branch_labels: Union[str, Sequence[str], None] = None
+depends_on: Union[str, Sequence[str], None] = None
+
+
+def upgrade() -> None:
+    pass
+
+
+def downgrade() -> None:
+    pass

@@ -1,0 +1,33 @@
+"""003_index_alignment: idx_chat_messages_reply_to in staging.
+
+Environment: staging
+Why: the plan's Phase 3; reply-thread queries in staging have no index on
+reply_to_message_id (prod has it). It is also the index of a foreign key.
+Locks: CREATE INDEX CONCURRENTLY (SHARE UPDATE EXCLUSIVE; reads and writes
+continue) outside the transaction; an INVALID leftover of an interrupted build
+is dropped concurrently and rebuilt.
+Downgrade verified: tests/test_migrations.py (dump before upgrade equals dump
+after downgrade); DROP INDEX CONCURRENTLY, and only if the upgrade created it.
+
+Revision ID: 003_index_alignment
+Revises: 002_function_updates_staging
+"""
+
+from typing import Sequence, Union
+
+from chat_migrations import online_ddl
+
+revision: str = "003_index_alignment"
+down_revision: Union[str, Sequence[str], None] = "002_function_updates_staging"
+branch_labels: Union[str, Sequence[str], None] = None
+depends_on: Union[str, Sequence[str], None] = None
+
+
+def upgrade() -> None:
+    online_ddl.create_index_concurrently(
+        revision, "idx_chat_messages_reply_to", "public.chat_messages", "reply_to_message_id"
+    )
+
+
+def downgrade() -> None:
+    online_ddl.drop_index_concurrently(revision, "idx_chat_messages_reply_to", "public.chat_messages")

@@ -1,0 +1,33 @@
+"""idx_chat_messages_sender_id in staging (beyond the plan).
+
+Environment: staging
+Why: the plan lists idx_chat_messages_sender_id as missing in staging but only
+"adds" it in prod (where it already existed), so staging never gets it. It
+also indexes the sender_id foreign key.
+Locks: CREATE INDEX CONCURRENTLY (SHARE UPDATE EXCLUSIVE) outside the
+transaction; an INVALID leftover is rebuilt.
+Downgrade verified: tests/test_migrations.py (dump before upgrade equals dump
+after downgrade); DROP INDEX CONCURRENTLY, only if the upgrade created it.
+
+Revision ID: 005_staging_sender_index
+Revises: 003_index_alignment
+"""
+
+from typing import Sequence, Union
+
+from chat_migrations import online_ddl
+
+revision: str = "005_staging_sender_index"
+down_revision: Union[str, Sequence[str], None] = "003_index_alignment"
+branch_labels: Union[str, Sequence[str], None] = None
+depends_on: Union[str, Sequence[str], None] = None
+
+
+def upgrade() -> None:
+    online_ddl.create_index_concurrently(
+        revision, "idx_chat_messages_sender_id", "public.chat_messages", "sender_id"
+    )
+
+
+def downgrade() -> None:
+    online_ddl.drop_index_concurrently(revision, "idx_chat_messages_sender_id", "public.chat_messages")

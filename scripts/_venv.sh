@@ -1,0 +1,16 @@
+# Sourced by the project's commands: make sure .venv exists with the project
+# installed (again when pyproject.toml changed), then put it first on PATH.
+# Needs only python3 (3.11+) and network access to PyPI.
+set -euo pipefail
+REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="$REPO_ROOT/.venv"
+STAMP="$VENV/.installed-$(sha256sum "$REPO_ROOT/pyproject.toml" | cut -c1-16)"
+if [ ! -f "$STAMP" ]; then
+    echo "setting up $VENV (first run, or pyproject.toml changed)..." >&2
+    "${PYTHON:-python3}" -m venv "$VENV"
+    "$VENV/bin/pip" install --quiet --disable-pip-version-check --upgrade pip >&2
+    "$VENV/bin/pip" install --quiet --disable-pip-version-check -e "$REPO_ROOT[test]" >&2
+    rm -f "$VENV"/.installed-*
+    touch "$STAMP"
+fi
+export PATH="$VENV/bin:$PATH"

@@ -1,0 +1,153 @@
+"""The migration connection: who it is, how long it may wait, and that it runs alone.
+
+env.py hands every online command to ``migration_connection``; it connects,
+checks the database's identity before anything else, sets the session's
+timeouts, takes the advisory lock that keeps two runners from interleaving, and
+creates the bookkeeping schema when the command is going to write.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+from typing import Iterator
+
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from . import identity
+from .environments import Environment, mask_url, parse_url
+
+BOOKKEEPING_SCHEMA = "migration_meta"
+
+# A waiting DDL statement blocks every query queued behind it, so a migration
+# never waits long for a lock: it gives up quickly and retries (see online_ddl).
+LOCK_TIMEOUT = "500ms"
+# Default per statement; a step that legitimately runs longer raises its own.
+STATEMENT_TIMEOUT = "60s"
+# How long a second runner waits for the first before giving up, in seconds.
+ADVISORY_LOCK_WAIT_SECONDS = 30.0
+# One key for every runner of this project on a database.
+ADVISORY_LOCK_SQL_KEY = "hashtextextended('chat_migrations', 0)"
+
+BOOKKEEPING_SQL = f"""
+CREATE SCHEMA IF NOT EXISTS {BOOKKEEPING_SCHEMA};
+COMMENT ON SCHEMA {BOOKKEEPING_SCHEMA} IS
+    'Alembic bookkeeping for the chat migrations: alembic_version and the state each revision recorded so its downgrade can restore it';
+CREATE TABLE IF NOT EXISTS {BOOKKEEPING_SCHEMA}.rollback_snapshots (
+    revision text NOT NULL,
+    object_kind text NOT NULL,
+    object_name text NOT NULL,
+    snapshot jsonb NOT NULL,
+    taken_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (revision, object_kind, object_name)
+)"""
+
+
+class MigrationRefused(Exception):
+    """The run stopped before changing anything (one line, safe to print)."""
+
+
+@contextmanager
+def migration_connection(
+    env: Environment,
+    environments: dict[str, Environment],
+    *,
+    mutating: bool,
+    connection: Connection | None = None,
+) -> Iterator[Connection]:
+    """A guarded, time-limited connection holding the migration lock.
+
+    ``connection`` is used as given (tests hand one in); otherwise the
+    environment's URL is read and connected to.
+    """
+    if connection is not None:
+        url = connection.engine.url
+        yield from _prepared(env, environments, url, connection, mutating)
+        return
+    url = parse_url(env.database_url())
+    # Refuse a URL that names the other environment before connecting at all.
+    identity.check_url(env, environments, url)
+    engine = create_engine(url, poolclass=_null_pool(), connect_args={"connect_timeout": 10})
+    try:
+        try:
+            conn = engine.connect()
+        except OperationalError as exc:
+            raise MigrationRefused(
+                f"cannot connect to {env.name}'s database {mask_url(url.render_as_string(False))}: "
+                f"{_first_line(exc)}"
+            ) from None
+        with conn:
+            yield from _prepared(env, environments, url, conn, mutating)
+    finally:
+        engine.dispose()
+
+
+def _prepared(env, environments, url, conn: Connection, mutating: bool) -> Iterator[Connection]:
+    try:
+        needs_marker = identity.verify(env, environments, url, conn)
+        conn.execute(text(f"SET application_name = 'alembic:{env.name}'"))
+        conn.execute(text(f"SET lock_timeout = '{LOCK_TIMEOUT}'"))
+        conn.execute(text(f"SET statement_timeout = '{STATEMENT_TIMEOUT}'"))
+        conn.commit()
+        _take_advisory_lock(conn, env)
+        if mutating:
+            if needs_marker:
+                conn.execute(text(identity.mark_database_sql(env.name)))
+            conn.execute(text(BOOKKEEPING_SQL))
+            conn.commit()
+    except identity.WrongDatabase:
+        conn.rollback()
+        raise
+    try:
+        yield conn
+    finally:
+        if conn.in_transaction():
+            conn.rollback()
+        conn.execute(text(f"SELECT pg_advisory_unlock({ADVISORY_LOCK_SQL_KEY})"))
+        conn.commit()
+
+
+def _take_advisory_lock(conn: Connection, env: Environment) -> None:
+    deadline = time.monotonic() + ADVISORY_LOCK_WAIT_SECONDS
+    while True:
+        got = conn.execute(text(f"SELECT pg_try_advisory_lock({ADVISORY_LOCK_SQL_KEY})")).scalar()
+        conn.commit()
+        if got:
+            return
+        if time.monotonic() >= deadline:
+            raise MigrationRefused(
+                f"another migration is running on {env.name}'s database "
+                f"({_advisory_lock_holder(conn)}); waited {ADVISORY_LOCK_WAIT_SECONDS:.0f}s, nothing was changed"
+            )
+        time.sleep(0.5)
+
+
+def _advisory_lock_holder(conn: Connection) -> str:
+    row = conn.execute(
+        text(
+            f"""
+            SELECT a.pid, a.application_name, date_trunc('second', now() - a.backend_start)
+            FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+            WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+              AND ((l.classid::bigint << 32) | l.objid::bigint) = {ADVISORY_LOCK_SQL_KEY}
+            """
+        )
+    ).first()
+    conn.commit()
+    if row is None:
+        return "holder not visible to this role"
+    return f"pid {row[0]}, application {row[1] or '?'}, connected for {row[2]}"
+
+
+def _null_pool():
+    from sqlalchemy.pool import NullPool
+
+    return NullPool
+
+
+def _first_line(exc: DBAPIError) -> str:
+    message = str(exc.orig) if getattr(exc, "orig", None) is not None else str(exc)
+    lines = [" ".join(line.split()) for line in message.splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__

@@ -1,0 +1,187 @@
+"""What a revision records before it replaces or drops something, as SQL.
+
+Before a revision replaces a function or creates an index, it stores what the
+database held at that moment (definition, owner, ACL, comment; whether the
+index existed) in ``migration_meta.rollback_snapshots``. Its downgrade
+restores exactly that, not what the project assumes was there. All of it is
+SQL run by the server, so the offline ``--sql`` scripts record and restore the
+same way the online commands do.
+"""
+
+from __future__ import annotations
+
+SNAPSHOTS = "migration_meta.rollback_snapshots"
+
+
+def _literal(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def record_function_sql(revision: str, signature: str) -> str:
+    """Store the function's current state (or that it did not exist); first record wins."""
+    return f"""
+INSERT INTO {SNAPSHOTS} (revision, object_kind, object_name, snapshot)
+SELECT {_literal(revision)}, 'function', {_literal(signature)},
+       CASE WHEN p.oid IS NULL THEN jsonb_build_object('existed', false)
+       ELSE jsonb_build_object(
+           'existed', true,
+           'definition', pg_get_functiondef(p.oid),
+           'owner', pg_get_userbyid(p.proowner),
+           'acl_is_default', p.proacl IS NULL,
+           'acl', coalesce((
+               SELECT jsonb_agg(jsonb_build_object(
+                          'grantee', CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(a.grantee) END,
+                          'privilege', a.privilege_type,
+                          'grantable', a.is_grantable) ORDER BY a.ord)
+                 FROM aclexplode(p.proacl) WITH ORDINALITY AS a(grantor, grantee, privilege_type, is_grantable, ord)
+           ), '[]'::jsonb),
+           'comment', obj_description(p.oid, 'pg_proc'))
+       END
+  FROM (SELECT to_regprocedure({_literal(signature)}) AS oid) AS target
+  LEFT JOIN pg_proc AS p ON p.oid = target.oid
+ON CONFLICT (revision, object_kind, object_name) DO NOTHING"""
+
+
+def _apply_privileges_plpgsql(signature: str) -> str:
+    """PL/pgSQL statements giving the function snapshot s's owner, ACL and comment."""
+    sig = _literal(signature)
+    return f"""
+        EXECUTE format('ALTER FUNCTION %s OWNER TO %I', {sig}, s->>'owner');
+        IF NOT (s->>'acl_is_default')::boolean THEN
+            -- Rebuild the ACL in its recorded order so it reads back identically.
+            EXECUTE format('REVOKE ALL ON FUNCTION %s FROM PUBLIC', {sig});
+            EXECUTE format('REVOKE ALL ON FUNCTION %s FROM %I', {sig}, s->>'owner');
+            FOR item IN SELECT value FROM jsonb_array_elements(s->'acl') LOOP
+                EXECUTE format('GRANT %s ON FUNCTION %s TO %s%s', item->>'privilege', {sig},
+                    CASE WHEN item->>'grantee' = 'PUBLIC' THEN 'PUBLIC' ELSE quote_ident(item->>'grantee') END,
+                    CASE WHEN (item->>'grantable')::boolean THEN ' WITH GRANT OPTION' ELSE '' END);
+            END LOOP;
+        END IF;
+        EXECUTE format('COMMENT ON FUNCTION %s IS %L', {sig}, s->>'comment');"""
+
+
+def _snapshot_lookup(revision: str, kind: str, name: str) -> str:
+    return (
+        f"SELECT snapshot INTO s FROM {SNAPSHOTS} WHERE revision = {_literal(revision)} "
+        f"AND object_kind = '{kind}' AND object_name = {_literal(name)};"
+    )
+
+
+def replace_function_sql(revision: str, signature: str, definition: str, keep_privileges: bool) -> str:
+    """Drop the function if present and create ``definition`` in its place.
+
+    With keep_privileges the new function gets the old one's owner, ACL and
+    comment; otherwise the definition's own GRANT/COMMENT statements apply.
+    """
+    keep = _apply_privileges_plpgsql(signature) if keep_privileges else ""
+    return f"""{record_function_sql(revision, signature)};
+DO $replace$
+DECLARE
+    s jsonb;
+    item jsonb;
+BEGIN
+    {_snapshot_lookup(revision, 'function', signature)}
+    EXECUTE 'DROP FUNCTION IF EXISTS ' || {_literal(signature)};
+    EXECUTE {_literal(definition)};
+    IF (s->>'existed')::boolean THEN{keep}
+        NULL;
+    END IF;
+END
+$replace$"""
+
+
+# The project's known previous state of a function that did not exist before.
+ABSENT = ""
+
+
+def restore_function_sql(revision: str, signature: str, fallback_definition: str | None) -> str:
+    """Put back the function recorded by ``revision`` (or remove it if it did not exist).
+
+    Without a snapshot (the database was stamped past the revision rather
+    than upgraded through it) the project's known previous state is used:
+    ``fallback_definition`` (ABSENT when the function did not exist); with
+    None the downgrade refuses rather than guess.
+    """
+    drop = f"EXECUTE 'DROP FUNCTION IF EXISTS ' || {_literal(signature)};"
+    if fallback_definition is None:
+        fallback = (
+            f"RAISE EXCEPTION 'no snapshot of % recorded by revision %: restore it by hand', "
+            f"{_literal(signature)}, {_literal(revision)};"
+        )
+    elif fallback_definition == ABSENT:
+        fallback = drop
+    else:
+        fallback = f"{drop} EXECUTE {_literal(fallback_definition)};"
+    return f"""DO $restore$
+DECLARE
+    s jsonb;
+    item jsonb;
+BEGIN
+    {_snapshot_lookup(revision, 'function', signature)}
+    IF s IS NULL THEN
+        RAISE NOTICE 'no snapshot of % from revision %: restoring the project''s previous definition',
+            {_literal(signature)}, {_literal(revision)};
+        {fallback}
+        RETURN;
+    END IF;
+    IF (s->>'existed')::boolean THEN
+        -- The recorded definition is CREATE OR REPLACE, which keeps dependents
+        -- (a trigger) in place; a changed return type needs the drop.
+        BEGIN
+            EXECUTE s->>'definition';
+        EXCEPTION WHEN invalid_function_definition THEN
+            EXECUTE 'DROP FUNCTION ' || {_literal(signature)};
+            EXECUTE s->>'definition';
+        END;{_apply_privileges_plpgsql(signature)}
+    ELSE
+        EXECUTE 'DROP FUNCTION IF EXISTS ' || {_literal(signature)};
+    END IF;
+    DELETE FROM {SNAPSHOTS} WHERE revision = {_literal(revision)}
+       AND object_kind = 'function' AND object_name = {_literal(signature)};
+END
+$restore$"""
+
+
+def record_column_sql(revision: str, table: str, column: str) -> str:
+    """Store whether the column was already NOT NULL before the revision."""
+    return f"""
+INSERT INTO {SNAPSHOTS} (revision, object_kind, object_name, snapshot)
+SELECT {_literal(revision)}, 'column', {_literal(f"{table}.{column}")}, jsonb_build_object('not_null', attnotnull)
+  FROM pg_attribute WHERE attrelid = {_literal(table)}::regclass AND attname = {_literal(column)}
+ON CONFLICT (revision, object_kind, object_name) DO NOTHING"""
+
+
+def column_was_nullable_sql(revision: str, table: str, column: str) -> str:
+    """SQL boolean: the column was nullable before the revision (assumed so without a record)."""
+    return (
+        f"coalesce((SELECT NOT (snapshot->>'not_null')::boolean FROM {SNAPSHOTS} "
+        f"WHERE revision = {_literal(revision)} AND object_kind = 'column' "
+        f"AND object_name = {_literal(f'{table}.{column}')}), true)"
+    )
+
+
+def record_index_sql(revision: str, index: str) -> str:
+    """Store whether the index existed (valid) before the revision built it."""
+    return f"""
+INSERT INTO {SNAPSHOTS} (revision, object_kind, object_name, snapshot)
+SELECT {_literal(revision)}, 'index', {_literal(index)},
+       jsonb_build_object('existed', i.indexrelid IS NOT NULL AND i.indisvalid,
+                          'definition', pg_get_indexdef(i.indexrelid))
+  FROM (SELECT to_regclass({_literal(index)}) AS oid) AS target
+  LEFT JOIN pg_index AS i ON i.indexrelid = target.oid
+ON CONFLICT (revision, object_kind, object_name) DO NOTHING"""
+
+
+def index_existed_before_sql(revision: str, index: str) -> str:
+    """One row: true/false as recorded, or NULL when there is no snapshot."""
+    return (
+        f"SELECT (snapshot->>'existed')::boolean FROM {SNAPSHOTS} WHERE revision = {_literal(revision)} "
+        f"AND object_kind = 'index' AND object_name = {_literal(index)}"
+    )
+
+
+def forget_sql(revision: str, kind: str, name: str) -> str:
+    return (
+        f"DELETE FROM {SNAPSHOTS} WHERE revision = {_literal(revision)} "
+        f"AND object_kind = '{kind}' AND object_name = {_literal(name)}"
+    )
