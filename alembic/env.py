@@ -54,7 +54,7 @@ def run_migrations_online(environment) -> None:
         environment,
         load_environments(),
         mutating=not _command_is_read_only(),
-        connection=config.attributes.get("connection"),
+        connectable=config.attributes.get("connection"),
     ) as connection:
         context.configure(connection=connection, **COMMON_OPTIONS)
         with context.begin_transaction():

@@ -1,11 +1,27 @@
-"""Loaded only when alembic runs without -n: stop before anything else happens."""
+"""Loaded only when alembic runs without -n, or with a -n that names no environment.
+
+It stops the command before anything else happens, naming the environments
+that exist.
+"""
+
+import sys
 
 from alembic.util import CommandError
 
-from chat_migrations.environments import get_environment
+from chat_migrations.environments import ConfigurationError, get_environment
 
-# Raises the one-line "no environment chosen: pass -n prod or -n staging".
+
+def _requested_environment() -> str | None:
+    args = sys.argv[1:]
+    for position, arg in enumerate(args):
+        if arg in ("-n", "--name") and position + 1 < len(args):
+            return args[position + 1]
+        if arg.startswith("--name="):
+            return arg.split("=", 1)[1]
+    return None
+
+
 try:
-    get_environment(None)
-except Exception as refusal:  # ConfigurationError; keep this module dependency-light
+    get_environment(_requested_environment())
+except ConfigurationError as refusal:
     raise CommandError(str(refusal)) from None

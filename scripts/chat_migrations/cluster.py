@@ -89,8 +89,12 @@ class Cluster:
         root = Path(root or tempfile.mkdtemp(prefix="chatdb-"))
         root.mkdir(parents=True, exist_ok=True)
         cluster = cls(root=root, port=free_port(), password=secrets.token_urlsafe(18))
-        cluster._init()
-        cluster._pg_ctl("start", "-w", "-t", "60", "-l", str(root / "server.log"), "-o", cluster._server_options())
+        try:
+            cluster._init()
+            cluster._pg_ctl("start", "-w", "-t", "60", "-l", str(root / "server.log"), "-o", cluster._server_options())
+        except ClusterError:
+            shutil.rmtree(root, ignore_errors=True)
+            raise
         return cluster
 
     def stop(self, *, remove: bool = True) -> None:
@@ -113,6 +117,11 @@ class Cluster:
         pwfile.write_text(self.password + "\n")
         os.chmod(pwfile, 0o600)
         self._own(self.root)
+        if server_os_user() and subprocess.run(_as_server_user(["test", "-r", str(pwfile)])).returncode != 0:
+            raise ClusterError(
+                f"the server's OS user {server_os_user()} cannot reach {self.root}: "
+                "choose a directory whose parents it can enter (under /tmp, say)"
+            )
         self._run(
             str(pg_bindir() / "initdb"), "-D", str(self.data_dir), "-U", SUPERUSER,
             "--auth-local=trust", "--auth-host=scram-sha-256", f"--pwfile={pwfile}",

@@ -33,9 +33,9 @@ class Environment:
     url_env: str
     supabase_project_ref: str | None
 
-    def database_url(self, env_file_dir: Path | None = None) -> str:
-        """The connection string from the process environment or .env.local."""
-        value = os.environ.get(self.url_env) or read_env_file(env_file_dir).get(self.url_env)
+    def database_url(self) -> str:
+        """The connection string from the process environment, else ./.env.local."""
+        value = os.environ.get(self.url_env) or read_env_file().get(self.url_env)
         if not value:
             raise ConfigurationError(
                 f"{self.url_env} is not set: export it or put it in {ENV_LOCAL} "
@@ -67,14 +67,10 @@ def get_environment(name: str | None, ini_path: Path = ALEMBIC_INI) -> Environme
     return environments[name]
 
 
-def read_env_file(directory: Path | None = None) -> dict[str, str]:
-    """KEY=VALUE pairs of .env.local (cwd first, then the repository root)."""
-    candidates = [directory] if directory else [Path.cwd(), REPO_ROOT]
-    for folder in candidates:
-        path = folder / ENV_LOCAL
-        if path.is_file():
-            return _parse_env_file(path.read_text())
-    return {}
+def read_env_file() -> dict[str, str]:
+    """KEY=VALUE pairs of .env.local in the current directory (where alembic runs)."""
+    path = Path.cwd() / ENV_LOCAL
+    return _parse_env_file(path.read_text()) if path.is_file() else {}
 
 
 def _parse_env_file(text: str) -> dict[str, str]:

@@ -13,8 +13,9 @@ from contextlib import contextmanager
 from typing import Iterator
 
 from sqlalchemy import create_engine, text
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.pool import NullPool
 
 from . import identity
 from .environments import Environment, mask_url, parse_url
@@ -55,21 +56,24 @@ def migration_connection(
     environments: dict[str, Environment],
     *,
     mutating: bool,
-    connection: Connection | None = None,
+    connectable: Connection | Engine | None = None,
 ) -> Iterator[Connection]:
     """A guarded, time-limited connection holding the migration lock.
 
-    ``connection`` is used as given (tests hand one in); otherwise the
+    ``connectable`` (a Connection or Engine that tests hand in through
+    ``config.attributes["connection"]``) is used as given; otherwise the
     environment's URL is read and connected to.
     """
-    if connection is not None:
-        url = connection.engine.url
-        yield from _prepared(env, environments, url, connection, mutating)
+    if isinstance(connectable, Connection):
+        yield from _prepared(env, environments, connectable.engine.url, connectable, mutating)
         return
-    url = parse_url(env.database_url())
-    # Refuse a URL that names the other environment before connecting at all.
-    identity.check_url(env, environments, url)
-    engine = create_engine(url, poolclass=_null_pool(), connect_args={"connect_timeout": 10})
+    if isinstance(connectable, Engine):
+        engine, url = connectable, connectable.url
+    else:
+        url = parse_url(env.database_url())
+        # Refuse a URL that names the other environment before connecting at all.
+        identity.check_url(env, environments, url)
+        engine = create_engine(url, poolclass=NullPool, connect_args={"connect_timeout": 10})
     try:
         try:
             conn = engine.connect()
@@ -81,7 +85,8 @@ def migration_connection(
         with conn:
             yield from _prepared(env, environments, url, conn, mutating)
     finally:
-        engine.dispose()
+        if engine is not connectable:
+            engine.dispose()
 
 
 def _prepared(env, environments, url, conn: Connection, mutating: bool) -> Iterator[Connection]:
@@ -139,12 +144,6 @@ def _advisory_lock_holder(conn: Connection) -> str:
     if row is None:
         return "holder not visible to this role"
     return f"pid {row[0]}, application {row[1] or '?'}, connected for {row[2]}"
-
-
-def _null_pool():
-    from sqlalchemy.pool import NullPool
-
-    return NullPool
 
 
 def _first_line(exc: DBAPIError) -> str:

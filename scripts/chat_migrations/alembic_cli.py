@@ -1,0 +1,59 @@
+"""Running the real ``alembic`` command line, as an operator would."""
+
+from __future__ import annotations
+
+import functools
+import os
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from .environments import ALEMBIC_INI, load_environments
+
+
+@functools.cache
+def _empty_directory() -> Path:
+    # Runs happen outside the checkout so a developer's .env.local is never read.
+    return Path(tempfile.mkdtemp(prefix="alembic-cwd-"))
+
+
+@dataclass
+class Result:
+    args: list[str]
+    returncode: int
+    stdout: str
+    stderr: str
+
+    @property
+    def output(self) -> str:
+        return self.stdout + self.stderr
+
+
+def run(
+    *args: str,
+    urls: dict[str, str] | None = None,
+    check: bool = True,
+    extra_env: dict | None = None,
+    cwd: Path | None = None,
+) -> Result:
+    """``alembic ARGS`` with ``urls`` ({environment: url}) as its connection strings.
+
+    Only the given URLs are visible to the command: the caller's own
+    *_DATABASE_URL variables are removed, and it runs in an empty directory
+    (or ``cwd``), so it never reaches a database it was not given.
+    """
+    env = dict(os.environ)
+    for environment in load_environments().values():
+        env.pop(environment.url_env, None)
+    for name, url in (urls or {}).items():
+        env[load_environments()[name].url_env] = url
+    env.update(extra_env or {})
+    config = [] if "-c" in args else ["-c", str(ALEMBIC_INI)]
+    command = [sys.executable, "-m", "alembic", *config, *args]
+    completed = subprocess.run(command, cwd=cwd or _empty_directory(), env=env, capture_output=True, text=True)
+    result = Result(["alembic", *args], completed.returncode, completed.stdout, completed.stderr)
+    if check and completed.returncode != 0:
+        raise AssertionError(f"{' '.join(result.args)} exited {completed.returncode}:\n{result.output}")
+    return result

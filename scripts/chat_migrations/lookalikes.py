@@ -1,0 +1,32 @@
+"""Staging and prod lookalikes on a throwaway server, at their observed pre-migration states.
+
+Built the way the live databases are adopted: the observed schema is created
+without Alembic, realistic rows are added, and ``alembic stamp`` records the
+baseline (README, "Adopting a live database").
+"""
+
+from __future__ import annotations
+
+from . import alembic_cli, baseline, seed
+from .cluster import Cluster
+
+DATABASES = {env: f"chat_{env}" for env in baseline.ENVIRONMENTS}
+
+
+def create(cluster: Cluster, *, messages: int = 183) -> dict[str, str]:
+    """Create both lookalikes; returns {environment: url}."""
+    urls = {}
+    for env, database in DATABASES.items():
+        cluster.create_observed_database(database, env)
+        cluster.execute(database, seed.seed_sql(messages=messages))
+        urls[env] = cluster.url(database)
+    for env in DATABASES:
+        alembic_cli.run("-n", env, "stamp", f"000_{env}_baseline", urls=urls)
+    return urls
+
+
+def export_lines(urls: dict[str, str]) -> str:
+    from .environments import load_environments
+
+    environments = load_environments()
+    return "\n".join(f"export {environments[env].url_env}='{url}'" for env, url in urls.items())

@@ -1,0 +1,141 @@
+"""Fixtures: one real PostgreSQL per test session, a fresh database per test.
+
+The server is the project's own throwaway cluster (chat_migrations.cluster):
+pytest-postgresql's process fixture cannot start PostgreSQL as root, which is
+how CI runs. Per-test databases are cloned by pytest-postgresql's
+DatabaseJanitor from templates built once per session:
+
+* ``platform``: only the Supabase platform stand-in (an empty project);
+* ``observed-<env>``: the environment as the plan observed it, created without
+  Alembic, seeded with rows, then stamped at its baseline (an adopted live
+  database).
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+import pytest
+from pytest_postgresql.janitor import DatabaseJanitor
+
+from chat_migrations import alembic_cli, baseline, seed
+from chat_migrations.cluster import SUPERUSER, Cluster
+from chat_migrations.fingerprints import data_checksums, schema_dump
+
+ENVIRONMENTS = baseline.ENVIRONMENTS
+_counter = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def cluster():
+    server = Cluster.start()
+    try:
+        yield server
+    finally:
+        server.stop(remove=True)
+
+
+@dataclass
+class Database:
+    """A per-test database: its name, URL, and the environment it is marked as."""
+
+    cluster: Cluster
+    name: str
+    environment: str | None
+
+    @property
+    def url(self) -> str:
+        return self.cluster.url(self.name)
+
+    def connect(self):
+        return self.cluster.connect(self.name)
+
+    def query(self, sql: str, params=None):
+        conn = self.connect()
+        try:
+            with conn.cursor() as cur:
+                cur.execute(sql, params)
+                return cur.fetchall() if cur.description else None
+        finally:
+            conn.close()
+
+    def scalar(self, sql: str, params=None):
+        rows = self.query(sql, params)
+        return rows[0][0] if rows else None
+
+    def execute(self, sql: str, params=None) -> None:
+        self.query(sql, params)
+
+    def schema(self) -> str:
+        return schema_dump(self.url)
+
+    def checksums(self):
+        conn = self.connect()
+        try:
+            return data_checksums(conn)
+        finally:
+            conn.close()
+
+    def revision(self):
+        return self.scalar(
+            "SELECT string_agg(version_num, ',') FROM migration_meta.alembic_version"
+            if self.scalar("SELECT to_regclass('migration_meta.alembic_version') IS NOT NULL")
+            else "SELECT NULL"
+        )
+
+    def alembic(self, *args: str, check: bool = True, other: "Database | None" = None, **kwargs):
+        """Run the alembic CLI with this database as its environment's URL."""
+        urls = {self.environment: self.url}
+        if other is not None:
+            urls[other.environment] = other.url
+        return alembic_cli.run(*args, urls=urls, check=check, **kwargs)
+
+
+@pytest.fixture(scope="session")
+def templates(cluster):
+    """Template databases, built once; returns {kind: template name}."""
+    names = {"platform": "tpl_platform"}
+    cluster.create_platform_database("tpl_platform")
+    for env in ENVIRONMENTS:
+        name = f"tpl_observed_{env}"
+        cluster.create_observed_database(name, env)
+        cluster.execute(name, seed.seed_sql())
+        alembic_cli.run("-n", env, "stamp", f"000_{env}_baseline", urls={env: cluster.url(name)})
+        names[f"observed-{env}"] = name
+    return names
+
+
+@pytest.fixture
+def make_database(cluster, templates):
+    """make_database(env, kind="platform"|"observed", marked=True) -> Database, dropped after the test."""
+    janitors = []
+
+    def make(environment: str, kind: str = "observed", *, marked: bool = True) -> Database:
+        template = templates["platform" if kind == "platform" else f"observed-{environment}"]
+        name = f"t{next(_counter)}_{environment}_{kind}"
+        janitor = DatabaseJanitor(
+            user=SUPERUSER, host=str(cluster.socket_dir), port=cluster.port,
+            dbname=name, template_dbname=template,
+        )
+        janitor.init()
+        janitors.append(janitor)
+        if marked:
+            cluster.execute(name, f"ALTER DATABASE {name} SET migration.environment = '{environment}'")
+        return Database(cluster, name, environment)
+
+    yield make
+    for janitor in janitors:
+        janitor.drop()
+
+
+@pytest.fixture(params=ENVIRONMENTS)
+def environment(request) -> str:
+    return request.param
+
+
+def revisions_in_order(environment: str) -> list[str]:
+    """The environment's history, base first, as `alembic history` prints it."""
+    out = alembic_cli.run("-n", environment, "history").stdout
+    return [line.split(" -> ")[1].split(",")[0].split(" ")[0] for line in reversed(out.strip().splitlines())]
+

@@ -1,0 +1,253 @@
+"""The migration itself, driven through the real alembic CLI on real databases.
+
+Exactness is proved by comparing pg_dump --schema-only, never by exit codes.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import pytest
+
+from chat_migrations import alembic_cli, baseline
+from chat_migrations.cluster import pg_bindir
+from chat_migrations.environments import REPO_ROOT
+from chat_migrations.fingerprints import first_difference
+
+from .conftest import revisions_in_order
+
+
+def assert_same_schema(actual: str, expected: str, what: str) -> None:
+    difference = first_difference(expected, actual, ("expected", "actual"))
+    assert not difference, f"{what}: schemas differ\n{difference}"
+
+
+@pytest.mark.slow
+def test_every_downgrade_step_restores_the_schema_before_its_upgrade(make_database, environment):
+    db = make_database(environment, "platform")
+    history = revisions_in_order(environment)
+    dumps = [db.schema()]
+    for revision in history:
+        db.alembic("-n", environment, "upgrade", revision)
+        assert db.revision() == revision
+        dumps.append(db.schema())
+    for step in range(len(history), 0, -1):
+        db.alembic("-n", environment, "downgrade", "-1")
+        assert db.revision() == (history[step - 2] if step > 1 else None)
+        assert_same_schema(db.schema(), dumps[step - 1], f"{environment} after downgrading {history[step - 1]}")
+    db.alembic("-n", environment, "upgrade", "head")
+    assert_same_schema(db.schema(), dumps[-1], f"{environment} upgraded again")
+
+
+def test_baseline_revision_creates_exactly_the_observed_database(make_database, environment):
+    built_by_alembic = make_database(environment, "platform")
+    built_by_alembic.alembic("-n", environment, "upgrade", f"000_{environment}_baseline")
+    adopted = make_database(environment, "observed")
+    assert_same_schema(built_by_alembic.schema(), adopted.schema(), f"{environment} baseline")
+
+
+def test_environments_converge_to_identical_schemas_at_head(make_database):
+    staging = make_database("staging")
+    prod = make_database("prod")
+    assert staging.schema() != prod.schema(), "the observed environments should start out drifted"
+    staging.alembic("-n", "staging", "upgrade", "head")
+    prod.alembic("-n", "prod", "upgrade", "head")
+    assert_same_schema(staging.schema(), prod.schema(), "staging vs prod at head")
+    # And the same schema as a database built from nothing.
+    fresh = make_database("prod", "platform")
+    fresh.alembic("-n", "prod", "upgrade", "head")
+    assert_same_schema(fresh.schema(), prod.schema(), "fresh prod vs adopted prod at head")
+
+
+def test_alembic_check_finds_no_difference_from_the_models_at_head(make_database, environment):
+    db = make_database(environment)
+    db.alembic("-n", environment, "upgrade", "head")
+    result = db.alembic("-n", environment, "check")
+    assert "No new upgrade operations detected" in result.output
+
+
+def test_alembic_check_reports_a_database_that_is_behind(make_database, environment):
+    db = make_database(environment)
+    result = db.alembic("-n", environment, "check", check=False)
+    assert result.returncode != 0
+    assert "not up to date" in result.output
+
+
+def test_rows_survive_the_upgrade_and_the_rollback(make_database, environment):
+    db = make_database(environment)
+    before = db.checksums()
+    assert before["public.chat_messages"][0] == 183
+    db.alembic("-n", environment, "upgrade", "head")
+    assert db.checksums() == before
+    db.alembic("-n", environment, "downgrade", f"000_{environment}_baseline")
+    assert db.checksums() == before
+
+
+def test_adopted_database_is_stamped_at_its_baseline_and_upgrades(make_database, environment):
+    db = make_database(environment)  # created without Alembic, then `alembic stamp <baseline>`
+    assert db.revision() == f"000_{environment}_baseline"
+    current = db.alembic("-n", environment, "current")
+    assert f"000_{environment}_baseline" in current.stdout
+    db.alembic("-n", environment, "upgrade", "head")
+    assert db.revision() == "100_converged"
+
+
+def test_stamping_a_database_created_without_alembic(cluster, make_database, environment):
+    db = make_database(environment, "platform")
+    db.execute(baseline.create_sql(environment))
+    before = db.schema()
+    db.alembic("-n", environment, "stamp", f"000_{environment}_baseline")
+    assert db.revision() == f"000_{environment}_baseline"
+    assert_same_schema(db.schema(), before, "stamp must not change the schema")
+
+
+def test_prod_rollback_keeps_the_sender_index_that_existed_before(make_database):
+    db = make_database("prod")
+    db.alembic("-n", "prod", "upgrade", "head")
+    db.alembic("-n", "prod", "downgrade", "000_prod_baseline")
+    assert db.scalar("SELECT to_regclass('public.idx_chat_messages_sender_id') IS NOT NULL")
+
+
+def test_prod_rollback_removes_the_sender_index_when_the_upgrade_created_it(make_database):
+    # The plan's summary claims prod lacked this index; on such a database the
+    # upgrade creates it and the rollback must remove it again.
+    db = make_database("prod")
+    db.execute("DROP INDEX public.idx_chat_messages_sender_id")
+    before = db.schema()
+    db.alembic("-n", "prod", "upgrade", "001_schema_alignment")
+    assert db.scalar("SELECT to_regclass('public.idx_chat_messages_sender_id') IS NOT NULL")
+    db.alembic("-n", "prod", "downgrade", "-1")
+    assert_same_schema(db.schema(), before, "prod without the index, rolled back")
+
+
+def test_return_type_change_keeps_owner_grants_and_comment(make_database):
+    db = make_database("staging")
+    db.execute(
+        """
+        DO $$ BEGIN
+            IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'chat_owner') THEN CREATE ROLE chat_owner; END IF;
+        END $$;
+        GRANT USAGE, CREATE ON SCHEMA public TO chat_owner;
+        ALTER FUNCTION public.mark_messages_as_read(uuid, uuid) OWNER TO chat_owner;
+        REVOKE ALL ON FUNCTION public.mark_messages_as_read(uuid, uuid) FROM PUBLIC;
+        GRANT EXECUTE ON FUNCTION public.mark_messages_as_read(uuid, uuid) TO anon WITH GRANT OPTION;
+        COMMENT ON FUNCTION public.mark_messages_as_read(uuid, uuid) IS 'staging''s own words';
+        """
+    )
+    state = """
+        SELECT pg_get_userbyid(proowner), proacl::text, obj_description(oid, 'pg_proc'),
+               pg_get_function_result(oid)
+          FROM pg_proc WHERE oid = 'public.mark_messages_as_read(uuid, uuid)'::regprocedure
+    """
+    owner, acl, comment, result = db.query(state)[0]
+    assert result == "void"
+    before = db.schema()
+    db.alembic("-n", "staging", "upgrade", "002_function_updates_staging")
+    assert db.query(state)[0] == (owner, acl, comment, "TABLE(updated_count bigint)")
+    db.alembic("-n", "staging", "downgrade", "-1")
+    assert_same_schema(db.schema(), before, "staging with its own grants, rolled back")
+
+
+SHARED_REVISION = '''
+"""A shared revision written once for every environment (test only)."""
+
+from alembic import op
+
+revision = "101_test_shared"
+down_revision = "100_converged"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.execute("ALTER TABLE public.chat_messages ADD COLUMN edited_at timestamptz")
+
+
+def downgrade() -> None:
+    op.execute("ALTER TABLE public.chat_messages DROP COLUMN edited_at")
+'''
+
+
+def test_a_shared_revision_after_the_convergence_point_applies_and_rolls_back_on_both(tmp_path, make_database):
+    project = tmp_path / "project"
+    project.mkdir()
+    shutil.copy(REPO_ROOT / "alembic.ini", project)
+    shutil.copytree(REPO_ROOT / "alembic", project / "alembic", ignore=shutil.ignore_patterns("__pycache__"))
+    (project / "alembic" / "versions" / "shared" / "101_test_shared.py").write_text(SHARED_REVISION)
+    ini = str(project / "alembic.ini")
+    for environment in ("staging", "prod"):
+        db = make_database(environment)
+        db.alembic("-n", environment, "upgrade", "100_converged")
+        converged = db.schema()
+        db.alembic("-c", ini, "-n", environment, "upgrade", "head")
+        assert db.revision() == "101_test_shared"
+        assert db.scalar(
+            "SELECT count(*) FROM information_schema.columns WHERE table_name = 'chat_messages' AND column_name = 'edited_at'"
+        ) == 1
+        heads = db.alembic("-c", ini, "-n", environment, "heads").stdout
+        assert heads.split()[0] == "101_test_shared"
+        db.alembic("-c", ini, "-n", environment, "downgrade", "-1")
+        assert_same_schema(db.schema(), converged, f"{environment} after the shared revision's downgrade")
+
+
+def test_each_environment_has_a_single_head_at_the_convergence_point(environment):
+    heads = alembic_cli.run("-n", environment, "heads").stdout.split()
+    assert heads[0] == "100_converged" and "(head)" in heads
+
+
+def test_every_revision_documents_environment_locks_and_downgrade_testing():
+    for path in sorted((REPO_ROOT / "alembic" / "versions").rglob("*.py")):
+        docstring = path.read_text().split('"""')[1]
+        for heading in ("Environment:", "Why:", "Locks:", "Downgrade verified:"):
+            assert heading in docstring, f"{path.relative_to(REPO_ROOT)} lacks '{heading}'"
+
+
+def test_offline_sql_applies_on_the_right_database(make_database, psql):
+    db = make_database("prod")
+    script = db.alembic("-n", "prod", "upgrade", "000_prod_baseline:head", "--sql").stdout
+    assert script.lstrip().startswith("DO $guard$")
+    psql(db, script)
+    assert db.revision() == "100_converged"
+    online = make_database("prod")
+    online.alembic("-n", "prod", "upgrade", "head")
+    assert_same_schema(db.schema(), online.schema(), "--sql output applied with psql vs alembic upgrade")
+
+
+def test_offline_sql_stops_at_the_guard_on_the_wrong_database(make_database, psql):
+    staging = make_database("staging")
+    before = staging.schema()
+    script = alembic_cli.run("-n", "prod", "upgrade", "000_prod_baseline:head", "--sql").stdout
+    result = psql(staging, script, check=False)
+    assert result.returncode != 0
+    assert "wrong database: this script is for prod" in result.stderr
+    assert "marked staging" in result.stderr
+    assert staging.revision() == "000_staging_baseline"
+    assert_same_schema(staging.schema(), before, "staging after the refused prod script")
+
+
+@pytest.fixture
+def psql(cluster):
+    def run(db, script: str, check: bool = True):
+        result = subprocess.run(
+            [str(pg_bindir() / "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", db.url],
+            input=script, capture_output=True, text=True,
+        )
+        if check:
+            assert result.returncode == 0, result.stderr
+        return result
+
+    return run
+
+
+def test_revision_files_are_named_after_their_ids():
+    for path in (REPO_ROOT / "alembic" / "versions").rglob("*.py"):
+        assert f'revision: str = "{path.stem}"' in path.read_text(), path.name
+
+
+def test_plan_phase_revisions_exist_with_the_plan_file_names():
+    versions = REPO_ROOT / "alembic" / "versions"
+    assert (versions / "prod" / "001_schema_alignment.py").exists()
+    assert (versions / "staging" / "002_function_updates_staging.py").exists()
+    assert (versions / "staging" / "003_index_alignment.py").exists()
+
