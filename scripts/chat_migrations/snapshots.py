@@ -90,6 +90,16 @@ END
 $replace$"""
 
 
+def redefine_function_sql(revision: str, signature: str, definition: str) -> str:
+    """Record the function, then CREATE OR REPLACE it with the same signature.
+
+    For a function something depends on (a trigger's function): it is never
+    dropped, and keeps its owner, ACL and comment. ``definition`` must say
+    CREATE OR REPLACE FUNCTION. The downgrade is restore_function_sql.
+    """
+    return f"{record_function_sql(revision, signature)};\n{definition}"
+
+
 # The project's known previous state of a function that did not exist before.
 ABSENT = ""
 

@@ -28,6 +28,8 @@ revision: str = "001_schema_alignment"
 down_revision: Union[str, Sequence[str], None] = "000_prod_baseline"
 branch_labels: Union[str, Sequence[str], None] = None
 depends_on: Union[str, Sequence[str], None] = None
+# Existing tables whose locks or size matter to this revision (scripts/preflight reports them).
+affected_tables: tuple[str, ...] = ("public.chat_participants", "public.chat_messages")
 
 
 def upgrade() -> None:

@@ -22,6 +22,8 @@ revision: str = "005_prod_message_keys_not_null"
 down_revision: Union[str, Sequence[str], None] = "001_schema_alignment"
 branch_labels: Union[str, Sequence[str], None] = None
 depends_on: Union[str, Sequence[str], None] = None
+# Existing tables whose locks or size matter to this revision (scripts/preflight reports them).
+affected_tables: tuple[str, ...] = ("public.chat_messages",)
 
 
 def upgrade() -> None:

@@ -19,6 +19,8 @@ revision: str = "100_converged"
 down_revision: Union[str, Sequence[str], None] = "005_prod_message_keys_not_null"
 branch_labels: Union[str, Sequence[str], None] = None
 depends_on: Union[str, Sequence[str], None] = None
+# Existing tables whose locks or size matter to this revision (scripts/preflight reports them).
+affected_tables: tuple[str, ...] = ()
 
 
 def upgrade() -> None:

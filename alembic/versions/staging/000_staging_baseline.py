@@ -26,6 +26,8 @@ revision: str = "000_staging_baseline"
 down_revision: Union[str, Sequence[str], None] = None
 branch_labels: Union[str, Sequence[str], None] = None
 depends_on: Union[str, Sequence[str], None] = None
+# Existing tables whose locks or size matter to this revision (scripts/preflight reports them).
+affected_tables: tuple[str, ...] = ()  # creates them
 
 
 def upgrade() -> None:

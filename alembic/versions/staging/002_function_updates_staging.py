@@ -26,6 +26,8 @@ revision: str = "002_function_updates_staging"
 down_revision: Union[str, Sequence[str], None] = "000_staging_baseline"
 branch_labels: Union[str, Sequence[str], None] = None
 depends_on: Union[str, Sequence[str], None] = None
+# Existing tables whose locks or size matter to this revision (scripts/preflight reports them).
+affected_tables: tuple[str, ...] = ()  # functions only
 
 
 def upgrade() -> None:

@@ -21,6 +21,8 @@ revision: str = "005_staging_sender_index"
 down_revision: Union[str, Sequence[str], None] = "003_index_alignment"
 branch_labels: Union[str, Sequence[str], None] = None
 depends_on: Union[str, Sequence[str], None] = None
+# Existing tables whose locks or size matter to this revision (scripts/preflight reports them).
+affected_tables: tuple[str, ...] = ("public.chat_messages",)
 
 
 def upgrade() -> None:
