@@ -3,9 +3,12 @@
 ``alembic -n prod ...`` or ``alembic -n staging ...`` picks the environment
 (``config.config_ini_section``). This file only chooses it, gets its guarded
 connection (identity check, timeouts, advisory lock: chat_migrations.session),
-and runs the revisions, one transaction per revision.
+and runs the revisions, one transaction per revision. ``-x key=value``
+tunes the waits (README, "Lock discipline").
 """
 
+import logging
+import time
 from logging.config import fileConfig
 
 from alembic import context
@@ -18,6 +21,8 @@ from chat_migrations.environments import ConfigurationError, get_environment, lo
 config = context.config
 if config.config_file_name is not None:
     fileConfig(config.config_file_name, disable_existing_loggers=False)
+
+log = logging.getLogger("chat_migrations")
 
 REFUSALS = (
     ConfigurationError,
@@ -44,6 +49,8 @@ def run_migrations_offline(environment) -> None:
     )
     with context.begin_transaction():
         context.execute(identity.offline_guard_sql(environment))
+        context.execute(f"SET lock_timeout = {session.settings.lock_timeout_ms}")
+        context.execute(f"SET statement_timeout = {session.settings.statement_timeout_ms}")
         context.execute(session.BOOKKEEPING_SQL)
         context.run_migrations()
 
@@ -56,9 +63,28 @@ def run_migrations_online(environment) -> None:
         mutating=not _command_is_read_only(),
         connectable=config.attributes.get("connection"),
     ) as connection:
-        context.configure(connection=connection, **COMMON_OPTIONS)
+        timer = RevisionTimer()
+        context.configure(connection=connection, on_version_apply=timer.step_done, **COMMON_OPTIONS)
         with context.begin_transaction():
             context.run_migrations()
+        timer.report()
+
+
+class RevisionTimer:
+    """The elapsed time of each revision, reported when the command ends."""
+
+    def __init__(self) -> None:
+        self.mark = time.monotonic()
+        self.steps: list[tuple[str, float]] = []
+
+    def step_done(self, *, step, **_) -> None:
+        now = time.monotonic()
+        self.steps.append((f"{'upgrade' if step.is_upgrade else 'downgrade'} {step.up_revision_id}", now - self.mark))
+        self.mark = now
+
+    def report(self) -> None:
+        for name, seconds in self.steps:
+            log.info("%s took %.1fs", name, seconds)
 
 
 def _command_is_read_only() -> bool:
@@ -69,6 +95,7 @@ def _command_is_read_only() -> bool:
 
 try:
     environment = get_environment(config.config_ini_section)
+    session.settings = session.Settings.from_x_arguments(context.get_x_argument(as_dictionary=True))
     if context.is_offline_mode():
         run_migrations_offline(environment)
     else:

@@ -14,14 +14,15 @@ DatabaseJanitor from templates built once per session:
 from __future__ import annotations
 
 import itertools
+import subprocess
 from dataclasses import dataclass
 
 import pytest
 from pytest_postgresql.janitor import DatabaseJanitor
 
 from chat_migrations import alembic_cli, baseline, seed
-from chat_migrations.cluster import SUPERUSER, Cluster
-from chat_migrations.fingerprints import data_checksums, schema_dump
+from chat_migrations.cluster import SUPERUSER, Cluster, pg_bindir
+from chat_migrations.fingerprints import data_checksums, first_difference, schema_dump
 
 ENVIRONMENTS = baseline.ENVIRONMENTS
 _counter = itertools.count()
@@ -139,3 +140,24 @@ def revisions_in_order(environment: str) -> list[str]:
     out = alembic_cli.run("-n", environment, "history").stdout
     return [line.split(" -> ")[1].split(",")[0].split(" ")[0] for line in reversed(out.strip().splitlines())]
 
+
+
+def assert_same_schema(actual: str, expected: str, what: str) -> None:
+    difference = first_difference(expected, actual, ("expected", "actual"))
+    assert not difference, f"{what}: schemas differ\n{difference}"
+
+
+@pytest.fixture
+def psql(cluster):
+    """psql(db, script, check=True): run a script as an operator would, stopping at the first error."""
+
+    def run(db, script: str, check: bool = True):
+        result = subprocess.run(
+            [str(pg_bindir() / "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", db.url],
+            input=script, capture_output=True, text=True,
+        )
+        if check:
+            assert result.returncode == 0, result.stderr
+        return result
+
+    return run

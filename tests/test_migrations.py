@@ -6,21 +6,13 @@ Exactness is proved by comparing pg_dump --schema-only, never by exit codes.
 from __future__ import annotations
 
 import shutil
-import subprocess
 
 import pytest
 
 from chat_migrations import alembic_cli, baseline
-from chat_migrations.cluster import pg_bindir
 from chat_migrations.environments import REPO_ROOT
-from chat_migrations.fingerprints import first_difference
 
-from .conftest import revisions_in_order
-
-
-def assert_same_schema(actual: str, expected: str, what: str) -> None:
-    difference = first_difference(expected, actual, ("expected", "actual"))
-    assert not difference, f"{what}: schemas differ\n{difference}"
+from .conftest import assert_same_schema, revisions_in_order
 
 
 @pytest.mark.slow
@@ -224,20 +216,6 @@ def test_offline_sql_stops_at_the_guard_on_the_wrong_database(make_database, psq
     assert "marked staging" in result.stderr
     assert staging.revision() == "000_staging_baseline"
     assert_same_schema(staging.schema(), before, "staging after the refused prod script")
-
-
-@pytest.fixture
-def psql(cluster):
-    def run(db, script: str, check: bool = True):
-        result = subprocess.run(
-            [str(pg_bindir() / "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", db.url],
-            input=script, capture_output=True, text=True,
-        )
-        if check:
-            assert result.returncode == 0, result.stderr
-        return result
-
-    return run
 
 
 def test_revision_files_are_named_after_their_ids():

@@ -31,6 +31,18 @@ class Result:
         return self.stdout + self.stderr
 
 
+def _invocation(args, urls, extra_env):
+    env = dict(os.environ)
+    environments = load_environments()
+    for environment in environments.values():
+        env.pop(environment.url_env, None)
+    for name, url in (urls or {}).items():
+        env[environments[name].url_env] = url
+    env.update(extra_env or {})
+    config = [] if "-c" in args else ["-c", str(ALEMBIC_INI)]
+    return [sys.executable, "-m", "alembic", *config, *args], env
+
+
 def run(
     *args: str,
     urls: dict[str, str] | None = None,
@@ -44,16 +56,17 @@ def run(
     *_DATABASE_URL variables are removed, and it runs in an empty directory
     (or ``cwd``), so it never reaches a database it was not given.
     """
-    env = dict(os.environ)
-    for environment in load_environments().values():
-        env.pop(environment.url_env, None)
-    for name, url in (urls or {}).items():
-        env[load_environments()[name].url_env] = url
-    env.update(extra_env or {})
-    config = [] if "-c" in args else ["-c", str(ALEMBIC_INI)]
-    command = [sys.executable, "-m", "alembic", *config, *args]
+    command, env = _invocation(args, urls, extra_env)
     completed = subprocess.run(command, cwd=cwd or _empty_directory(), env=env, capture_output=True, text=True)
     result = Result(["alembic", *args], completed.returncode, completed.stdout, completed.stderr)
     if check and completed.returncode != 0:
         raise AssertionError(f"{' '.join(result.args)} exited {completed.returncode}:\n{result.output}")
     return result
+
+
+def start(*args: str, urls: dict[str, str] | None = None) -> subprocess.Popen:
+    """``alembic ARGS`` in the background, like run(); read it with .communicate()."""
+    command, env = _invocation(args, urls, None)
+    return subprocess.Popen(
+        command, cwd=_empty_directory(), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )

@@ -16,23 +16,34 @@ renders the same steps as a script):
 
 from __future__ import annotations
 
+import logging
+import threading
 import time
+from contextlib import contextmanager
 
 from alembic import op
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
-from . import snapshots
+from . import session, snapshots
+
+log = logging.getLogger("chat_migrations")
 
 LOCK_NOT_AVAILABLE = "55P03"
-LOCK_ATTEMPTS = 12
-# Pause between attempts grows from 100 ms to 3 s: about 20 s waiting in all.
+# Pause between lock attempts grows from 100 ms to 3 s: with the default 12
+# attempts of 500 ms, about 25 s in all before giving up.
 FIRST_PAUSE_SECONDS = 0.1
 MAX_PAUSE_SECONDS = 3.0
-# An index build reads the whole table; 0 would mean no limit. Unit: ms (1 h).
+# An index build reads the whole table. Unit: ms (1 h).
 INDEX_BUILD_STATEMENT_TIMEOUT_MS = 3_600_000
-# VALIDATE CONSTRAINT scans the table under a lock that blocks no reads or writes (1 h).
+# VALIDATE CONSTRAINT scans the table under a lock that blocks no reads or writes. Unit: ms (1 h).
 VALIDATE_STATEMENT_TIMEOUT_MS = 3_600_000
+# Concurrent index builds and drops, and VALIDATE CONSTRAINT, take SHARE UPDATE
+# EXCLUSIVE, which no application query conflicts with, so nothing queues
+# behind them while they wait. A short lock_timeout would only abort them (a
+# build half-way, leaving an INVALID index; a validation whenever autovacuum
+# holds the table), so they wait as long as the step may run. Unit: ms.
+NON_BLOCKING_LOCK_TIMEOUT_MS = INDEX_BUILD_STATEMENT_TIMEOUT_MS
 
 
 class LockBudgetSpent(Exception):
@@ -54,7 +65,8 @@ def execute(sql: str, *, table: str, in_transaction: bool = True) -> None:
         return
     connection = op.get_bind()
     pause = FIRST_PAUSE_SECONDS
-    for attempt in range(1, LOCK_ATTEMPTS + 1):
+    attempts = session.settings.lock_attempts
+    for attempt in range(1, attempts + 1):
         savepoint = connection.begin_nested() if in_transaction else None
         try:
             connection.exec_driver_sql(sql)
@@ -63,9 +75,9 @@ def execute(sql: str, *, table: str, in_transaction: bool = True) -> None:
                 raise
             if savepoint is not None:
                 savepoint.rollback()
-            if attempt == LOCK_ATTEMPTS:
+            if attempt == attempts:
                 raise LockBudgetSpent(
-                    f"gave up after {LOCK_ATTEMPTS} lock attempts on {table}: "
+                    f"gave up after {attempts} lock attempts of {session.settings.lock_timeout_ms} ms on {table}: "
                     f"{lock_holders(connection, table)}; nothing of this step was applied, rerun when it is gone"
                 ) from None
             time.sleep(pause)
@@ -96,31 +108,42 @@ def lock_holders(connection, table: str) -> str:
     )
 
 
-def _statement_timeout(milliseconds: int | None) -> None:
-    """Raise the session's statement_timeout for one long step (None: back to the default)."""
-    value = "DEFAULT" if milliseconds is None else f"{milliseconds}"
-    op.execute(f"SET statement_timeout = {value}")
+def _set_timeouts(*, statement_ms: int | None, lock_ms: int | None = None) -> None:
+    """Raise the session's timeouts for one long step; None puts the run's setting back."""
+    statement = session.settings.statement_timeout_ms if statement_ms is None else statement_ms
+    lock = session.settings.lock_timeout_ms if lock_ms is None else lock_ms
+    op.execute(f"SET statement_timeout = {statement}")
+    op.execute(f"SET lock_timeout = {lock}")
 
 
 # --- indexes -----------------------------------------------------------------
 
 
 def create_index_concurrently(revision: str, index: str, table: str, columns: str) -> None:
-    """Build ``index`` without blocking writes; remembers whether it already existed."""
-    op.execute(snapshots.record_index_sql(revision, f"public.{index}"))
+    """Build ``index`` without blocking writes; remembers whether it already existed.
+
+    An INVALID leftover of an interrupted build is dropped and built again
+    (IF NOT EXISTS alone would skip it).
+    """
+    name = f"public.{index}"
+    op.execute(snapshots.record_index_sql(revision, name))
+    # CONCURRENTLY cannot run inside a transaction block.
     with op.get_context().autocommit_block():
-        # CONCURRENTLY cannot run inside a transaction block.
-        if not _offline() and _index_state(index) == "invalid":
-            # IF NOT EXISTS would skip the INVALID leftover of an interrupted build.
-            execute(f"DROP INDEX CONCURRENTLY IF EXISTS public.{index}", table=table, in_transaction=False)
-        _statement_timeout(INDEX_BUILD_STATEMENT_TIMEOUT_MS)
-        execute(
-            f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {index} ON {table} USING btree ({columns})",
-            table=table,
-            in_transaction=False,
-        )
-        _statement_timeout(None)
-        op.execute(_fail_if_invalid_sql(index))
+        _set_timeouts(statement_ms=INDEX_BUILD_STATEMENT_TIMEOUT_MS, lock_ms=NON_BLOCKING_LOCK_TIMEOUT_MS)
+        if _offline():
+            # A script cannot branch around DROP INDEX CONCURRENTLY, so its
+            # repair drops the INVALID leftover plainly (a catalog change).
+            op.execute(
+                f"DO $repair$ BEGIN IF EXISTS (SELECT FROM pg_index WHERE indexrelid = to_regclass('{name}') "
+                f"AND NOT indisvalid) THEN DROP INDEX {name}; END IF; END $repair$"
+            )
+        elif _index_state(name) == "invalid":
+            log.info("%s is INVALID (an interrupted build): dropping it to build it again", name)
+            op.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {name}")
+        with _index_build_progress(index):
+            op.execute(f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {index} ON {table} USING btree ({columns})")
+        _set_timeouts(statement_ms=None)
+        op.execute(_fail_if_invalid_sql(name))
 
 
 def drop_index_concurrently(revision: str, index: str, table: str) -> None:
@@ -134,37 +157,88 @@ def drop_index_concurrently(revision: str, index: str, table: str) -> None:
             f"DO $drop$ BEGIN IF NOT coalesce(({snapshots.index_existed_before_sql(revision, name)}), true) "
             f"THEN DROP INDEX IF EXISTS {name}; END IF; END $drop$"
         )
-        op.execute(snapshots.forget_sql(revision, "index", name))
-        return
-    existed = op.get_bind().execute(text(snapshots.index_existed_before_sql(revision, name))).scalar()
+    else:
+        existed = op.get_bind().execute(text(snapshots.index_existed_before_sql(revision, name))).scalar()
+        if existed is False:
+            with op.get_context().autocommit_block():
+                _set_timeouts(statement_ms=INDEX_BUILD_STATEMENT_TIMEOUT_MS, lock_ms=NON_BLOCKING_LOCK_TIMEOUT_MS)
+                op.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {name}")
+                _set_timeouts(statement_ms=None)
+        else:
+            # Existed before the upgrade, or no record of it (a stamped database): keep it.
+            log.info("keeping %s: it existed before this revision's upgrade (or nothing recorded it)", name)
+    # Forgotten only once the drop is done, so an interrupted downgrade reruns.
     op.execute(snapshots.forget_sql(revision, "index", name))
-    if existed is not False:
-        # Existed before the upgrade, or no record of it (stamped database): keep it.
-        return
-    with op.get_context().autocommit_block():
-        execute(f"DROP INDEX CONCURRENTLY IF EXISTS {name}", table=table, in_transaction=False)
 
 
-def _index_state(index: str) -> str:
-    valid = (
-        op.get_bind()
-        .execute(
-            text("SELECT indisvalid FROM pg_index WHERE indexrelid = to_regclass(:name)"),
-            {"name": f"public.{index}"},
-        )
-        .scalar()
-    )
+def _index_state(name: str) -> str:
+    valid = op.get_bind().execute(
+        text("SELECT indisvalid FROM pg_index WHERE indexrelid = to_regclass(:name)"), {"name": name}
+    ).scalar()
     return "missing" if valid is None else ("valid" if valid else "invalid")
 
 
-def _fail_if_invalid_sql(index: str) -> str:
+def _fail_if_invalid_sql(name: str) -> str:
     return f"""DO $check$
 BEGIN
-    IF EXISTS (SELECT FROM pg_index WHERE indexrelid = to_regclass('public.{index}') AND NOT indisvalid) THEN
-        RAISE EXCEPTION 'index public.{index} is INVALID (an interrupted concurrent build): run the upgrade again to rebuild it';
+    IF EXISTS (SELECT FROM pg_index WHERE indexrelid = to_regclass('{name}') AND NOT indisvalid) THEN
+        RAISE EXCEPTION 'index {name} is INVALID (an interrupted concurrent build): run the upgrade again to rebuild it';
     END IF;
 END
 $check$"""
+
+
+@contextmanager
+def _index_build_progress(index: str):
+    """Report pg_stat_progress_create_index of the build every few seconds, from a second connection."""
+    if _offline():
+        yield
+        return
+    connection = op.get_bind()
+    pid = connection.execute(text("SELECT pg_backend_pid()")).scalar()
+    stop = threading.Event()
+    reporter = threading.Thread(
+        target=_report_progress, args=(connection.engine, pid, index, stop), name=f"progress-{index}", daemon=True
+    )
+    started = time.monotonic()
+    reporter.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        reporter.join(timeout=10)
+        log.info("%s built in %.1fs", index, time.monotonic() - started)
+
+
+def _report_progress(engine, pid: int, index: str, stop: threading.Event) -> None:
+    started = time.monotonic()
+    try:
+        with engine.connect() as watcher:
+            while not stop.wait(session.settings.progress_interval_s):
+                row = watcher.execute(
+                    text(
+                        "SELECT phase, blocks_done, blocks_total, tuples_done, tuples_total, lockers_done, lockers_total "
+                        "FROM pg_stat_progress_create_index WHERE pid = :pid"
+                    ),
+                    {"pid": pid},
+                ).first()
+                watcher.rollback()
+                if row is not None:
+                    log.info("%s: %s (%.0fs)", index, describe_progress(row), time.monotonic() - started)
+    except Exception as problem:  # progress is a courtesy: never fail the build for it
+        log.warning("progress of %s unavailable: %s", index, problem)
+
+
+def describe_progress(row) -> str:
+    phase, blocks_done, blocks_total, tuples_done, tuples_total, lockers_done, lockers_total = row
+    parts = [phase]
+    if blocks_total:
+        parts.append(f"blocks {blocks_done}/{blocks_total} ({100 * blocks_done / blocks_total:.0f}%)")
+    if tuples_total:
+        parts.append(f"tuples {tuples_done}/{tuples_total} ({100 * tuples_done / tuples_total:.0f}%)")
+    if lockers_total:
+        parts.append(f"waiting for transactions {lockers_done}/{lockers_total}")
+    return ", ".join(parts)
 
 
 # --- NOT NULL ----------------------------------------------------------------
@@ -187,10 +261,10 @@ def set_not_null(revision: str, table: str, *columns: str) -> None:
         for column, check in checks.items():
             execute(_add_check_sql(table, column, check), table=table, in_transaction=False)
         op.execute("SELECT set_config('migration.not_null_violation', '', false)")
-        _statement_timeout(VALIDATE_STATEMENT_TIMEOUT_MS)
+        _set_timeouts(statement_ms=VALIDATE_STATEMENT_TIMEOUT_MS, lock_ms=NON_BLOCKING_LOCK_TIMEOUT_MS)
         for column, check in checks.items():
             op.execute(_validate_sql(table, column, check))
-        _statement_timeout(None)
+        _set_timeouts(statement_ms=None)
         op.execute(_undo_on_violation_sql(revision, table, checks))
         op.execute(
             "DO $report$ BEGIN IF current_setting('migration.not_null_violation') <> '' THEN "

@@ -8,8 +8,10 @@ creates the bookkeeping schema when the command is going to write.
 
 from __future__ import annotations
 
+import re
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Iterator
 
 from sqlalchemy import create_engine, text
@@ -18,19 +20,69 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.pool import NullPool
 
 from . import identity
-from .environments import Environment, mask_url, parse_url
+from .environments import ConfigurationError, Environment, mask_url, parse_url
 
 BOOKKEEPING_SCHEMA = "migration_meta"
 
-# A waiting DDL statement blocks every query queued behind it, so a migration
-# never waits long for a lock: it gives up quickly and retries (see online_ddl).
-LOCK_TIMEOUT = "500ms"
-# Default per statement; a step that legitimately runs longer raises its own.
-STATEMENT_TIMEOUT = "60s"
-# How long a second runner waits for the first before giving up, in seconds.
-ADVISORY_LOCK_WAIT_SECONDS = 30.0
 # One key for every runner of this project on a database.
 ADVISORY_LOCK_SQL_KEY = "hashtextextended('chat_migrations', 0)"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How long the migration may wait, tunable per run with alembic's ``-x key=value``."""
+
+    # A waiting DDL statement blocks every query queued behind it, so a
+    # migration never waits long for a lock: it gives up quickly and retries.
+    lock_timeout_ms: int = 500
+    lock_attempts: int = 12
+    # Default per statement; a step that legitimately runs longer raises its own.
+    statement_timeout_ms: int = 60_000
+    # How long a second runner waits for the first before giving up.
+    advisory_lock_wait_s: float = 30.0
+    # How often a long index build reports its progress.
+    progress_interval_s: float = 5.0
+
+    X_ARGUMENTS = {
+        "lock_timeout": ("lock_timeout_ms", "a duration such as 500ms or 2s"),
+        "lock_attempts": ("lock_attempts", "a whole number of at least 1"),
+        "statement_timeout": ("statement_timeout_ms", "a duration such as 60s"),
+        "advisory_lock_wait": ("advisory_lock_wait_s", "a duration such as 30s"),
+        "progress_interval": ("progress_interval_s", "a duration such as 5s"),
+    }
+
+    @classmethod
+    def from_x_arguments(cls, arguments: dict[str, str]) -> "Settings":
+        values = {}
+        for key, raw in arguments.items():
+            if key not in cls.X_ARGUMENTS:
+                known = ", ".join(sorted(cls.X_ARGUMENTS))
+                raise ConfigurationError(f"unknown -x {key}: the known settings are {known}")
+            field, expected = cls.X_ARGUMENTS[key]
+            try:
+                values[field] = _parse_setting(field, raw)
+            except ValueError:
+                raise ConfigurationError(f"-x {key}={raw}: expected {expected}") from None
+        return cls(**values)
+
+
+def _parse_setting(field: str, raw: str):
+    if field == "lock_attempts":
+        value = int(raw)
+        if value < 1:
+            raise ValueError(raw)
+        return value
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|min)?\s*", raw)
+    if not match:
+        raise ValueError(raw)
+    number, unit = float(match.group(1)), match.group(2) or ("ms" if field.endswith("_ms") else "s")
+    seconds = number * {"ms": 0.001, "s": 1, "min": 60}[unit]
+    return int(seconds * 1000) if field.endswith("_ms") else seconds
+
+
+# Set by env.py for the running command; the revisions' helpers read it.
+settings = Settings()
+
 
 BOOKKEEPING_SQL = f"""
 CREATE SCHEMA IF NOT EXISTS {BOOKKEEPING_SCHEMA};
@@ -93,8 +145,8 @@ def _prepared(env, environments, url, conn: Connection, mutating: bool) -> Itera
     try:
         needs_marker = identity.verify(env, environments, url, conn)
         conn.execute(text(f"SET application_name = 'alembic:{env.name}'"))
-        conn.execute(text(f"SET lock_timeout = '{LOCK_TIMEOUT}'"))
-        conn.execute(text(f"SET statement_timeout = '{STATEMENT_TIMEOUT}'"))
+        conn.execute(text(f"SET lock_timeout = {settings.lock_timeout_ms}"))
+        conn.execute(text(f"SET statement_timeout = {settings.statement_timeout_ms}"))
         conn.commit()
         _take_advisory_lock(conn, env)
         if mutating:
@@ -115,7 +167,7 @@ def _prepared(env, environments, url, conn: Connection, mutating: bool) -> Itera
 
 
 def _take_advisory_lock(conn: Connection, env: Environment) -> None:
-    deadline = time.monotonic() + ADVISORY_LOCK_WAIT_SECONDS
+    deadline = time.monotonic() + settings.advisory_lock_wait_s
     while True:
         got = conn.execute(text(f"SELECT pg_try_advisory_lock({ADVISORY_LOCK_SQL_KEY})")).scalar()
         conn.commit()
@@ -124,7 +176,7 @@ def _take_advisory_lock(conn: Connection, env: Environment) -> None:
         if time.monotonic() >= deadline:
             raise MigrationRefused(
                 f"another migration is running on {env.name}'s database "
-                f"({_advisory_lock_holder(conn)}); waited {ADVISORY_LOCK_WAIT_SECONDS:.0f}s, nothing was changed"
+                f"({_advisory_lock_holder(conn)}); waited {settings.advisory_lock_wait_s:g}s, nothing was changed"
             )
         time.sleep(0.5)
 

@@ -1,0 +1,252 @@
+"""Faults a production migration must survive: each leaves nothing half-applied and nothing lost.
+
+The migration runs as a real `alembic` process; the faults come from other
+real sessions: a blocker holding a lock, pg_terminate_backend, a second runner.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from chat_migrations import alembic_cli
+
+from .conftest import assert_same_schema
+
+MIGRATION_APP = "alembic:{}"
+
+
+class Session:
+    """Another connection to the database: the application, or a blocker."""
+
+    def __init__(self, db, application_name: str):
+        self.conn = db.connect()
+        self.conn.autocommit = False
+        self.run(f"SET application_name = '{application_name}'")
+        self.conn.commit()
+        self.pid = self.conn.get_backend_pid()
+
+    def run(self, sql: str, params=None):
+        with self.conn.cursor() as cur:
+            cur.execute(sql, params)
+            return cur.fetchall() if cur.description else None
+
+    def close(self) -> None:
+        self.conn.rollback()
+        self.conn.close()
+
+
+def wait_for(condition, what: str, timeout: float = 30.0, interval: float = 0.02):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def waiting_migration_pid(db, environment: str, wait_event_type: str = "Lock"):
+    return db.scalar(
+        "SELECT pid FROM pg_stat_activity WHERE application_name = %s AND wait_event_type = %s",
+        (MIGRATION_APP.format(environment), wait_event_type),
+    )
+
+
+def failed_line(output: str) -> str:
+    lines = [line for line in output.splitlines() if line.startswith("FAILED:")]
+    assert len(lines) == 1 and "Traceback" not in output, output
+    return lines[0]
+
+
+def reference_head_schema(make_database, environment: str) -> str:
+    reference = make_database(environment)
+    reference.alembic("-n", environment, "upgrade", "head")
+    return reference.schema()
+
+
+def hold_snapshot_row(db, revision: str, signature: str) -> Session:
+    """A blocker owning an uncommitted snapshot row that the migration's own insert will wait on."""
+    blocker = Session(db, "blocker")
+    blocker.run(
+        "INSERT INTO migration_meta.rollback_snapshots (revision, object_kind, object_name, snapshot) "
+        "VALUES (%s, 'function', %s, '{}')",
+        (revision, signature),
+    )
+    return blocker
+
+
+def test_terminated_in_the_middle_of_a_transactional_step_changes_nothing_and_rerun_succeeds(make_database):
+    db = make_database("staging")
+    db.alembic("-n", "staging", "current")  # creates nothing: read-only
+    db.alembic("-n", "staging", "stamp", "000_staging_baseline")  # bookkeeping schema exists
+    before = db.schema()
+    # 002 replaces mark_messages_as_read, then records get_unread_count: it
+    # stops there, mid-transaction, behind the blocker's uncommitted row.
+    blocker = hold_snapshot_row(db, "002_function_updates_staging", "public.get_unread_count(uuid, uuid)")
+    migration = alembic_cli.start(
+        "-n", "staging", "-x", "lock_timeout=60s", "upgrade", "head", urls={"staging": db.url}
+    )
+    try:
+        pid = wait_for(lambda: waiting_migration_pid(db, "staging"), "the migration to wait mid-transaction")
+        # The function was already replaced inside the migration's open transaction.
+        db.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        output, _ = migration.communicate(timeout=60)
+    finally:
+        blocker.close()
+    assert migration.returncode != 0
+    assert "terminat" in failed_line(output)
+    assert db.revision() == "000_staging_baseline"
+    assert_same_schema(db.schema(), before, "staging after the terminated upgrade")
+    db.alembic("-n", "staging", "upgrade", "head")
+    assert_same_schema(db.schema(), reference_head_schema(make_database, "staging"), "staging after the rerun")
+
+
+def test_terminated_during_a_concurrent_index_build_the_rerun_repairs_the_invalid_index(make_database):
+    db = make_database("staging")
+    db.alembic("-n", "staging", "upgrade", "002_function_updates_staging")
+    # An open writing transaction makes CREATE INDEX CONCURRENTLY wait after it
+    # has created the (still INVALID) index: terminated there, it leaves it behind.
+    writer = Session(db, "app-writer")
+    writer.run("UPDATE public.chat_messages SET updated_at = updated_at WHERE id = (SELECT min(id::text)::uuid FROM public.chat_messages)")
+    migration = alembic_cli.start("-n", "staging", "upgrade", "003_index_alignment", urls={"staging": db.url})
+    try:
+        pid = wait_for(
+            lambda: db.scalar(
+                "SELECT pid FROM pg_stat_progress_create_index WHERE phase LIKE 'waiting for%%' "
+                "AND index_relid = to_regclass('public.idx_chat_messages_reply_to')"
+            ),
+            "the concurrent build to wait for the writer",
+        )
+        db.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        output, _ = migration.communicate(timeout=60)
+    finally:
+        writer.close()
+    assert migration.returncode != 0, output
+    assert db.scalar("SELECT indisvalid FROM pg_index WHERE indexrelid = 'public.idx_chat_messages_reply_to'::regclass") is False
+    assert db.revision() == "002_function_updates_staging"
+
+    rerun = db.alembic("-n", "staging", "upgrade", "head")
+    assert "INVALID (an interrupted build): dropping it to build it again" in rerun.output
+    assert db.scalar("SELECT indisvalid FROM pg_index WHERE indexrelid = 'public.idx_chat_messages_reply_to'::regclass") is True
+    assert_same_schema(db.schema(), reference_head_schema(make_database, "staging"), "staging after the repair")
+
+
+def test_a_long_transaction_holding_a_lock_makes_the_migration_give_up_without_stalling_the_application(make_database):
+    db = make_database("prod")
+    db.alembic("-n", "prod", "stamp", "000_prod_baseline")
+    before = db.schema()
+    report = Session(db, "nightly-report")
+    report.run("SELECT count(*) FROM public.chat_participants")  # keeps ACCESS SHARE until it ends
+
+    app = Session(db, "app")
+    app.conn.autocommit = True
+    latencies: list[float] = []
+    stop = threading.Event()
+
+    def application_traffic():
+        while not stop.is_set():
+            started = time.monotonic()
+            app.run("SELECT count(*) FROM public.chat_participants")
+            latencies.append(time.monotonic() - started)
+            time.sleep(0.01)
+
+    traffic = threading.Thread(target=application_traffic)
+    traffic.start()
+    try:
+        result = db.alembic("-n", "prod", "-x", "lock_attempts=4", "upgrade", "head", check=False)
+    finally:
+        stop.set()
+        traffic.join()
+        app.close()
+        report.close()
+
+    line = failed_line(result.output)
+    assert "gave up after 4 lock attempts of 500 ms on public.chat_participants" in line
+    assert f"pid {report.pid} (nightly-report, idle in transaction, transaction open for" in line
+    assert db.revision() == "000_prod_baseline"
+    assert_same_schema(db.schema(), before, "prod after the migration gave up")
+    # Queued behind the waiting ALTER, an application query waits at most one
+    # lock_timeout (500 ms), never the whole retry budget.
+    assert len(latencies) > 10
+    assert max(latencies) < 1.5, f"application query stalled for {max(latencies):.2f}s"
+
+
+def test_two_upgrades_at_once_never_interleave_the_second_waits_then_finds_nothing_to_do(make_database):
+    db = make_database("staging")
+    db.alembic("-n", "staging", "stamp", "000_staging_baseline")
+    blocker = hold_snapshot_row(db, "002_function_updates_staging", "public.get_unread_count(uuid, uuid)")
+    first = alembic_cli.start("-n", "staging", "-x", "lock_timeout=60s", "upgrade", "head", urls={"staging": db.url})
+    try:
+        wait_for(lambda: waiting_migration_pid(db, "staging"), "the first upgrade to be mid-way")
+        second = alembic_cli.start("-n", "staging", "upgrade", "head", urls={"staging": db.url})
+        wait_for(
+            lambda: db.scalar(
+                "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid) "
+                "WHERE l.locktype = 'advisory' AND NOT l.granted AND a.application_name = 'alembic:staging'"
+            )
+            or db.scalar(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'alembic:staging'"
+            ) >= 2,
+            "the second upgrade to start",
+        )
+        assert db.revision() == "000_staging_baseline"
+    finally:
+        blocker.close()  # the first upgrade goes on
+    first_output, _ = first.communicate(timeout=120)
+    second_output, _ = second.communicate(timeout=120)
+    assert first.returncode == 0, first_output
+    assert second.returncode == 0, second_output
+    assert "Running upgrade" in first_output and "Running upgrade" not in second_output
+    assert db.scalar("SELECT count(*) FROM migration_meta.alembic_version") == 1
+    assert db.revision() == "100_converged"
+    assert_same_schema(db.schema(), reference_head_schema(make_database, "staging"), "staging after two upgrades")
+
+
+def test_a_second_upgrade_that_cannot_wait_stops_naming_the_first(make_database):
+    db = make_database("staging")
+    db.alembic("-n", "staging", "stamp", "000_staging_baseline")
+    blocker = hold_snapshot_row(db, "002_function_updates_staging", "public.get_unread_count(uuid, uuid)")
+    first = alembic_cli.start("-n", "staging", "-x", "lock_timeout=60s", "upgrade", "head", urls={"staging": db.url})
+    try:
+        first_pid = wait_for(lambda: waiting_migration_pid(db, "staging"), "the first upgrade to be mid-way")
+        second = db.alembic("-n", "staging", "-x", "advisory_lock_wait=1s", "upgrade", "head", check=False)
+    finally:
+        blocker.close()
+    first_output, _ = first.communicate(timeout=120)
+    line = failed_line(second.output)
+    assert f"another migration is running on staging's database (pid {first_pid}, application alembic:staging" in line
+    assert "waited 1s, nothing was changed" in line
+    assert first.returncode == 0, first_output
+    assert db.revision() == "100_converged"
+
+
+@pytest.mark.parametrize(
+    "column, revision, refused_revision",
+    [
+        ("public.chat_participants.user_id", "000_prod_baseline", "001_schema_alignment"),
+        ("public.chat_messages.sender_id", "001_schema_alignment", "005_prod_message_keys_not_null"),
+    ],
+)
+def test_rows_violating_a_not_null_about_to_be_added_stop_the_upgrade_with_their_ids(
+    make_database, column, revision, refused_revision
+):
+    db = make_database("prod")
+    db.alembic("-n", "prod", "upgrade", revision)
+    schema, table, name = column.split(".")
+    offenders = [row[0] for row in db.query(f"SELECT id FROM {schema}.{table} ORDER BY id LIMIT 2")]
+    db.execute(f"UPDATE {schema}.{table} SET {name} = NULL WHERE id = ANY(%s::uuid[])", ([str(i) for i in offenders],))
+    before = db.schema()
+    result = db.alembic("-n", "prod", "upgrade", "head", check=False)
+    line = failed_line(result.output)
+    assert f"2 rows of {schema}.{table} have {name} NULL (first ids: {offenders[0]}, {offenders[1]})" in line
+    assert "Nothing was changed" in line
+    assert db.revision() == revision
+    assert_same_schema(db.schema(), before, "prod after the refused upgrade")
+    assert db.scalar("SELECT count(*) FROM migration_meta.rollback_snapshots WHERE revision = %s", (refused_revision,)) == 0
+    # Fixed data, and the same command goes through.
+    db.execute(f"DELETE FROM {schema}.{table} WHERE id = ANY(%s::uuid[])", ([str(i) for i in offenders],))
+    db.alembic("-n", "prod", "upgrade", "head")
+    assert db.revision() == "100_converged"
