@@ -94,6 +94,16 @@ def test_stamping_a_database_created_without_alembic(cluster, make_database, env
     assert_same_schema(db.schema(), before, "stamp must not change the schema")
 
 
+def test_downgrading_past_the_baseline_refuses_while_the_tables_hold_rows(make_database, environment):
+    db = make_database(environment)  # an adopted database, with its rows
+    before = (db.schema(), db.checksums())
+    result = db.alembic("-n", environment, "downgrade", "base", check=False)
+    assert result.returncode != 0
+    assert "refusing to downgrade past the baseline: the chat tables hold rows" in result.output
+    assert (db.schema(), db.checksums()) == before
+    assert db.revision() == f"000_{environment}_baseline"
+
+
 def test_prod_rollback_keeps_the_sender_index_that_existed_before(make_database):
     db = make_database("prod")
     db.alembic("-n", "prod", "upgrade", "head")

@@ -234,7 +234,12 @@ def create_sql(environment: str) -> str:
 
 
 def drop_sql(environment: str) -> str:
-    """The exact reverse of create_sql: back to a platform-only database."""
+    """The exact reverse of create_sql, back to a platform-only database.
+
+    Only for a database that Alembic built from nothing: a live database was
+    adopted with ``stamp`` and holds rows, so this refuses rather than drop
+    the whole chat schema with its data.
+    """
     _check(environment)
     functions = [
         "public.mark_messages_as_read(uuid, uuid)",
@@ -244,9 +249,21 @@ def drop_sql(environment: str) -> str:
     ]
     if environment == "prod":
         functions.append(GET_UNREAD_COUNT)
+    refuse = """DO $refuse$
+BEGIN
+    IF EXISTS (SELECT FROM public.chats) OR EXISTS (SELECT FROM public.chat_participants)
+       OR EXISTS (SELECT FROM public.chat_messages) THEN
+        RAISE EXCEPTION 'refusing to downgrade past the baseline: the chat tables hold rows, and this would drop them with the whole chat schema. Nothing was changed';
+    END IF;
+END
+$refuse$;"""
+    why = "-- an empty database built from nothing (checked above) goes back to nothing\n"
     # Dropping the tables takes their indexes, policies, trigger and publication membership.
-    statements = ["DROP TABLE public.chat_messages, public.chat_participants, public.chats;"]
-    statements += [f"DROP FUNCTION {signature};" for signature in functions]
+    statements = [
+        refuse,
+        f"{why}-- squawk-ignore ban-drop-table\nDROP TABLE public.chat_messages, public.chat_participants, public.chats;",
+    ]
+    statements += [f"{why}-- squawk-ignore ban-drop-function\nDROP FUNCTION {signature};" for signature in functions]
     return "\n".join(statements)
 
 
