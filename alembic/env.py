@@ -65,9 +65,13 @@ def run_migrations_online(environment) -> None:
     ) as connection:
         timer = RevisionTimer()
         context.configure(connection=connection, on_version_apply=timer.step_done, **COMMON_OPTIONS)
-        with context.begin_transaction():
-            context.run_migrations()
+        online_ddl.run_with_lock_retries(run_revisions)
         timer.report()
+
+
+def run_revisions() -> None:
+    with context.begin_transaction():
+        context.run_migrations()
 
 
 class RevisionTimer:

@@ -135,6 +135,11 @@ def environment(request) -> str:
     return request.param
 
 
+def head_of(environment: str) -> str:
+    """The environment's head revision (the last shared revision once there are any)."""
+    return revisions_in_order(environment)[-1]
+
+
 def revisions_in_order(environment: str) -> list[str]:
     """The environment's history, base first, as `alembic history` prints it."""
     out = alembic_cli.run("-n", environment, "history").stdout

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from chat_migrations import baseline
 
-from .conftest import assert_same_schema
+from .conftest import assert_same_schema, head_of
 
 WRITE_EVERY_FUNCTION_DIFFERENTLY = """
 DO $rewrite$
@@ -55,7 +55,7 @@ def test_rollback_restores_hand_written_functions_exactly(make_database, environ
 def test_rollback_step_by_step_on_a_hand_written_database(make_database, environment):
     db = hand_written_database(make_database, environment)
     dumps = [db.schema()]
-    while db.revision() != "100_converged" and len(dumps) < 20:
+    while db.revision() != head_of(environment) and len(dumps) < 20:
         db.alembic("-n", environment, "upgrade", "+1")
         dumps.append(db.schema())
     for expected in reversed(dumps[:-1]):
@@ -80,7 +80,7 @@ def test_offline_scripts_upgrade_and_roll_back_exactly_through_psql(make_databas
     upgrade = db.alembic("-n", environment, "upgrade", f"{start}:head", "--sql").stdout
     downgrade = db.alembic("-n", environment, "downgrade", f"head:{start}", "--sql").stdout
     psql(db, upgrade)
-    assert db.revision() == "100_converged"
+    assert db.revision() == head_of(environment)
     online = make_database(environment)
     online.alembic("-n", environment, "upgrade", "head")
     assert_same_schema(db.schema(), online.schema(), f"{environment} upgraded by the --sql script")

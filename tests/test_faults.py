@@ -6,14 +6,16 @@ real sessions: a blocker holding a lock, pg_terminate_backend, a second runner.
 
 from __future__ import annotations
 
+import shutil
 import threading
 import time
 
 import pytest
 
 from chat_migrations import alembic_cli
+from chat_migrations.environments import REPO_ROOT
 
-from .conftest import assert_same_schema
+from .conftest import assert_same_schema, head_of
 
 MIGRATION_APP = "alembic:{}"
 
@@ -201,7 +203,7 @@ def test_two_upgrades_at_once_never_interleave_the_second_waits_then_finds_nothi
     assert second.returncode == 0, second_output
     assert "Running upgrade" in first_output and "Running upgrade" not in second_output
     assert db.scalar("SELECT count(*) FROM migration_meta.alembic_version") == 1
-    assert db.revision() == "100_converged"
+    assert db.revision() == head_of("staging")
     assert_same_schema(db.schema(), reference_head_schema(make_database, "staging"), "staging after two upgrades")
 
 
@@ -220,7 +222,7 @@ def test_a_second_upgrade_that_cannot_wait_stops_naming_the_first(make_database)
     assert f"another migration is running on staging's database (pid {first_pid}, application alembic:staging" in line
     assert "waited 1s, nothing was changed" in line
     assert first.returncode == 0, first_output
-    assert db.revision() == "100_converged"
+    assert db.revision() == head_of("staging")
 
 
 @pytest.mark.parametrize(
@@ -249,4 +251,72 @@ def test_rows_violating_a_not_null_about_to_be_added_stop_the_upgrade_with_their
     # Fixed data, and the same command goes through.
     db.execute(f"DELETE FROM {schema}.{table} WHERE id = ANY(%s::uuid[])", ([str(i) for i in offenders],))
     db.alembic("-n", "prod", "upgrade", "head")
-    assert db.revision() == "100_converged"
+    assert db.revision() == head_of("prod")
+
+
+TWO_TABLE_REVISION = '''
+"""Takes ACCESS EXCLUSIVE on two tables in one transaction, participants first (test only)."""
+
+from chat_migrations import online_ddl
+
+revision = "101_test_two_tables"
+down_revision = "100_converged"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    online_ddl.execute("ALTER TABLE public.chat_participants ALTER COLUMN last_read_at SET DEFAULT now()",
+                       table="public.chat_participants")
+    online_ddl.execute("ALTER TABLE public.chat_messages ALTER COLUMN message_text SET DEFAULT ''",
+                       table="public.chat_messages")
+
+
+def downgrade() -> None:
+    online_ddl.execute("ALTER TABLE public.chat_messages ALTER COLUMN message_text DROP DEFAULT",
+                       table="public.chat_messages")
+    online_ddl.execute("ALTER TABLE public.chat_participants ALTER COLUMN last_read_at DROP DEFAULT",
+                       table="public.chat_participants")
+'''
+
+
+def test_a_lock_cycle_with_the_application_is_broken_by_starting_the_revision_over(tmp_path, make_database):
+    # The application holds chat_messages and then reads chat_participants (as
+    # an RLS check does) while the migration holds chat_participants and wants
+    # chat_messages. Retrying only the second statement would wait on the
+    # application forever; starting the revision over releases chat_participants.
+    project = tmp_path / "project"
+    project.mkdir()
+    shutil.copy(REPO_ROOT / "alembic.ini", project)
+    shutil.copytree(REPO_ROOT / "alembic", project / "alembic", ignore=shutil.ignore_patterns("__pycache__"))
+    for shared in (project / "alembic" / "versions" / "shared").glob("*.py"):
+        shared.unlink()  # only the test revision after the anchor
+    (project / "alembic" / "versions" / "shared" / "101_test_two_tables.py").write_text(TWO_TABLE_REVISION)
+    ini = str(project / "alembic.ini")
+    db = make_database("staging")
+    db.alembic("-n", "staging", "upgrade", "100_converged")
+
+    app = Session(db, "app-sender")
+    app.run("LOCK TABLE public.chat_messages IN ROW EXCLUSIVE MODE")  # as an INSERT holds it
+    migration = alembic_cli.start("-c", ini, "-n", "staging", "upgrade", "head", urls={"staging": db.url})
+    app_error = None
+    try:
+        wait_for(
+            lambda: db.scalar(
+                "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid) WHERE a.application_name = "
+                "'alembic:staging' AND NOT l.granted AND l.relation = 'public.chat_messages'::regclass"
+            ),
+            "the migration to hold chat_participants and wait for chat_messages",
+        )
+        # Now the application needs chat_participants: a cycle.
+        app.run("SELECT count(*) FROM public.chat_participants")
+        app.conn.commit()
+    except Exception as problem:  # the application must not be the victim
+        app_error = problem
+    finally:
+        app.close()
+    output, _ = migration.communicate(timeout=120)
+    assert app_error is None, app_error
+    assert migration.returncode == 0, output
+    assert "lock on public.chat_messages not granted" in output and "starting the revision over" in output
+    assert db.revision() == "101_test_two_tables"

@@ -12,7 +12,7 @@ import pytest
 from chat_migrations import alembic_cli, baseline
 from chat_migrations.environments import REPO_ROOT
 
-from .conftest import assert_same_schema, revisions_in_order
+from .conftest import assert_same_schema, head_of, revisions_in_order
 
 
 @pytest.mark.slow
@@ -82,7 +82,7 @@ def test_adopted_database_is_stamped_at_its_baseline_and_upgrades(make_database,
     current = db.alembic("-n", environment, "current")
     assert f"000_{environment}_baseline" in current.stdout
     db.alembic("-n", environment, "upgrade", "head")
-    assert db.revision() == "100_converged"
+    assert db.revision() == head_of(environment)
 
 
 def test_stamping_a_database_created_without_alembic(cluster, make_database, environment):
@@ -193,9 +193,11 @@ def test_a_shared_revision_after_the_convergence_point_applies_and_rolls_back_on
         assert_same_schema(db.schema(), converged, f"{environment} after the shared revision's downgrade")
 
 
-def test_each_environment_has_a_single_head_at_the_convergence_point(environment):
-    heads = alembic_cli.run("-n", environment, "heads").stdout.split()
-    assert heads[0] == "100_converged" and "(head)" in heads
+def test_each_environment_has_a_single_head_after_the_convergence_point(environment):
+    heads = alembic_cli.run("-n", environment, "heads").stdout.strip().splitlines()
+    assert len(heads) == 1 and heads[0].endswith("(head)")
+    history = revisions_in_order(environment)
+    assert history[0] == f"000_{environment}_baseline" and "100_converged" in history
 
 
 def test_every_revision_documents_environment_locks_and_downgrade_testing():
@@ -210,7 +212,7 @@ def test_offline_sql_applies_on_the_right_database(make_database, psql):
     script = db.alembic("-n", "prod", "upgrade", "000_prod_baseline:head", "--sql").stdout
     assert script.lstrip().startswith("DO $guard$")
     psql(db, script)
-    assert db.revision() == "100_converged"
+    assert db.revision() == head_of("prod")
     online = make_database("prod")
     online.alembic("-n", "prod", "upgrade", "head")
     assert_same_schema(db.schema(), online.schema(), "--sql output applied with psql vs alembic upgrade")

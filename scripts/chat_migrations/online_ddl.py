@@ -47,7 +47,21 @@ NON_BLOCKING_LOCK_TIMEOUT_MS = INDEX_BUILD_STATEMENT_TIMEOUT_MS
 
 
 class LockBudgetSpent(Exception):
-    """A lock-taking step gave up; nothing of that step was applied."""
+    """A lock-taking step gave up; nothing of the revision in progress was applied."""
+
+
+class LockNotGranted(Exception):
+    """One lock attempt inside a revision's transaction timed out: the revision must start over.
+
+    Retrying only the statement would keep the locks the transaction already
+    holds; an application transaction waiting on one of those while holding
+    the lock we want makes a cycle that no retry breaks. Rolling the whole
+    revision back releases everything (GitLab's with_lock_retries does the same).
+    """
+
+    def __init__(self, table: str, holders: str):
+        super().__init__(f"{table}: {holders}")
+        self.table, self.holders = table, holders
 
 
 def _offline() -> bool:
@@ -55,37 +69,72 @@ def _offline() -> bool:
 
 
 def execute(sql: str, *, table: str, in_transaction: bool = True) -> None:
-    """Run one lock-taking statement with bounded lock waits.
+    """Run one lock-taking statement, waiting at most lock_timeout for its lock.
 
-    In a transaction each attempt runs under a savepoint so a lock timeout
-    rolls back only that attempt.
+    In the revision's transaction a timed-out attempt raises LockNotGranted,
+    and run_with_lock_retries starts the revision over. Outside a transaction
+    (autocommit steps hold nothing else) the statement itself is retried.
     """
     if _offline():
         op.execute(sql)
         return
     connection = op.get_bind()
-    pause = FIRST_PAUSE_SECONDS
-    attempts = session.settings.lock_attempts
-    for attempt in range(1, attempts + 1):
-        savepoint = connection.begin_nested() if in_transaction else None
+    if in_transaction:
+        # The savepoint keeps the transaction usable to ask who holds the table.
+        savepoint = connection.begin_nested()
         try:
             connection.exec_driver_sql(sql)
         except DBAPIError as exc:
             if getattr(exc.orig, "pgcode", None) != LOCK_NOT_AVAILABLE:
                 raise
-            if savepoint is not None:
-                savepoint.rollback()
-            if attempt == attempts:
-                raise LockBudgetSpent(
-                    f"gave up after {attempts} lock attempts of {session.settings.lock_timeout_ms} ms on {table}: "
-                    f"{lock_holders(connection, table)}; nothing of this step was applied, rerun when it is gone"
-                ) from None
-            time.sleep(pause)
-            pause = min(pause * 2, MAX_PAUSE_SECONDS)
-        else:
-            if savepoint is not None:
-                savepoint.commit()
+            savepoint.rollback()
+            raise LockNotGranted(table, lock_holders(connection, table)) from None
+        savepoint.commit()
+        return
+    for pause in _pauses():
+        try:
+            connection.exec_driver_sql(sql)
             return
+        except DBAPIError as exc:
+            if getattr(exc.orig, "pgcode", None) != LOCK_NOT_AVAILABLE:
+                raise
+            if pause is None:
+                raise _budget_spent(table, lock_holders(connection, table)) from None
+            time.sleep(pause)
+
+
+def run_with_lock_retries(run_revisions) -> None:
+    """Run the pending revisions; one whose lock attempt timed out is rolled back and run again.
+
+    The revisions already applied stay applied (one transaction per
+    revision), so each new attempt resumes at the one that could not get
+    its lock. Steps outside its transaction are idempotent by design.
+    """
+    for pause in _pauses():
+        try:
+            run_revisions()
+            return
+        except LockNotGranted as refused:
+            if pause is None:
+                raise _budget_spent(refused.table, refused.holders) from None
+            log.info("lock on %s not granted (%s): starting the revision over in %.1fs", refused.table, refused.holders, pause)
+            time.sleep(pause)
+
+
+def _pauses():
+    """The pause after each failed attempt (None after the last): 100 ms doubling to 3 s."""
+    pause = FIRST_PAUSE_SECONDS
+    for _ in range(session.settings.lock_attempts - 1):
+        yield pause
+        pause = min(pause * 2, MAX_PAUSE_SECONDS)
+    yield None
+
+
+def _budget_spent(table: str, holders: str) -> LockBudgetSpent:
+    return LockBudgetSpent(
+        f"gave up after {session.settings.lock_attempts} lock attempts of {session.settings.lock_timeout_ms} ms "
+        f"on {table}: {holders}; nothing of the revision in progress was applied, rerun when it is gone"
+    )
 
 
 def lock_holders(connection, table: str) -> str:
@@ -93,7 +142,7 @@ def lock_holders(connection, table: str) -> str:
         text(
             """
             SELECT DISTINCT a.pid, coalesce(nullif(a.application_name, ''), '?') AS app, a.state,
-                   date_trunc('second', now() - coalesce(a.xact_start, a.query_start)) AS open_for
+                   date_trunc('second', clock_timestamp() - coalesce(a.xact_start, a.query_start)) AS open_for
               FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
              WHERE l.relation = to_regclass(:table) AND l.granted AND a.pid <> pg_backend_pid()
              ORDER BY open_for DESC NULLS LAST

@@ -185,7 +185,7 @@ def _advisory_lock_holder(conn: Connection) -> str:
     row = conn.execute(
         text(
             f"""
-            SELECT a.pid, a.application_name, date_trunc('second', now() - a.backend_start)
+            SELECT a.pid, a.application_name, date_trunc('second', clock_timestamp() - a.backend_start)
             FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
             WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
               AND ((l.classid::bigint << 32) | l.objid::bigint) = {ADVISORY_LOCK_SQL_KEY}
