@@ -137,6 +137,25 @@ def _budget_spent(table: str, holders: str) -> LockBudgetSpent:
     )
 
 
+# The order application statements lock the messaging tables: a statement
+# names chat_messages or chats before its RLS policies read chat_participants.
+APPLICATION_LOCK_ORDER = ("public.chat_messages", "public.chats", "public.chat_participants")
+
+
+def lock_tables(*tables: str) -> None:
+    """Take ACCESS EXCLUSIVE on every table the revision's transaction will alter, first, in one statement.
+
+    A revision that alters several tables one after another holds the first
+    while it waits for the next, and application transactions that hold the
+    next while they read the first make a cycle on every attempt. Taken
+    together, in the application's order, before anything else, the locks
+    are either all granted or none held while waiting.
+    """
+    rank = {name: position for position, name in enumerate(APPLICATION_LOCK_ORDER)}
+    ordered = sorted(tables, key=lambda name: rank.get(name, len(rank)))
+    execute(f"LOCK TABLE {', '.join(ordered)} IN ACCESS EXCLUSIVE MODE", table=", ".join(ordered))
+
+
 def lock_holders(connection, table: str) -> str:
     rows = connection.execute(
         text(
@@ -144,7 +163,8 @@ def lock_holders(connection, table: str) -> str:
             SELECT DISTINCT a.pid, coalesce(nullif(a.application_name, ''), '?') AS app, a.state,
                    date_trunc('second', clock_timestamp() - coalesce(a.xact_start, a.query_start)) AS open_for
               FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
-             WHERE l.relation = to_regclass(:table) AND l.granted AND a.pid <> pg_backend_pid()
+             WHERE l.relation = ANY(SELECT to_regclass(trim(name)) FROM unnest(string_to_array(:table, ',')) AS name)
+               AND l.granted AND a.pid <> pg_backend_pid()
              ORDER BY open_for DESC NULLS LAST
             """
         ),
