@@ -266,6 +266,7 @@ depends_on = None
 
 
 def upgrade() -> None:
+    LOCK_FIRST
     online_ddl.execute("ALTER TABLE public.chat_participants ALTER COLUMN last_read_at SET DEFAULT now()",
                        table="public.chat_participants")
     online_ddl.execute("ALTER TABLE public.chat_messages ALTER COLUMN message_text SET DEFAULT ''",
@@ -280,18 +281,24 @@ def downgrade() -> None:
 '''
 
 
-def test_a_lock_cycle_with_the_application_is_broken_by_starting_the_revision_over(tmp_path, make_database):
+@pytest.mark.parametrize("locks_first", [False, True], ids=["table-by-table", "lock_tables"])
+def test_a_lock_cycle_with_the_application_is_broken(tmp_path, make_database, locks_first):
     # The application holds chat_messages and then reads chat_participants (as
     # an RLS check does) while the migration holds chat_participants and wants
     # chat_messages. Retrying only the second statement would wait on the
     # application forever; starting the revision over releases chat_participants.
+    # With lock_tables the migration waits for chat_messages first, holding
+    # nothing, so there is no cycle at all.
     project = tmp_path / "project"
     project.mkdir()
     shutil.copy(REPO_ROOT / "alembic.ini", project)
     shutil.copytree(REPO_ROOT / "alembic", project / "alembic", ignore=shutil.ignore_patterns("__pycache__"))
     for shared in (project / "alembic" / "versions" / "shared").glob("*.py"):
         shared.unlink()  # only the test revision after the anchor
-    (project / "alembic" / "versions" / "shared" / "101_test_two_tables.py").write_text(TWO_TABLE_REVISION)
+    lock_first = 'online_ddl.lock_tables("public.chat_participants", "public.chat_messages")' if locks_first else ""
+    (project / "alembic" / "versions" / "shared" / "101_test_two_tables.py").write_text(
+        TWO_TABLE_REVISION.replace("LOCK_FIRST", lock_first)
+    )
     ini = str(project / "alembic.ini")
     db = make_database("staging")
     db.alembic("-n", "staging", "upgrade", "100_converged")
@@ -306,7 +313,7 @@ def test_a_lock_cycle_with_the_application_is_broken_by_starting_the_revision_ov
                 "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid) WHERE a.application_name = "
                 "'alembic:staging' AND NOT l.granted AND l.relation = 'public.chat_messages'::regclass"
             ),
-            "the migration to hold chat_participants and wait for chat_messages",
+            "the migration to wait for chat_messages",
         )
         # Now the application needs chat_participants: a cycle.
         app.run("SELECT count(*) FROM public.chat_participants")
@@ -318,5 +325,8 @@ def test_a_lock_cycle_with_the_application_is_broken_by_starting_the_revision_ov
     output, _ = migration.communicate(timeout=120)
     assert app_error is None, app_error
     assert migration.returncode == 0, output
-    assert "lock on public.chat_messages not granted" in output and "starting the revision over" in output
+    if locks_first:
+        assert "starting the revision over" not in output
+    else:
+        assert "lock on public.chat_messages not granted" in output and "starting the revision over" in output
     assert db.revision() == "101_test_two_tables"
