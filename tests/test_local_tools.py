@@ -24,6 +24,19 @@ def test_the_local_job_converges_both_environments_and_rolls_prod_back_exactly()
     assert "$ alembic -n prod downgrade -1" in out
     assert "prod rolled back vs prod before the migration: identical" in out
     assert "server stopped and removed" in out
+    # The operator checks around the migration: drift before and none after, preflight ready,
+    # validate passing on both at head and failing, naming what is missing, on prod rolled back.
+    before, after = out.split("$ scripts/drift staging prod --differences-only")[1:3]
+    assert "**Drift:" in before and "| `chat_participants.chat_id` | uuid, NOT NULL | uuid, NULL | Mismatch (nullable) |" in before
+    assert "**No drift**" in after
+    assert "READY: no blockers" in out.split("$ scripts/preflight -n prod")[1]
+    validations = out.split("$ scripts/validate -n ")[1:]
+    assert [v.split("\n", 1)[0] for v in validations] == ["staging", "prod", "prod"]
+    assert all("OK: all 10 checks pass" in v and "(exit 0" in v for v in validations[:2])
+    rolled_back = validations[2]
+    assert "FAILED:" in rolled_back and "(exit 1, as expected: prod was rolled back to its baseline)" in rolled_back
+    assert "at revision 000_prod_baseline; prod's head is" in rolled_back
+    assert "public.chat_participants.chat_id is nullable; the head schema has it NOT NULL" in rolled_back
 
 
 def test_local_db_prints_exports_that_the_alembic_commands_use():

@@ -1,0 +1,377 @@
+"""scripts/preflight -n prod|staging [--json]: what must hold before ``alembic upgrade head``.
+
+Read-only, and reported before anything runs:
+
+ identity             the same wrong-database guard as env.py (never writes the marker)
+ server_version       PostgreSQL 12+ (SET NOT NULL proved by a validated CHECK)
+ revisions            current revision, head, and the revisions still to run
+ another_migration    a runner already holding the migration's advisory lock
+ table_sizes          size and estimated rows of the tables the pending revisions touch
+ not_null_violations  rows that would violate a NOT NULL the upgrade adds (count, ids)
+ orphans              rows that point to a missing chat, user or message
+ invalid_indexes      INVALID indexes on the messaging tables
+ lock_holders         sessions holding locks on the messaging tables in a
+                      transaction older than the migration's lock-wait budget
+ long_transactions    other old transactions (CREATE INDEX CONCURRENTLY waits for them)
+
+Blockers exit 1 and name the fix; warnings and information do not block.
+Preflight is a courtesy: the upgrade itself refuses, changing nothing, when
+the data violates a constraint it adds (online_ddl.set_not_null).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass
+from typing import Any, Callable, ClassVar
+
+from sqlalchemy import text
+from sqlalchemy.engine import Connection
+
+from . import catalog as catalog_module
+from . import checks_cli, identity, online_ddl, session, validate
+from .catalog import Catalog, qualified
+from .checks_cli import Finding, Target
+
+MINIMUM_SERVER_VERSION_NUM = 120000
+STATUS_LABELS = {"ok": "ok", "info": "info", "warning": "WARNING", "blocker": "BLOCKER"}
+
+
+def lock_wait_budget_seconds(settings: session.Settings = session.Settings()) -> float:
+    """How long one lock-taking step of the migration waits in all before it gives up (online_ddl.execute)."""
+    pauses = [
+        min(online_ddl.FIRST_PAUSE_SECONDS * 2**attempt, online_ddl.MAX_PAUSE_SECONDS)
+        for attempt in range(settings.lock_attempts - 1)
+    ]
+    return settings.lock_attempts * settings.lock_timeout_ms / 1000 + sum(pauses)
+
+
+@dataclass
+class Context:
+    conn: Connection
+    catalog: Catalog
+    environment: str
+    current: str | None
+    head: str
+    pending: list[Any]  # alembic Script objects, oldest first
+    long_transaction_seconds: float
+
+
+def _pending_revisions(environment: str, current: str | None) -> list[Any]:
+    script = catalog_module.script_directory(environment)
+    if current is None or current not in catalog_module.revisions(environment):
+        return []
+    return list(reversed(list(script.iterate_revisions("head", current))))
+
+
+def affected_tables(revision) -> tuple[str, ...] | None:
+    return getattr(revision.module, "affected_tables", None)
+
+
+# --- the checks ------------------------------------------------------------------------
+
+
+def check_server_version(ctx: Context) -> Finding:
+    version = ctx.catalog.server_version
+    if ctx.catalog.server_version_num < MINIMUM_SERVER_VERSION_NUM:
+        return Finding(
+            "server_version", "server version", "blocker", "catalog", f"PostgreSQL {version}",
+            [f"PostgreSQL {version} is older than 12: SET NOT NULL would scan the table under an exclusive lock"],
+            fix="upgrade the server to PostgreSQL 12 or later",
+        )
+    return Finding("server_version", "server version", "info", "catalog", f"PostgreSQL {version}")
+
+
+def check_revisions(ctx: Context) -> Finding:
+    data = {
+        "current": ctx.current,
+        "head": ctx.head,
+        "pending": [{"revision": r.revision, "affected_tables": list(affected_tables(r) or ())} for r in ctx.pending],
+    }
+    finding = Finding("revisions", "pending revisions", "info", "catalog", "", data=data)
+    if ctx.current is None:
+        finding.status, finding.summary = "blocker", "no revision recorded: the database was never adopted"
+        finding.problems.append(f"{catalog_module.VERSION_TABLE} is missing or empty")
+        finding.fix = (
+            f"check the database matches {ctx.environment}'s baseline, then adopt it: "
+            f"alembic -n {ctx.environment} stamp <its baseline revision> (README, \"Adopting a live database\")"
+        )
+    elif ctx.current not in catalog_module.revisions(ctx.environment):
+        finding.status = "blocker"
+        finding.summary = f"at {ctx.current}, which {ctx.environment}'s history does not contain"
+        finding.problems.append(f"the database is at revision {ctx.current}; this checkout's head is {ctx.head}")
+        finding.fix = "run preflight from the checkout that migrated this database, or check the -n environment"
+    elif not ctx.pending:
+        finding.summary = f"at head {ctx.head}: nothing to upgrade"
+    else:
+        names = ", ".join(r.revision for r in ctx.pending)
+        finding.summary = f"{ctx.current} → {ctx.head}: {len(ctx.pending)} to run ({names})"
+        undeclared = [r.revision for r in ctx.pending if affected_tables(r) is None]
+        if undeclared:
+            finding.status = "warning"
+            finding.problems.append(f"revisions without affected_tables (sizes unknown): {', '.join(undeclared)}")
+    return finding
+
+
+def check_another_migration(ctx: Context) -> Finding:
+    holder = ctx.conn.execute(
+        text(
+            f"""
+            SELECT a.pid, coalesce(nullif(a.application_name, ''), '?') AS app,
+                   date_trunc('second', now() - a.backend_start) AS connected_for
+              FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+             WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+               AND ((l.classid::bigint << 32) | l.objid::bigint) = {session.ADVISORY_LOCK_SQL_KEY}
+            """
+        )
+    ).first()
+    if holder is None:
+        return Finding("another_migration", "no other migration running", "ok", "catalog", "no runner holds the migration lock")
+    return Finding(
+        "another_migration", "no other migration running", "blocker", "catalog", "another migration is running",
+        [f"pid {holder.pid} ({holder.app}, connected for {holder.connected_for}) holds the migration's advisory lock"],
+        fix="wait for it to finish; a second upgrade would wait 30 s and stop",
+    )
+
+
+def check_table_sizes(ctx: Context) -> Finding:
+    tables = sorted({t for r in ctx.pending for t in affected_tables(r) or ()})
+    sizes = []
+    for table in tables:
+        entry = ctx.catalog.tables.get(table)
+        if entry is not None:
+            sizes.append({"table": table, "estimated_rows": entry["estimated_rows"], "total_bytes": entry["total_bytes"]})
+    if not tables:
+        summary = "no pending revision touches an existing table"
+    else:
+        summary = "; ".join(f"{s['table']} {_pretty_bytes(s['total_bytes'])}, {_rows(s)}" for s in sizes)
+        summary = summary or "the affected tables do not exist yet"
+    return Finding("table_sizes", "tables the pending revisions touch", "info", "catalog", summary, data={"tables": sizes})
+
+
+def _rows(size: dict[str, Any]) -> str:
+    if size["estimated_rows"] is None:
+        return "rows not estimated yet (never analyzed)"
+    return f"~{size['estimated_rows']:,} rows"
+
+
+def _pretty_bytes(size: float) -> str:
+    if size < 1024:
+        return f"{size:.0f} B"
+    for unit in ("kB", "MB", "GB"):
+        size /= 1024
+        if size < 1024 or unit == "GB":
+            return f"{size:.1f} {unit}"
+
+
+def check_not_null_violations(ctx: Context) -> Finding:
+    """Columns nullable now that the head schema has NOT NULL: their NULL rows stop the upgrade."""
+    title = "rows violating a NOT NULL the upgrade adds"
+    if not ctx.pending:
+        return Finding("not_null_violations", title, "ok", "catalog", "nothing pending")
+    columns = [
+        (table.name, column.name) for table in validate.head_tables() for column in table.columns
+        if not column.nullable
+        and (ctx.catalog.columns.get(f"{qualified(table.name)}.{column.name}") or {}).get("nullable")
+    ]
+    if not columns:
+        return Finding("not_null_violations", title, "ok", "catalog", "no column becomes NOT NULL")
+    methods, problems, data = [], [], []
+    for table, column in columns:
+        methods.append(validate.null_lookup_method(ctx.catalog, table, column))
+        count, ids = validate.offending_rows(ctx.conn, qualified(table), f"t.{column} IS NULL")
+        data.append({"column": f"{qualified(table)}.{column}", "null_rows": count, "sample_ids": ids})
+        if count:
+            problems.append(f"{qualified(table)}.{column}: {validate.describe_rows(count, ids)} with NULL")
+    names = ", ".join(f"{t}.{c}" for t, c in columns)
+    finding = Finding(
+        "not_null_violations", title, "blocker" if problems else "ok", checks_cli.costliest(methods),
+        f"{len(problems)} of {len(columns)} columns have NULLs" if problems
+        else f"{len(columns)} columns become NOT NULL ({names}): no NULLs",
+        problems, data={"columns": data},
+    )
+    if problems:
+        finding.fix = "fill in or delete those rows (the upgrade refuses, changing nothing, until they are gone)"
+    return finding
+
+
+def check_orphans(ctx: Context) -> Finding:
+    finding = validate.check_orphans(validate.Context(ctx.conn, ctx.catalog, ctx.environment, ctx.current, ctx.head))
+    if finding.problems:
+        finding.status = "warning"
+        finding.fix = "delete or repair those rows: the app cannot show them and RLS cannot protect them"
+    else:
+        finding.status = "ok"
+    return finding
+
+
+def check_invalid_indexes(ctx: Context) -> Finding:
+    invalid = sorted(name for name, index in ctx.catalog.indexes.items() if not index["valid"])
+    if not invalid:
+        return Finding("invalid_indexes", "no INVALID indexes", "ok", "catalog", f"{len(ctx.catalog.indexes)} indexes valid")
+    return Finding(
+        "invalid_indexes", "no INVALID indexes", "blocker", "catalog", f"{len(invalid)} INVALID indexes",
+        [validate.invalid_index_problem(name) for name in invalid],
+        fix="; ".join(f"REINDEX INDEX CONCURRENTLY {name.rsplit('.', 2)[0]}.{name.rsplit('.', 1)[1]}" for name in invalid),
+    )
+
+
+def _sessions(ctx: Context) -> list[dict[str, Any]]:
+    """Other sessions with an open transaction, and the locks they hold on the messaging tables."""
+    return [
+        dict(row) for row in ctx.conn.execute(
+            text(
+                """
+                SELECT a.pid, coalesce(nullif(a.application_name, ''), a.backend_type) AS app, a.state,
+                       a.backend_type, extract(epoch FROM now() - a.xact_start)::int AS transaction_seconds,
+                       array(SELECT DISTINCT l.relation::regclass::text || ' ' || l.mode FROM pg_locks l
+                              WHERE l.pid = a.pid AND l.granted
+                                AND l.relation = ANY(array(SELECT to_regclass(t) FROM unnest(CAST(:tables AS text[])) t))
+                              ORDER BY 1) AS locks
+                  FROM pg_stat_activity a
+                 WHERE a.pid <> pg_backend_pid() AND a.xact_start IS NOT NULL AND a.datname = current_database()
+                 ORDER BY a.xact_start
+                """
+            ),
+            {"tables": [qualified(t) for t in catalog_module.TABLES]},
+        ).mappings()
+    ]
+
+
+def _describe_session(s: dict[str, Any]) -> str:
+    held = f", holds {', '.join(s['locks'])}" if s["locks"] else ""
+    return f"pid {s['pid']} ({s['app']}, {s['state'] or 'state hidden'}, transaction open {s['transaction_seconds']} s{held})"
+
+
+def _old_transactions(ctx: Context, *, holding: bool) -> list[dict[str, Any]]:
+    """Transactions older than the threshold that hold a lock on a messaging table (or do not).
+
+    Autovacuum counts as not holding: it cancels itself when a lock is wanted.
+    """
+    return [
+        s for s in _sessions(ctx)
+        if s["transaction_seconds"] >= ctx.long_transaction_seconds
+        and holding == bool(s["locks"] and s["backend_type"] != "autovacuum worker")
+    ]
+
+
+def _sessions_finding(name: str, title: str, sessions, status: str, clear: str, found: str, fix: str) -> Finding:
+    if not sessions:
+        return Finding(name, title, "ok", "catalog", clear)
+    return Finding(name, title, status, "catalog", found, [_describe_session(s) for s in sessions], fix=fix)
+
+
+def check_lock_holders(ctx: Context) -> Finding:
+    old = _old_transactions(ctx, holding=True)
+    return _sessions_finding(
+        "lock_holders", "no old transaction holds the messaging tables", old, "blocker",
+        f"no lock on the messaging tables held longer than {ctx.long_transaction_seconds:.0f} s",
+        f"{len(old)} sessions hold locks on the messaging tables",
+        f"let them finish or end them (SELECT pg_terminate_backend(pid)); the upgrade gives up after "
+        f"~{lock_wait_budget_seconds():.0f} s of lock waits per step",
+    )
+
+
+def check_long_transactions(ctx: Context) -> Finding:
+    old = _old_transactions(ctx, holding=False)
+    return _sessions_finding(
+        "long_transactions", "no other long transactions", old, "warning",
+        f"no transaction open longer than {ctx.long_transaction_seconds:.0f} s",
+        f"{len(old)} transactions open for a long time",
+        "CREATE INDEX CONCURRENTLY waits for every older transaction to end; consider ending them first",
+    )
+
+
+CHECKS: tuple[Callable[[Context], Finding], ...] = (
+    check_server_version,
+    check_revisions,
+    check_another_migration,
+    check_table_sizes,
+    check_not_null_violations,
+    check_orphans,
+    check_invalid_indexes,
+    check_lock_holders,
+    check_long_transactions,
+)
+
+
+# --- the report -------------------------------------------------------------------------
+
+
+@dataclass
+class PreflightReport(checks_cli.FindingsReport):
+    revision: dict[str, Any]
+    failing_status: ClassVar[str] = "blocker"
+
+    @property
+    def blockers(self) -> list[Finding]:
+        return self.failing
+
+    def to_json(self) -> dict[str, Any]:
+        return {"target": self.target.describe(), "revision": self.revision, "ready": not self.blockers, **self.checks_json()}
+
+    def render(self) -> str:
+        warnings = len([f for f in self.findings if f.status == "warning"])
+        if self.blockers:
+            names = ", ".join(f.name for f in self.blockers)
+            verdict = f"BLOCKED: {validate.count_of(len(self.blockers), 'blocker')}: {names}"
+        else:
+            verdict = f"READY: no blockers ({validate.count_of(warnings, 'warning')})"
+        return self.render_findings([f"preflight {self.target.label}: {self.target.masked_url}"], STATUS_LABELS, verdict)
+
+
+def preflight(target: Target, *, long_transaction_seconds: float | None = None) -> PreflightReport:
+    environment = target.environment.name
+    head = catalog_module.head_revision(environment)
+    if long_transaction_seconds is None:
+        long_transaction_seconds = lock_wait_budget_seconds()
+    try:
+        with checks_cli.read_only_connection(target, "chat-migrations:preflight") as conn:
+            proof = checks_cli.verify_identity(target, conn)
+            identity_ok = Finding("identity", "the environment's database", "ok", "catalog", proof)
+            current = catalog_module.current_revision(conn)
+            ctx = Context(
+                conn, catalog_module.read_catalog(conn), environment, current, head,
+                _pending_revisions(environment, current), long_transaction_seconds,
+            )
+            findings = [identity_ok] + [checks_cli.timed(check, ctx) for check in CHECKS]
+            conn.rollback()
+    except identity.WrongDatabase as refusal:
+        # Nothing else is worth reading on another environment's database.
+        wrong = Finding("identity", "the environment's database", "blocker", "catalog", "wrong database",
+                        [str(refusal)], fix=f"point {target.environment.url_env} at {environment}'s database")
+        return PreflightReport(target, [wrong], {"current": None, "head": head, "pending": []})
+    revision = next(f.data for f in findings if f.name == "revisions")
+    return PreflightReport(target, findings, revision)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="scripts/preflight",
+        description="Report, read-only, what must hold before `alembic -n ENV upgrade head`.",
+        epilog="Exit 0: no blockers (warnings allowed); 1: blockers, each with its fix; 2: could not run.",
+    )
+    parser.add_argument("-n", "--name", metavar="ENVIRONMENT", help="the environment (an alembic.ini section)")
+    parser.add_argument(
+        "--long-transaction-seconds", type=float, metavar="S",
+        help=f"how old a transaction must be to be reported (default: the migration's lock-wait budget, "
+        f"{lock_wait_budget_seconds():.0f} s)",
+    )
+    checks_cli.add_json_flag(parser)
+    return parser
+
+
+def main(argv: list[str] | None = None, *, urls: dict[str, str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return checks_cli.run_command(
+        "preflight",
+        lambda: preflight(
+            checks_cli.environment_target(args.name, urls), long_transaction_seconds=args.long_transaction_seconds
+        ),
+        args.json,
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

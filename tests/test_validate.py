@@ -1,0 +1,439 @@
+"""scripts/validate: every check fails, naming the object, on a database that breaks exactly it.
+
+Also the plumbing the three operator checks share (chat_migrations.checks_cli):
+the read-only session enforced by the server, exit code 2 with one line and
+the password masked, and the JSON shape the README documents. The helpers
+and fixtures here are imported by test_preflight.py and test_drift.py.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import re
+import subprocess
+from dataclasses import dataclass
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
+
+from chat_migrations import alembic_cli, bulk_load, catalog, checks_cli, drift, preflight, validate
+from chat_migrations.cluster import free_port
+from chat_migrations.environments import REPO_ROOT, load_environments
+
+from .conftest import ENVIRONMENTS, Database
+
+CHECK_NAMES = [
+    "revision", "not_null", "seq", "functions", "indexes", "realtime",
+    "orphans", "duplicate_seq", "unique_constraints", "foreign_keys",
+]
+_clones = itertools.count()
+
+
+# --- shared helpers and fixtures (imported by the other operator-check tests) ------------
+
+
+@dataclass
+class Run:
+    code: int
+    out: str
+    err: str
+
+    @property
+    def json(self) -> dict:
+        return json.loads(self.out)
+
+    def check(self, name: str) -> dict:
+        return next(c for c in self.json["checks"] if c["name"] == name)
+
+    def failing(self, status: str = "fail") -> set[str]:
+        return {c["name"] for c in self.json["checks"] if c["status"] == status}
+
+
+def run_check(capsys, command, *args: str, urls: dict[str, str] | None = None) -> Run:
+    """Run an operator check's main() in this process, as ``scripts/<command> ARGS`` would."""
+    code = command.main(list(args), urls=urls or {})
+    captured = capsys.readouterr()
+    return Run(code, captured.out, captured.err)
+
+
+def run_script(name: str, *args: str, urls: dict[str, str] | None = None, cwd=None) -> subprocess.CompletedProcess:
+    """The real scripts/<name>, with only ``urls`` as its connection strings, outside the checkout."""
+    env = {k: v for k, v in os.environ.items() if k not in {e.url_env for e in load_environments().values()}}
+    env.update({load_environments()[e].url_env: url for e, url in (urls or {}).items()})
+    return subprocess.run(
+        [str(REPO_ROOT / "scripts" / name), *args], env=env, cwd=cwd or "/", capture_output=True, text=True
+    )
+
+
+def documented_json(marker: str) -> dict:
+    """The first JSON example after ``marker`` in the README's section on the operator checks."""
+    readme = (REPO_ROOT / "README.md").read_text()
+    section = readme.split("\n## Validate, preflight and drift\n", 1)[1].split("\n## ", 1)[0]
+    assert marker in section, f"README's section does not mention {marker!r}"
+    block = re.search(r"```json\n(.*?)\n```", section.split(marker, 1)[1], re.S)
+    assert block, f"README gives no JSON example after {marker!r}"
+    return json.loads(block.group(1))
+
+
+def assert_same_shape(actual, documented, path: str = "$") -> None:
+    """Same keys at every level (null on either side matches anything; lists by their first item)."""
+    if actual is None or documented is None:
+        return
+    if isinstance(documented, dict):
+        assert isinstance(actual, dict), f"{path}: expected an object"
+        assert set(actual) == set(documented), f"{path}: keys {sorted(actual)} != documented {sorted(documented)}"
+        for key in documented:
+            assert_same_shape(actual[key], documented[key], f"{path}.{key}")
+    elif isinstance(documented, list):
+        assert isinstance(actual, list), f"{path}: expected a list"
+        if actual and documented:
+            assert_same_shape(actual[0], documented[0], f"{path}[0]")
+
+
+@pytest.fixture(scope="session")
+def head_templates(cluster, templates):
+    """Per environment, the observed database (seeded, adopted) upgraded to head: cloned per test."""
+    names = {}
+    for env in ENVIRONMENTS:
+        name = f"tpl_checks_head_{env}_{next(_clones)}"
+        cluster.create_database(name, template=templates[f"observed-{env}"], marker=env)
+        alembic_cli.run("-n", env, "upgrade", "head", urls={env: cluster.url(name)})
+        names[env] = name
+    yield names
+    for name in names.values():
+        cluster.drop_database(name)
+
+
+@pytest.fixture
+def head_database(cluster, head_templates):
+    """head_database(env) -> a fresh clone of env's database at head, dropped after the test."""
+    created = []
+
+    def make(environment: str) -> Database:
+        name = f"h{next(_clones)}_{environment}_head"
+        cluster.create_database(name, template=head_templates[environment], marker=environment)
+        created.append(name)
+        return Database(cluster, name, environment)
+
+    yield make
+    for name in created:
+        cluster.drop_database(name)
+
+
+def validate_json(capsys, db: Database, *extra: str) -> Run:
+    return run_check(capsys, validate, "-n", db.environment, "--json", *extra, urls={db.environment: db.url})
+
+
+def previous_revision(environment: str) -> str:
+    return catalog.script_directory(environment).get_revision(catalog.head_revision(environment)).down_revision
+
+
+# --- the converged head, and rolled-back databases -------------------------------------------
+
+
+def test_the_converged_head_passes_every_check(capsys, head_database, environment):
+    db = head_database(environment)
+    run = validate_json(capsys, db)
+    assert run.code == 0, run.out
+    assert [c["name"] for c in run.json["checks"]] == CHECK_NAMES
+    assert run.failing() == set()
+    assert run.json["revision"] == {"current": catalog.head_revision(environment), "head": catalog.head_revision(environment)}
+    # The expensive data checks are proved from the catalog at head, except seq (nullable: a scan).
+    methods = {c["name"]: c["method"] for c in run.json["checks"]}
+    assert methods["duplicate_seq"] == methods["orphans"] == "catalog"
+    assert methods["seq"] == "scan"
+
+
+def test_the_human_table_names_each_check_its_method_and_the_verdict(capsys, head_database):
+    db = head_database("prod")
+    run = run_check(capsys, validate, "-n", "prod", urls={"prod": db.url})
+    assert run.code == 0
+    assert re.search(r"^seq\s+scan\s+pass\s", run.out, re.M)
+    assert re.search(r"^duplicate_seq\s+catalog\s+pass\s", run.out, re.M)
+    assert run.out.rstrip().endswith(f"OK: all {len(CHECK_NAMES)} checks pass")
+
+
+def test_prod_rolled_back_to_its_baseline_fails_naming_revision_and_columns(capsys, make_database):
+    db = make_database("prod")  # the observed prod: what a full rollback restores
+    run = validate_json(capsys, db)
+    assert run.code == 1
+    assert {"revision", "not_null"} <= run.failing()
+    head = catalog.head_revision("prod")
+    assert run.check("revision")["problems"] == [f"at revision 000_prod_baseline; prod's head is {head}"]
+    assert set(run.check("not_null")["problems"]) == {
+        f"public.{column} is nullable; the head schema has it NOT NULL"
+        for column in ("chat_participants.chat_id", "chat_participants.user_id", "chat_messages.chat_id", "chat_messages.sender_id")
+    }
+    human = run_check(capsys, validate, "-n", "prod", urls={"prod": db.url})
+    assert "FAILED:" in human.out and "revision, not_null" in human.out
+
+
+def test_staging_at_its_baseline_fails_naming_functions_and_indexes(capsys, make_database):
+    run = validate_json(capsys, make_database("staging"))
+    assert run.code == 1
+    functions = "\n".join(run.check("functions")["problems"])
+    assert "function public.get_unread_count(uuid, uuid) is missing" in functions
+    assert "function public.mark_messages_as_read(uuid, uuid) returns void; expected TABLE(updated_count bigint)" in functions
+    indexes = "\n".join(run.check("indexes")["problems"])
+    assert "index idx_chat_messages_sender_id on public.chat_messages (sender_id) is missing" in indexes
+    assert "index idx_chat_messages_reply_to on public.chat_messages (reply_to_message_id) is missing" in indexes
+
+
+# --- one check broken at a time ----------------------------------------------------------------
+
+ONE_MESSAGE = "(SELECT id FROM public.chat_messages ORDER BY id LIMIT 1)"
+
+BROKEN = {
+    "not_null": (
+        "ALTER TABLE public.chat_participants ALTER COLUMN user_id DROP NOT NULL",
+        "public.chat_participants.user_id is nullable; the head schema has it NOT NULL",
+    ),
+    "seq": (
+        f"UPDATE public.chat_messages SET seq = NULL WHERE id = {ONE_MESSAGE}",
+        "public.chat_messages: 1 row (ids: {first_message}) without a seq",
+    ),
+    "functions-missing": (
+        "DROP FUNCTION public.get_unread_count(uuid, uuid)",
+        "function public.get_unread_count(uuid, uuid) is missing",
+    ),
+    "functions-return-type": (
+        "DROP FUNCTION public.mark_messages_as_read(uuid, uuid); "
+        "CREATE FUNCTION public.mark_messages_as_read(p_chat_id uuid, p_user_id uuid) RETURNS void LANGUAGE sql AS 'SELECT'",
+        "function public.mark_messages_as_read(uuid, uuid) returns void; expected TABLE(updated_count bigint)",
+    ),
+    "functions-trigger-disabled": (
+        "ALTER TABLE public.chat_messages DISABLE TRIGGER trg_assign_message_seq",
+        "trigger public.chat_messages.trg_assign_message_seq: enabled is 'disabled', expected 'enabled'",
+    ),
+    "functions-trigger-missing": (
+        "DROP TRIGGER trg_assign_message_seq ON public.chat_messages",
+        "trigger public.chat_messages.trg_assign_message_seq is missing",
+    ),
+    "indexes-missing": (
+        "DROP INDEX public.idx_chat_messages_reply_to",
+        "index idx_chat_messages_reply_to on public.chat_messages (reply_to_message_id) is missing",
+    ),
+    "indexes-invalid": (
+        # What an interrupted CREATE INDEX CONCURRENTLY leaves behind.
+        "UPDATE pg_index SET indisvalid = false WHERE indexrelid = 'public.idx_chat_messages_status'::regclass",
+        "index idx_chat_messages_status on public.chat_messages is INVALID",
+    ),
+    "realtime-replica-identity": (
+        "ALTER TABLE public.chat_messages REPLICA IDENTITY DEFAULT",
+        "public.chat_messages has REPLICA IDENTITY DEFAULT; Realtime needs FULL",
+    ),
+    "realtime-publication": (
+        "ALTER PUBLICATION supabase_realtime DROP TABLE public.chat_participants",
+        "public.chat_participants is not in publication supabase_realtime",
+    ),
+    "unique_constraints-missing": (
+        "ALTER TABLE public.chat_messages DROP CONSTRAINT uq_chat_messages_client_generated",
+        "unique uq_chat_messages_client_generated (client_generated_id) on public.chat_messages is missing",
+    ),
+    "unique_constraints-invalid-index": (
+        "UPDATE pg_index SET indisvalid = false WHERE indexrelid = 'public.uq_chat_messages_chat_id_seq'::regclass",
+        "index uq_chat_messages_chat_id_seq on public.chat_messages is INVALID",
+    ),
+    "foreign_keys-missing": (
+        "ALTER TABLE public.chat_messages DROP CONSTRAINT chat_messages_sender_id_fkey",
+        "foreign key (sender_id) on public.chat_messages → auth.users is missing",
+    ),
+    "foreign_keys-not-valid": (
+        "ALTER TABLE public.chat_participants DROP CONSTRAINT chat_participants_chat_id_fkey; "
+        "ALTER TABLE public.chat_participants ADD CONSTRAINT chat_participants_chat_id_fkey "
+        "FOREIGN KEY (chat_id) REFERENCES public.chats (id) ON DELETE CASCADE NOT VALID",
+        "foreign key chat_participants_chat_id_fkey on public.chat_participants is NOT VALID",
+    ),
+    "revision": (
+        "UPDATE migration_meta.alembic_version SET version_num = '{previous}'",
+        "at revision {previous}; prod's head is {head}",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", BROKEN)
+def test_breaking_one_thing_fails_exactly_its_check_naming_the_object(capsys, head_database, case):
+    db = head_database("prod")
+    values = {
+        "previous": previous_revision("prod"),
+        "head": catalog.head_revision("prod"),
+        "first_message": db.scalar(f"SELECT {ONE_MESSAGE}::text"),
+    }
+    breakage, message = (part.format(**values) for part in BROKEN[case])
+    db.execute(breakage)
+    run = validate_json(capsys, db)
+    check = case.split("-")[0]
+    assert run.code == 1
+    assert run.failing() == {check}, run.out
+    assert any(message in problem for problem in run.check(check)["problems"]), run.check(check)
+    human = run_check(capsys, validate, "-n", "prod", urls={"prod": db.url})
+    assert message in human.out and f"checks failed: {check}" in human.out
+
+
+def test_an_invalid_unique_index_makes_duplicate_seq_scan_instead_of_trusting_it(capsys, head_database):
+    db = head_database("prod")
+    db.execute(BROKEN["unique_constraints-invalid-index"][0])
+    check = validate_json(capsys, db).check("duplicate_seq")
+    assert (check["status"], check["method"]) == ("pass", "scan")
+
+
+def test_duplicate_seq_in_a_chat_is_found_and_named(capsys, head_database):
+    db = head_database("prod")
+    chat, first, second = db.query(
+        "SELECT chat_id::text, min(seq), max(seq) FROM public.chat_messages GROUP BY chat_id HAVING count(*) > 1 LIMIT 1"
+    )[0]
+    db.execute("ALTER TABLE public.chat_messages DROP CONSTRAINT uq_chat_messages_chat_id_seq")
+    db.execute(f"UPDATE public.chat_messages SET seq = {first} WHERE chat_id = '{chat}' AND seq = {second}")
+    run = validate_json(capsys, db)
+    # Without its unique constraint nothing else proves uniqueness, so both fail.
+    assert run.failing() == {"duplicate_seq", "unique_constraints"}
+    assert run.check("duplicate_seq")["problems"] == [f"public.chat_messages: chat_id {chat} has seq {first} on 2 messages"]
+
+
+def test_orphans_behind_a_missing_foreign_key_are_found_by_scanning(capsys, head_database):
+    db = head_database("prod")
+    db.execute("ALTER TABLE public.chat_messages DROP CONSTRAINT chat_messages_reply_to_message_id_fkey")
+    orphan = db.scalar(
+        f"UPDATE public.chat_messages SET reply_to_message_id = gen_random_uuid() WHERE id = {ONE_MESSAGE} RETURNING id::text"
+    )
+    run = validate_json(capsys, db)
+    assert run.failing() == {"orphans", "foreign_keys"}
+    assert run.check("orphans")["method"] == "scan"
+    assert run.check("orphans")["problems"] == [
+        f"public.chat_messages: 1 row (ids: {orphan}) with a reply_to_message_id that no public.chat_messages row has"
+    ]
+
+
+def test_participants_without_a_chat_are_orphans(capsys, make_database):
+    db = make_database("prod")  # baseline: chat_participants.chat_id is still nullable
+    orphan = db.scalar(
+        "INSERT INTO public.chat_participants (chat_id, user_id) SELECT NULL, id FROM auth.users LIMIT 1 RETURNING id::text"
+    )
+    problems = validate_json(capsys, db).check("orphans")["problems"]
+    assert problems == [f"public.chat_participants: 1 row (ids: {orphan}) with chat_id NULL (no public.chats row)"]
+
+
+def test_thorough_scans_what_bypassed_constraint_triggers_let_in(capsys, head_database):
+    db = head_database("prod")
+    orphan = db.scalar(
+        "SET session_replication_role = replica; "  # as a restore or a careless bulk load would
+        "INSERT INTO public.chat_participants (chat_id, user_id) SELECT gen_random_uuid(), id FROM auth.users LIMIT 1 "
+        "RETURNING id::text"
+    )
+    assert validate_json(capsys, db).failing() == set(), "the catalog proof trusts the valid foreign key"
+    run = validate_json(capsys, db, "--thorough")
+    assert run.failing() == {"orphans"}
+    assert run.check("orphans")["problems"] == [
+        f"public.chat_participants: 1 row (ids: {orphan}) with a chat_id that no public.chats row has"
+    ]
+
+
+# --- plumbing shared by the three commands -----------------------------------------------------
+
+
+def test_the_session_is_read_only_enforced_by_the_server(make_database):
+    db = make_database("prod")
+    target = checks_cli.environment_target("prod", {"prod": db.url})
+    with checks_cli.read_only_connection(target, "test") as conn:
+        with pytest.raises(DBAPIError) as refused:
+            conn.execute(text("CREATE TABLE public.written_by_a_check (id int)"))
+        assert refused.value.orig.pgcode == "25006"  # read_only_sql_transaction
+
+
+def test_the_checks_change_nothing(capsys, make_database):
+    db = make_database("prod")
+    other = make_database("staging")
+    before = (db.schema(), db.checksums(), db.revision())
+    urls = {"prod": db.url, "staging": other.url}
+    run_check(capsys, validate, "-n", "prod", "--thorough", urls=urls)
+    run_check(capsys, preflight, "-n", "prod", urls=urls)
+    run_check(capsys, drift, "staging", "prod", urls=urls)
+    assert (db.schema(), db.checksums(), db.revision()) == before
+    assert db.scalar("SELECT current_setting('migration.environment', true)") == "prod"
+
+
+COMMANDS = {"validate": ("-n", "prod"), "preflight": ("-n", "prod"), "drift": ("prod", "staging")}
+
+
+def assert_cannot_run(result, reason: str, secret: str | None = None) -> None:
+    assert result.returncode == 2, result.stdout + result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("ERROR: ") and reason in lines[0], result.stderr
+    if secret:
+        assert secret not in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_a_missing_url_is_exit_2_naming_the_variable(command, tmp_path):
+    result = run_script(command, *COMMANDS[command], cwd=tmp_path)
+    assert_cannot_run(result, "PROD_DATABASE_URL is not set")
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_an_unreachable_server_is_exit_2_with_the_password_masked(command):
+    url = f"postgresql://postgres:hunter2-secret@127.0.0.1:{free_port()}/postgres"
+    result = run_script(command, *COMMANDS[command], urls={"prod": url, "staging": url})
+    assert_cannot_run(result, "cannot connect to prod's database postgresql://postgres:***@127.0.0.1", "hunter2-secret")
+
+
+def test_a_wrong_password_is_exit_2_in_json_too(capsys, cluster, make_database):
+    db = make_database("prod")
+    url = cluster.url(db.name, tcp=True, password="not-the-password")
+    run = run_check(capsys, validate, "-n", "prod", "--json", urls={"prod": url})
+    assert run.code == 2
+    assert run.json["exit_code"] == 2 and "password authentication failed" in run.json["error"]
+    assert "not-the-password" not in run.out + run.err
+    assert_same_shape(run.json, documented_json("cannot run (exit 2)"))
+
+
+def test_validate_on_the_other_environments_database_is_exit_2(capsys, make_database):
+    staging = make_database("staging")
+    run = run_check(capsys, validate, "-n", "prod", urls={"prod": staging.url})
+    assert run.code == 2
+    assert "wrong database: chose prod but this database is marked migration.environment='staging'" in run.err
+
+
+def test_no_environment_is_exit_2_naming_the_choices(capsys):
+    run = run_check(capsys, validate)
+    assert run.code == 2 and "no environment chosen: pass -n prod or -n staging" in run.err
+
+
+def test_the_script_reads_the_url_from_env_local(tmp_path, make_database):
+    db = make_database("prod")
+    (tmp_path / ".env.local").write_text(f"PROD_DATABASE_URL='{db.url}'\n")
+    result = run_script("validate", "-n", "prod", "--json", cwd=tmp_path)
+    assert result.returncode == 1, result.stderr  # the observed prod is not at head
+    assert json.loads(result.stdout)["target"]["environment"] == "prod"
+
+
+def test_the_json_shape_is_the_documented_one(capsys, make_database):
+    run = validate_json(capsys, make_database("prod"))
+    assert run.json["command"] == "validate" and run.json["exit_code"] == run.code == 1
+    assert_same_shape(run.json, documented_json("`scripts/validate -n prod --json`"))
+
+
+# --- the bulk loader that the benchmarks use ---------------------------------------------------
+
+
+def test_bulk_loaded_data_is_valid_and_shaped_like_a_chat_product(capsys, head_database):
+    db = head_database("prod")
+    before = db.scalar("SELECT count(*) FROM public.chat_messages")
+    summary = bulk_load.load(db.url, messages=5000, chats=60, users=40)
+    assert (summary.messages, summary.chats) == (5000, 60)
+    assert db.scalar("SELECT count(*) FROM public.chat_messages") == before + 5000
+    sizes = [row[0] for row in db.query("SELECT count(*) FROM public.chat_messages GROUP BY chat_id ORDER BY 1 DESC")]
+    assert sizes[0] > 20 * sizes[len(sizes) // 2], "a few large chats, many small ones"
+    # seq is 1..n in every chat, and the data has replies, deletions and unread positions.
+    assert db.scalar("SELECT count(*) FROM (SELECT chat_id FROM public.chat_messages GROUP BY chat_id "
+                     "HAVING min(seq) <> 1 OR max(seq) <> count(*)) AS gaps") == 0
+    assert db.scalar("SELECT count(*) FROM public.chat_messages WHERE reply_to_message_id IS NOT NULL") > 100
+    assert db.scalar("SELECT count(*) FROM public.chat_messages WHERE deleted_at IS NOT NULL") > 5
+    assert db.scalar("SELECT count(*) FROM public.chat_participants WHERE last_read_at IS NULL") > 0
+    # The loader skips per-row constraint checks; a thorough validate proves the rows anyway.
+    run = validate_json(capsys, db, "--thorough")
+    assert run.code == 0, run.out
+    with pytest.raises(bulk_load.LoadError, match="already holds bulk-loaded rows"):
+        bulk_load.load(db.url, messages=5000, chats=60, users=40)
