@@ -156,8 +156,8 @@ SHARED_REVISION = '''
 
 from alembic import op
 
-revision = "101_test_shared"
-down_revision = "100_converged"
+revision = "999_test_shared"
+down_revision = "CURRENT_HEAD"
 branch_labels = None
 depends_on = None
 
@@ -172,23 +172,28 @@ def downgrade() -> None:
 
 
 def test_a_shared_revision_after_the_convergence_point_applies_and_rolls_back_on_both(tmp_path, make_database):
+    # Written once, after whatever the shared history's head is now.
+    shared_head = head_of("prod")
+    assert shared_head == head_of("staging")
     project = tmp_path / "project"
     project.mkdir()
     shutil.copy(REPO_ROOT / "alembic.ini", project)
     shutil.copytree(REPO_ROOT / "alembic", project / "alembic", ignore=shutil.ignore_patterns("__pycache__"))
-    (project / "alembic" / "versions" / "shared" / "101_test_shared.py").write_text(SHARED_REVISION)
+    (project / "alembic" / "versions" / "shared" / "999_test_shared.py").write_text(
+        SHARED_REVISION.replace("CURRENT_HEAD", shared_head)
+    )
     ini = str(project / "alembic.ini")
     for environment in ("staging", "prod"):
         db = make_database(environment)
-        db.alembic("-n", environment, "upgrade", "100_converged")
+        db.alembic("-n", environment, "upgrade", "head")
         converged = db.schema()
         db.alembic("-c", ini, "-n", environment, "upgrade", "head")
-        assert db.revision() == "101_test_shared"
+        assert db.revision() == "999_test_shared"
         assert db.scalar(
             "SELECT count(*) FROM information_schema.columns WHERE table_name = 'chat_messages' AND column_name = 'edited_at'"
         ) == 1
         heads = db.alembic("-c", ini, "-n", environment, "heads").stdout
-        assert heads.split()[0] == "101_test_shared"
+        assert heads.split()[0] == "999_test_shared"
         db.alembic("-c", ini, "-n", environment, "downgrade", "-1")
         assert_same_schema(db.schema(), converged, f"{environment} after the shared revision's downgrade")
 
