@@ -8,7 +8,8 @@ DatabaseJanitor from templates built once per session:
 * ``platform``: only the Supabase platform stand-in (an empty project);
 * ``observed-<env>``: the environment as the plan observed it, created without
   Alembic, seeded with rows, then stamped at its baseline (an adopted live
-  database).
+  database);
+* ``head-<env>``: that database upgraded to head.
 """
 
 from __future__ import annotations
@@ -104,16 +105,20 @@ def templates(cluster):
         cluster.execute(name, seed.seed_sql())
         alembic_cli.run("-n", env, "stamp", f"000_{env}_baseline", urls={env: cluster.url(name)})
         names[f"observed-{env}"] = name
+        head = f"tpl_head_{env}"
+        cluster.create_database(head, template=name, marker=env)
+        alembic_cli.run("-n", env, "upgrade", "head", urls={env: cluster.url(head)})
+        names[f"head-{env}"] = head
     return names
 
 
 @pytest.fixture
 def make_database(cluster, templates):
-    """make_database(env, kind="platform"|"observed", marked=True) -> Database, dropped after the test."""
+    """make_database(env, kind="platform"|"observed"|"head", marked=True) -> Database, dropped after the test."""
     janitors = []
 
     def make(environment: str, kind: str = "observed", *, marked: bool = True) -> Database:
-        template = templates["platform" if kind == "platform" else f"observed-{environment}"]
+        template = templates["platform" if kind == "platform" else f"{kind}-{environment}"]
         name = f"t{next(_counter)}_{environment}_{kind}"
         janitor = DatabaseJanitor(
             user=SUPERUSER, host=str(cluster.socket_dir), port=cluster.port,

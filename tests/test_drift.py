@@ -6,7 +6,7 @@ import pytest
 
 from chat_migrations import drift
 
-from .test_validate import assert_same_shape, documented_json, head_database, head_templates, run_check  # noqa: F401
+from .test_validate import assert_same_shape, documented_json, run_check
 
 
 def drift_json(capsys, a, b, *extra: str):
@@ -157,8 +157,8 @@ def test_the_observed_environments_show_the_plans_mismatches(capsys, make_databa
     assert (run.json["a"]["label"], run.json["b"]["label"]) == ("staging", "prod")
 
 
-def test_staging_and_prod_at_head_do_not_drift(capsys, head_database):
-    staging, prod = head_database("staging"), head_database("prod")
+def test_staging_and_prod_at_head_do_not_drift(capsys, make_database):
+    staging, prod = make_database("staging", "head"), make_database("prod", "head")
     run = run_check(capsys, drift, "staging", "prod", "--json", urls={"staging": staging.url, "prod": prod.url})
     assert run.code == 0, drifted(run)
     assert run.json["a"]["identity"] == "marked migration.environment='staging'"

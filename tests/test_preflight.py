@@ -7,7 +7,7 @@ import pytest
 
 from chat_migrations import catalog, preflight
 
-from .test_validate import assert_same_shape, documented_json, head_database, head_templates, run_check  # noqa: F401
+from .test_validate import assert_same_shape, documented_json, run_check
 
 
 def preflight_json(capsys, db, *extra: str):
@@ -78,8 +78,8 @@ def test_nulls_that_a_new_not_null_forbids_are_a_blocker_with_their_ids(capsys, 
     assert "BLOCKED: 1 blocker: not_null_violations" in human.out and row in human.out
 
 
-def test_at_head_there_is_nothing_to_upgrade(capsys, head_database):
-    run = preflight_json(capsys, head_database("staging"))
+def test_at_head_there_is_nothing_to_upgrade(capsys, make_database):
+    run = preflight_json(capsys, make_database("staging", "head"))
     assert run.code == 0
     assert run.json["revision"]["pending"] == []
     assert run.check("revisions")["summary"] == f"at head {catalog.head_revision('staging')}: nothing to upgrade"

@@ -8,9 +8,7 @@ and fixtures here are imported by test_preflight.py and test_drift.py.
 
 from __future__ import annotations
 
-import itertools
 import json
-import os
 import re
 import subprocess
 from dataclasses import dataclass
@@ -21,15 +19,14 @@ from sqlalchemy.exc import DBAPIError
 
 from chat_migrations import alembic_cli, bulk_load, catalog, checks_cli, drift, preflight, validate
 from chat_migrations.cluster import free_port
-from chat_migrations.environments import REPO_ROOT, load_environments
+from chat_migrations.environments import REPO_ROOT
 
-from .conftest import ENVIRONMENTS, Database
+from .conftest import Database
 
 CHECK_NAMES = [
     "revision", "not_null", "seq", "functions", "indexes", "realtime",
     "orphans", "duplicate_seq", "unique_constraints", "foreign_keys",
 ]
-_clones = itertools.count()
 
 
 # --- shared helpers and fixtures (imported by the other operator-check tests) ------------
@@ -61,10 +58,9 @@ def run_check(capsys, command, *args: str, urls: dict[str, str] | None = None) -
 
 def run_script(name: str, *args: str, urls: dict[str, str] | None = None, cwd=None) -> subprocess.CompletedProcess:
     """The real scripts/<name>, with only ``urls`` as its connection strings, outside the checkout."""
-    env = {k: v for k, v in os.environ.items() if k not in {e.url_env for e in load_environments().values()}}
-    env.update({load_environments()[e].url_env: url for e, url in (urls or {}).items()})
     return subprocess.run(
-        [str(REPO_ROOT / "scripts" / name), *args], env=env, cwd=cwd or "/", capture_output=True, text=True
+        [str(REPO_ROOT / "scripts" / name), *args],
+        env=alembic_cli.environment_with(urls), cwd=cwd or "/", capture_output=True, text=True,
     )
 
 
@@ -93,36 +89,6 @@ def assert_same_shape(actual, documented, path: str = "$") -> None:
             assert_same_shape(actual[0], documented[0], f"{path}[0]")
 
 
-@pytest.fixture(scope="session")
-def head_templates(cluster, templates):
-    """Per environment, the observed database (seeded, adopted) upgraded to head: cloned per test."""
-    names = {}
-    for env in ENVIRONMENTS:
-        name = f"tpl_checks_head_{env}_{next(_clones)}"
-        cluster.create_database(name, template=templates[f"observed-{env}"], marker=env)
-        alembic_cli.run("-n", env, "upgrade", "head", urls={env: cluster.url(name)})
-        names[env] = name
-    yield names
-    for name in names.values():
-        cluster.drop_database(name)
-
-
-@pytest.fixture
-def head_database(cluster, head_templates):
-    """head_database(env) -> a fresh clone of env's database at head, dropped after the test."""
-    created = []
-
-    def make(environment: str) -> Database:
-        name = f"h{next(_clones)}_{environment}_head"
-        cluster.create_database(name, template=head_templates[environment], marker=environment)
-        created.append(name)
-        return Database(cluster, name, environment)
-
-    yield make
-    for name in created:
-        cluster.drop_database(name)
-
-
 def validate_json(capsys, db: Database, *extra: str) -> Run:
     return run_check(capsys, validate, "-n", db.environment, "--json", *extra, urls={db.environment: db.url})
 
@@ -134,8 +100,8 @@ def previous_revision(environment: str) -> str:
 # --- the converged head, and rolled-back databases -------------------------------------------
 
 
-def test_the_converged_head_passes_every_check(capsys, head_database, environment):
-    db = head_database(environment)
+def test_the_converged_head_passes_every_check(capsys, make_database, environment):
+    db = make_database(environment, "head")
     run = validate_json(capsys, db)
     assert run.code == 0, run.out
     assert [c["name"] for c in run.json["checks"]] == CHECK_NAMES
@@ -147,8 +113,8 @@ def test_the_converged_head_passes_every_check(capsys, head_database, environmen
     assert methods["seq"] == "scan"
 
 
-def test_the_human_table_names_each_check_its_method_and_the_verdict(capsys, head_database):
-    db = head_database("prod")
+def test_the_human_table_names_each_check_its_method_and_the_verdict(capsys, make_database):
+    db = make_database("prod", "head")
     run = run_check(capsys, validate, "-n", "prod", urls={"prod": db.url})
     assert run.code == 0
     assert re.search(r"^seq\s+scan\s+pass\s", run.out, re.M)
@@ -255,8 +221,8 @@ BROKEN = {
 
 
 @pytest.mark.parametrize("case", BROKEN)
-def test_breaking_one_thing_fails_exactly_its_check_naming_the_object(capsys, head_database, case):
-    db = head_database("prod")
+def test_breaking_one_thing_fails_exactly_its_check_naming_the_object(capsys, make_database, case):
+    db = make_database("prod", "head")
     values = {
         "previous": previous_revision("prod"),
         "head": catalog.head_revision("prod"),
@@ -273,15 +239,15 @@ def test_breaking_one_thing_fails_exactly_its_check_naming_the_object(capsys, he
     assert message in human.out and f"checks failed: {check}" in human.out
 
 
-def test_an_invalid_unique_index_makes_duplicate_seq_scan_instead_of_trusting_it(capsys, head_database):
-    db = head_database("prod")
+def test_an_invalid_unique_index_makes_duplicate_seq_scan_instead_of_trusting_it(capsys, make_database):
+    db = make_database("prod", "head")
     db.execute(BROKEN["unique_constraints-invalid-index"][0])
     check = validate_json(capsys, db).check("duplicate_seq")
     assert (check["status"], check["method"]) == ("pass", "scan")
 
 
-def test_duplicate_seq_in_a_chat_is_found_and_named(capsys, head_database):
-    db = head_database("prod")
+def test_duplicate_seq_in_a_chat_is_found_and_named(capsys, make_database):
+    db = make_database("prod", "head")
     chat, first, second = db.query(
         "SELECT chat_id::text, min(seq), max(seq) FROM public.chat_messages GROUP BY chat_id HAVING count(*) > 1 LIMIT 1"
     )[0]
@@ -293,8 +259,8 @@ def test_duplicate_seq_in_a_chat_is_found_and_named(capsys, head_database):
     assert run.check("duplicate_seq")["problems"] == [f"public.chat_messages: chat_id {chat} has seq {first} on 2 messages"]
 
 
-def test_orphans_behind_a_missing_foreign_key_are_found_by_scanning(capsys, head_database):
-    db = head_database("prod")
+def test_orphans_behind_a_missing_foreign_key_are_found_by_scanning(capsys, make_database):
+    db = make_database("prod", "head")
     db.execute("ALTER TABLE public.chat_messages DROP CONSTRAINT chat_messages_reply_to_message_id_fkey")
     orphan = db.scalar(
         f"UPDATE public.chat_messages SET reply_to_message_id = gen_random_uuid() WHERE id = {ONE_MESSAGE} RETURNING id::text"
@@ -316,8 +282,8 @@ def test_participants_without_a_chat_are_orphans(capsys, make_database):
     assert problems == [f"public.chat_participants: 1 row (ids: {orphan}) with chat_id NULL (no public.chats row)"]
 
 
-def test_thorough_scans_what_bypassed_constraint_triggers_let_in(capsys, head_database):
-    db = head_database("prod")
+def test_thorough_scans_what_bypassed_constraint_triggers_let_in(capsys, make_database):
+    db = make_database("prod", "head")
     orphan = db.scalar(
         "SET session_replication_role = replica; "  # as a restore or a careless bulk load would
         "INSERT INTO public.chat_participants (chat_id, user_id) SELECT gen_random_uuid(), id FROM auth.users LIMIT 1 "
@@ -418,8 +384,8 @@ def test_the_json_shape_is_the_documented_one(capsys, make_database):
 # --- the bulk loader that the benchmarks use ---------------------------------------------------
 
 
-def test_bulk_loaded_data_is_valid_and_shaped_like_a_chat_product(capsys, head_database):
-    db = head_database("prod")
+def test_bulk_loaded_data_is_valid_and_shaped_like_a_chat_product(capsys, make_database):
+    db = make_database("prod", "head")
     before = db.scalar("SELECT count(*) FROM public.chat_messages")
     summary = bulk_load.load(db.url, messages=5000, chats=60, users=40)
     assert (summary.messages, summary.chats) == (5000, 60)

@@ -31,7 +31,8 @@ class Result:
         return self.stdout + self.stderr
 
 
-def _invocation(args, urls, extra_env):
+def environment_with(urls: dict[str, str] | None, extra_env: dict | None = None) -> dict[str, str]:
+    """This process's environment with only ``urls`` ({environment: url}) as connection strings."""
     env = dict(os.environ)
     environments = load_environments()
     for environment in environments.values():
@@ -39,8 +40,12 @@ def _invocation(args, urls, extra_env):
     for name, url in (urls or {}).items():
         env[environments[name].url_env] = url
     env.update(extra_env or {})
+    return env
+
+
+def _invocation(args, urls, extra_env):
     config = [] if "-c" in args else ["-c", str(ALEMBIC_INI)]
-    return [sys.executable, "-m", "alembic", *config, *args], env
+    return [sys.executable, "-m", "alembic", *config, *args], environment_with(urls, extra_env)
 
 
 def run(

@@ -27,6 +27,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.pool import NullPool
 
 from . import identity
+from .session import first_line
 from .environments import ConfigurationError, Environment, get_environment, load_environments, mask_url, parse_url
 
 EXIT_OK, EXIT_FAILED, EXIT_CANNOT_RUN = 0, 1, 2
@@ -98,7 +99,7 @@ def read_only_connection(target: Target, application: str) -> Iterator[Connectio
             conn = engine.connect()
         except OperationalError as error:
             whose = f"{target.environment.name}'s database" if target.environment else "database"
-            raise CannotRun(f"cannot connect to {whose} {target.masked_url}: {one_line(error)}") from None
+            raise CannotRun(f"cannot connect to {whose} {target.masked_url}: {first_line(error)}") from None
         with conn:
             yield conn
     finally:
@@ -131,11 +132,8 @@ def verify_identity(target: Target, conn: Connection) -> str:
     return f"marked {identity.MARKER_SETTING}='{env.name}'"
 
 
-def one_line(error: BaseException) -> str:
-    """The first line of a database error, without SQLAlchemy's decoration."""
-    message = str(getattr(error, "orig", None) or error)
-    lines = [" ".join(line.split()) for line in message.splitlines() if line.strip()]
-    return lines[0] if lines else type(error).__name__
+# Kept until rehearse.py (in progress elsewhere) calls session.first_line itself.
+one_line = first_line
 
 
 # --- results and output --------------------------------------------------------
@@ -208,7 +206,7 @@ def run_command(command: str, build_report: Callable[[], Report], as_json: bool)
     except (ConfigurationError, CannotRun, identity.WrongDatabase) as error:
         return _cannot_run(command, str(error), as_json)
     except DBAPIError as error:
-        return _cannot_run(command, f"stopped by the database: {one_line(error)}", as_json)
+        return _cannot_run(command, f"stopped by the database: {first_line(error)}", as_json)
     if as_json:
         print(json.dumps({"command": command, "exit_code": report.exit_code, **report.to_json()}, indent=2, default=str))
     else:

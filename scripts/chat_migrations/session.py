@@ -132,7 +132,7 @@ def migration_connection(
         except OperationalError as exc:
             raise MigrationRefused(
                 f"cannot connect to {env.name}'s database {mask_url(url.render_as_string(False))}: "
-                f"{_first_line(exc)}"
+                f"{first_line(exc)}"
             ) from None
         with conn:
             yield from _prepared(env, environments, url, conn, mutating)
@@ -198,7 +198,8 @@ def _advisory_lock_holder(conn: Connection) -> str:
     return f"pid {row[0]}, application {row[1] or '?'}, connected for {row[2]}"
 
 
-def _first_line(exc: DBAPIError) -> str:
+def first_line(exc: BaseException) -> str:
+    """The first line of a database error, without SQLAlchemy's decoration."""
     message = str(exc.orig) if getattr(exc, "orig", None) is not None else str(exc)
     lines = [" ".join(line.split()) for line in message.splitlines() if line.strip()]
     return lines[0] if lines else type(exc).__name__
