@@ -27,7 +27,7 @@ from pathlib import Path
 
 import psycopg2
 
-from . import alembic_cli, baseline, bulk_load, lookalikes
+from . import alembic_cli, baseline, bulk_load
 from .cluster import Cluster
 
 WORKLOAD = ("send", "mark_read", "unread_count", "latest_page")

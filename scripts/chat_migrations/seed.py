@@ -58,7 +58,7 @@ def seed_sql(*, users: int = 12, chats: int = 8, messages: int = 183, seed: int 
         sender = rng.choice(members[c])
         reply = f"'{_id('message', rng.choice(sent_in[c]))}'" if sent_in[c] and rng.random() < 0.15 else "NULL"
         status = rng.choice(["sent", "delivered", "read", "read"])
-        deleted = f"timestamptz '2025-10-11 00:00+00'" if rng.random() < 0.03 else "NULL"
+        deleted = "timestamptz '2025-10-11 00:00+00'" if rng.random() < 0.03 else "NULL"
         media = "ARRAY['https://cdn.example.test/m/" + str(m) + ".jpg']" if rng.random() < 0.1 else "NULL"
         lines.append(
             "INSERT INTO public.chat_messages (id, chat_id, sender_id, message_text, client_generated_id, status, "
