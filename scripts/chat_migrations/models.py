@@ -75,6 +75,8 @@ chat_messages = Table(
     Index("idx_chat_messages_status", "status"),
     Index("idx_chat_messages_sender_id", "sender_id"),
     Index("idx_chat_messages_reply_to", "reply_to_message_id"),
+    # Revision 102: get_unread_count reads only the unread end of a chat.
+    Index("idx_chat_messages_chat_created", "chat_id", "created_at"),
 )
 # Declared apart because the column list is an expression (seq DESC).
 Index("idx_chat_messages_chat_id_seq_desc", chat_messages.c.chat_id, chat_messages.c.seq.desc())
