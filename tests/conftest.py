@@ -140,6 +140,29 @@ def environment(request) -> str:
     return request.param
 
 
+@pytest.fixture
+def head(make_database, environment):
+    """The environment's observed database (seeded), at head."""
+    return make_database(environment, "head")
+
+
+@pytest.fixture
+def frontend():
+    """frontend(db, user_id, role="authenticated") -> a supabase_api.Frontend, closed after the test."""
+    from .supabase_api import Frontend
+
+    opened = []
+
+    def connect(db, user_id, role="authenticated"):
+        client = Frontend(db, user_id, role)
+        opened.append(client)
+        return client
+
+    yield connect
+    for client in opened:
+        client.close()
+
+
 def head_of(environment: str) -> str:
     """The environment's head revision (the last shared revision once there are any)."""
     return revisions_in_order(environment)[-1]

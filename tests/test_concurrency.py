@@ -17,7 +17,7 @@ import pytest
 
 from chat_migrations import messaging_functions
 
-from .test_frontend_contract import at_head, frontend, head, new_chat, new_users  # noqa: F401  (fixtures)
+from .supabase_api import new_chat, new_users
 
 SENDERS = 16
 # How long each sender keeps its transaction open after its insert, in
@@ -109,7 +109,7 @@ def wait_until_blocked(db, pid: int, timeout: float = 10.0) -> None:
 
 
 def test_get_unread_count_reads_only_the_unread_end_of_a_big_chat(make_database, frontend):
-    db = at_head(make_database, "prod")
+    db = make_database("prod", "head")
     writer, reader = new_users(db, 2)
     chat = new_chat(db, [writer, reader])
     # Loaded without triggers (seq given) to keep the test short; then statistics.

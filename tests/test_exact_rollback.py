@@ -87,3 +87,18 @@ def test_offline_scripts_upgrade_and_roll_back_exactly_through_psql(make_databas
     psql(db, downgrade)
     assert db.revision() == start
     assert_same_schema(db.schema(), original, f"{environment} rolled back by the --sql script")
+
+
+def test_without_snapshots_a_downgrade_falls_back_to_the_projects_previous_definitions(make_database, environment):
+    # A database stamped past the shared revisions has no snapshots: the
+    # downgrade restores the project's known previous state (a trigger's
+    # function in place, since it cannot be dropped).
+    converged = make_database(environment)
+    converged.alembic("-n", environment, "upgrade", "100_converged")
+    db = make_database(environment, "head")
+    db.execute("DELETE FROM migration_meta.rollback_snapshots")
+    db.alembic("-n", environment, "downgrade", "100_converged")
+    # An index nothing says the upgrade created is kept: never drop what may have been there.
+    assert db.scalar("SELECT to_regclass('public.idx_chat_messages_chat_created') IS NOT NULL")
+    db.execute("DROP INDEX public.idx_chat_messages_chat_created")
+    assert_same_schema(db.schema(), converged.schema(), f"{environment} rolled back without snapshots")

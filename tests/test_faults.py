@@ -267,8 +267,9 @@ depends_on = None
 
 def upgrade() -> None:
     LOCK_FIRST
-    online_ddl.execute("ALTER TABLE public.chat_participants ALTER COLUMN last_read_at SET DEFAULT now()",
-                       table="public.chat_participants")
+    # Written with format('%I'), which the online path must pass through intact.
+    online_ddl.execute("DO $d$ BEGIN EXECUTE format('ALTER TABLE %I.%I ALTER COLUMN last_read_at SET DEFAULT now()', "
+                       "'public', 'chat_participants'); END $d$", table="public.chat_participants")
     online_ddl.execute("ALTER TABLE public.chat_messages ALTER COLUMN message_text SET DEFAULT ''",
                        table="public.chat_messages")
 

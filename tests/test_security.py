@@ -15,7 +15,7 @@ from chat_migrations import messaging_functions
 from chat_migrations.fingerprints import first_difference
 
 from . import supabase_lint
-from .test_frontend_contract import at_head, frontend, head, new_chat, new_users  # noqa: F401  (fixtures)
+from .supabase_api import new_chat, new_users
 
 PROD = "prod"
 # The functions taking p_user_id: the caller may pass only their own id.
@@ -24,7 +24,7 @@ ACTING_AS_A_USER = ("mark_messages_as_read", "mark_messages_as_delivered", "get_
 
 @pytest.fixture
 def prod_head(make_database):
-    return at_head(make_database, PROD)
+    return make_database(PROD, "head")
 
 
 @pytest.fixture

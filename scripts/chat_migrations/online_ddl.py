@@ -83,7 +83,7 @@ def execute(sql: str, *, table: str, in_transaction: bool = True) -> None:
         # The savepoint keeps the transaction usable to ask who holds the table.
         savepoint = connection.begin_nested()
         try:
-            connection.exec_driver_sql(sql)
+            connection.exec_driver_sql(_literal_percent(sql))
         except DBAPIError as exc:
             if getattr(exc.orig, "pgcode", None) != LOCK_NOT_AVAILABLE:
                 raise
@@ -93,7 +93,7 @@ def execute(sql: str, *, table: str, in_transaction: bool = True) -> None:
         return
     for pause in _pauses():
         try:
-            connection.exec_driver_sql(sql)
+            connection.exec_driver_sql(_literal_percent(sql))
             return
         except DBAPIError as exc:
             if getattr(exc.orig, "pgcode", None) != LOCK_NOT_AVAILABLE:
@@ -101,6 +101,11 @@ def execute(sql: str, *, table: str, in_transaction: bool = True) -> None:
             if pause is None:
                 raise _budget_spent(table, lock_holders(connection, table)) from None
             time.sleep(pause)
+
+
+def _literal_percent(sql: str) -> str:
+    # exec_driver_sql hands psycopg2 a parameter set, which makes it read "%" as a placeholder.
+    return sql.replace("%", "%%")
 
 
 def run_with_lock_retries(run_revisions) -> None:

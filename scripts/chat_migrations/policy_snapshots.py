@@ -14,20 +14,9 @@ locks first, with ``online_ddl.lock_tables``.
 
 from __future__ import annotations
 
-from .snapshots import SNAPSHOTS, _literal
+from .snapshots import SNAPSHOTS, acl_json_sql, literal
 
 KIND = "table_access"
-
-
-def _acl_json(acl: str) -> str:
-    """SQL: an aclitem[] as a JSON array of {grantee, privilege, grantable}, in ACL order."""
-    return f"""coalesce((
-               SELECT jsonb_agg(jsonb_build_object(
-                          'grantee', CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(a.grantee) END,
-                          'privilege', a.privilege_type,
-                          'grantable', a.is_grantable) ORDER BY a.ord)
-                 FROM aclexplode({acl}) WITH ORDINALITY AS a(grantor, grantee, privilege_type, is_grantable, ord)
-           ), '[]'::jsonb)"""
 
 
 def record_table_access_sql(revision: str, table: str) -> str:
@@ -43,12 +32,12 @@ DECLARE
 BEGIN
     PERFORM set_config('search_path', '', true);
     INSERT INTO {SNAPSHOTS} (revision, object_kind, object_name, snapshot)
-    SELECT {_literal(revision)}, '{KIND}', {_literal(table)}, jsonb_build_object(
+    SELECT {literal(revision)}, '{KIND}', {literal(table)}, jsonb_build_object(
         'row_security', c.relrowsecurity,
         'force_row_security', c.relforcerowsecurity,
         'policies', coalesce((
             SELECT jsonb_agg(
-                       'CREATE POLICY ' || quote_ident(pol.polname) || ' ON ' || {_literal(table)}
+                       'CREATE POLICY ' || quote_ident(pol.polname) || ' ON ' || {literal(table)}
                        || CASE WHEN pol.polpermissive THEN ' AS PERMISSIVE' ELSE ' AS RESTRICTIVE' END
                        || ' FOR ' || CASE pol.polcmd WHEN 'r' THEN 'SELECT' WHEN 'a' THEN 'INSERT'
                                      WHEN 'w' THEN 'UPDATE' WHEN 'd' THEN 'DELETE' ELSE 'ALL' END
@@ -60,14 +49,14 @@ BEGIN
                        ORDER BY pol.polname)
               FROM pg_policy pol WHERE pol.polrelid = c.oid), '[]'::jsonb),
         'acl_is_default', c.relacl IS NULL,
-        'acl', {_acl_json("c.relacl")},
+        'acl', {acl_json_sql("c.relacl")},
         'column_acls', coalesce((
-            SELECT jsonb_agg(jsonb_build_object('column', att.attname, 'acl', {_acl_json("att.attacl")})
+            SELECT jsonb_agg(jsonb_build_object('column', att.attname, 'acl', {acl_json_sql("att.attacl")})
                              ORDER BY att.attnum)
               FROM pg_attribute att
              WHERE att.attrelid = c.oid AND att.attnum > 0 AND NOT att.attisdropped AND att.attacl IS NOT NULL
         ), '[]'::jsonb))
-      FROM pg_class c WHERE c.oid = {_literal(table)}::regclass
+      FROM pg_class c WHERE c.oid = {literal(table)}::regclass
     ON CONFLICT (revision, object_kind, object_name) DO NOTHING;
     PERFORM set_config('search_path', saved_search_path, true);
 END
@@ -77,8 +66,8 @@ $record$"""
 def drop_policies_sql(table: str) -> str:
     """PL/pgSQL removing every policy of ``table``; the block declares ``existing_policy record``."""
     return f"""
-    FOR existing_policy IN SELECT pol.polname FROM pg_policy pol WHERE pol.polrelid = {_literal(table)}::regclass LOOP
-        EXECUTE 'DROP POLICY ' || quote_ident(existing_policy.polname) || ' ON ' || {_literal(table)};
+    FOR existing_policy IN SELECT pol.polname FROM pg_policy pol WHERE pol.polrelid = {literal(table)}::regclass LOOP
+        EXECUTE 'DROP POLICY ' || quote_ident(existing_policy.polname) || ' ON ' || {literal(table)};
     END LOOP;"""
 
 
@@ -119,8 +108,8 @@ _GRANT_OPTION = "CASE WHEN (item->>'grantable')::boolean THEN ' WITH GRANT OPTIO
 
 def _restore_one_table_plpgsql(revision: str, table: str, fallback: str | None) -> str:
     missing = (
-        f"'no snapshot of the policies and grants of ' || {_literal(table)} || ' recorded by revision ' "
-        f"|| {_literal(revision)} || ' (the database was stamped past it)'"
+        f"'no snapshot of the policies and grants of ' || {literal(table)} || ' recorded by revision ' "
+        f"|| {literal(revision)} || ' (the database was stamped past it)'"
     )
     if fallback is None:
         without_snapshot = (
@@ -133,14 +122,14 @@ def _restore_one_table_plpgsql(revision: str, table: str, fallback: str | None) 
         )
     return f"""
     SELECT snapshot INTO s FROM {SNAPSHOTS}
-     WHERE revision = {_literal(revision)} AND object_kind = '{KIND}' AND object_name = {_literal(table)};
+     WHERE revision = {literal(revision)} AND object_kind = '{KIND}' AND object_name = {literal(table)};
     IF s IS NULL THEN
         {without_snapshot}
     ELSE
 {_restore_recorded_plpgsql(table)}
     END IF;
     DELETE FROM {SNAPSHOTS}
-     WHERE revision = {_literal(revision)} AND object_kind = '{KIND}' AND object_name = {_literal(table)};"""
+     WHERE revision = {literal(revision)} AND object_kind = '{KIND}' AND object_name = {literal(table)};"""
 
 
 def _restore_recorded_plpgsql(table: str) -> str:
@@ -148,33 +137,33 @@ def _restore_recorded_plpgsql(table: str) -> str:
     FOR policy_sql IN SELECT value FROM jsonb_array_elements_text(s->'policies') LOOP
         EXECUTE policy_sql;
     END LOOP;
-    EXECUTE 'ALTER TABLE ' || {_literal(table)}
+    EXECUTE 'ALTER TABLE ' || {literal(table)}
         || CASE WHEN (s->>'row_security')::boolean THEN ' ENABLE' ELSE ' DISABLE' END || ' ROW LEVEL SECURITY, '
         || CASE WHEN (s->>'force_row_security')::boolean THEN 'FORCE' ELSE 'NO FORCE' END || ' ROW LEVEL SECURITY';
     -- Revoking a table privilege also revokes it on every column.
     FOR grantee_name IN
         SELECT CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(a.grantee) END
-          FROM pg_class c, aclexplode(c.relacl) a WHERE c.oid = {_literal(table)}::regclass
+          FROM pg_class c, aclexplode(c.relacl) a WHERE c.oid = {literal(table)}::regclass
         UNION
         SELECT CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(a.grantee) END
-          FROM pg_attribute att, aclexplode(att.attacl) a WHERE att.attrelid = {_literal(table)}::regclass
+          FROM pg_attribute att, aclexplode(att.attacl) a WHERE att.attrelid = {literal(table)}::regclass
         UNION
         SELECT value->>'grantee' FROM jsonb_array_elements(s->'acl')
     LOOP
-        EXECUTE 'REVOKE ALL ON TABLE ' || {_literal(table)} || ' FROM ' || {_grantee_sql("grantee_name")};
+        EXECUTE 'REVOKE ALL ON TABLE ' || {literal(table)} || ' FROM ' || {_grantee_sql("grantee_name")};
     END LOOP;
     IF (s->>'acl_is_default')::boolean THEN
         -- The default ACL: everything for the owner and nobody else.
-        EXECUTE 'GRANT ALL ON TABLE ' || {_literal(table)} || ' TO '
-            || quote_ident((SELECT pg_get_userbyid(relowner) FROM pg_class WHERE oid = {_literal(table)}::regclass));
+        EXECUTE 'GRANT ALL ON TABLE ' || {literal(table)} || ' TO '
+            || quote_ident((SELECT pg_get_userbyid(relowner) FROM pg_class WHERE oid = {literal(table)}::regclass));
     END IF;
     FOR item IN SELECT value FROM jsonb_array_elements(s->'acl') LOOP
-        EXECUTE 'GRANT ' || (item->>'privilege') || ' ON TABLE ' || {_literal(table)}
+        EXECUTE 'GRANT ' || (item->>'privilege') || ' ON TABLE ' || {literal(table)}
             || ' TO ' || {_grantee_sql("item->>'grantee'")} || {_GRANT_OPTION};
     END LOOP;
     FOR column_acl IN SELECT value FROM jsonb_array_elements(s->'column_acls') LOOP
         FOR item IN SELECT value FROM jsonb_array_elements(column_acl->'acl') LOOP
             EXECUTE 'GRANT ' || (item->>'privilege') || ' (' || quote_ident(column_acl->>'column') || ') ON TABLE '
-                || {_literal(table)} || ' TO ' || {_grantee_sql("item->>'grantee'")} || {_GRANT_OPTION};
+                || {literal(table)} || ' TO ' || {_grantee_sql("item->>'grantee'")} || {_GRANT_OPTION};
         END LOOP;
     END LOOP;"""

@@ -13,38 +13,44 @@ from __future__ import annotations
 SNAPSHOTS = "migration_meta.rollback_snapshots"
 
 
-def _literal(value: str) -> str:
+def literal(value: str) -> str:
+    """A SQL string literal."""
     return "'" + value.replace("'", "''") + "'"
+
+
+def acl_json_sql(acl: str) -> str:
+    """SQL: an aclitem[] as a JSON array of {grantee, privilege, grantable}, in ACL order."""
+    return f"""coalesce((
+               SELECT jsonb_agg(jsonb_build_object(
+                          'grantee', CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(a.grantee) END,
+                          'privilege', a.privilege_type,
+                          'grantable', a.is_grantable) ORDER BY a.ord)
+                 FROM aclexplode({acl}) WITH ORDINALITY AS a(grantor, grantee, privilege_type, is_grantable, ord)
+           ), '[]'::jsonb)"""
 
 
 def record_function_sql(revision: str, signature: str) -> str:
     """Store the function's current state (or that it did not exist); first record wins."""
     return f"""
 INSERT INTO {SNAPSHOTS} (revision, object_kind, object_name, snapshot)
-SELECT {_literal(revision)}, 'function', {_literal(signature)},
+SELECT {literal(revision)}, 'function', {literal(signature)},
        CASE WHEN p.oid IS NULL THEN jsonb_build_object('existed', false)
        ELSE jsonb_build_object(
            'existed', true,
            'definition', pg_get_functiondef(p.oid),
            'owner', pg_get_userbyid(p.proowner),
            'acl_is_default', p.proacl IS NULL,
-           'acl', coalesce((
-               SELECT jsonb_agg(jsonb_build_object(
-                          'grantee', CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(a.grantee) END,
-                          'privilege', a.privilege_type,
-                          'grantable', a.is_grantable) ORDER BY a.ord)
-                 FROM aclexplode(p.proacl) WITH ORDINALITY AS a(grantor, grantee, privilege_type, is_grantable, ord)
-           ), '[]'::jsonb),
+           'acl', {acl_json_sql("p.proacl")},
            'comment', obj_description(p.oid, 'pg_proc'))
        END
-  FROM (SELECT to_regprocedure({_literal(signature)}) AS oid) AS target
+  FROM (SELECT to_regprocedure({literal(signature)}) AS oid) AS target
   LEFT JOIN pg_proc AS p ON p.oid = target.oid
 ON CONFLICT (revision, object_kind, object_name) DO NOTHING"""
 
 
 def _apply_privileges_plpgsql(signature: str) -> str:
     """PL/pgSQL statements giving the function snapshot s's owner, ACL and comment."""
-    sig = _literal(signature)
+    sig = literal(signature)
     return f"""
         EXECUTE format('ALTER FUNCTION %s OWNER TO %I', {sig}, s->>'owner');
         IF NOT (s->>'acl_is_default')::boolean THEN
@@ -62,8 +68,8 @@ def _apply_privileges_plpgsql(signature: str) -> str:
 
 def _snapshot_lookup(revision: str, kind: str, name: str) -> str:
     return (
-        f"SELECT snapshot INTO s FROM {SNAPSHOTS} WHERE revision = {_literal(revision)} "
-        f"AND object_kind = '{kind}' AND object_name = {_literal(name)};"
+        f"SELECT snapshot INTO s FROM {SNAPSHOTS} WHERE revision = {literal(revision)} "
+        f"AND object_kind = '{kind}' AND object_name = {literal(name)};"
     )
 
 
@@ -81,8 +87,8 @@ DECLARE
     item jsonb;
 BEGIN
     {_snapshot_lookup(revision, 'function', signature)}
-    EXECUTE 'DROP FUNCTION IF EXISTS ' || {_literal(signature)};
-    EXECUTE {_literal(definition)};
+    EXECUTE 'DROP FUNCTION IF EXISTS ' || {literal(signature)};
+    EXECUTE {literal(definition)};
     IF (s->>'existed')::boolean THEN{keep}
         NULL;
     END IF;
@@ -112,16 +118,20 @@ def restore_function_sql(revision: str, signature: str, fallback_definition: str
     ``fallback_definition`` (ABSENT when the function did not exist); with
     None the downgrade refuses rather than guess.
     """
-    drop = f"EXECUTE 'DROP FUNCTION IF EXISTS ' || {_literal(signature)};"
+    drop = f"EXECUTE 'DROP FUNCTION IF EXISTS ' || {literal(signature)};"
     if fallback_definition is None:
         fallback = (
             f"RAISE EXCEPTION 'no snapshot of % recorded by revision %: restore it by hand', "
-            f"{_literal(signature)}, {_literal(revision)};"
+            f"{literal(signature)}, {literal(revision)};"
         )
     elif fallback_definition == ABSENT:
         fallback = drop
     else:
-        fallback = f"{drop} EXECUTE {_literal(fallback_definition)};"
+        # A trigger's function cannot be dropped; its fallback is CREATE OR REPLACE.
+        fallback = (
+            f"BEGIN {drop} EXCEPTION WHEN dependent_objects_still_exist THEN NULL; END; "
+            f"EXECUTE {literal(fallback_definition)};"
+        )
     return f"""DO $restore$
 DECLARE
     s jsonb;
@@ -130,7 +140,7 @@ BEGIN
     {_snapshot_lookup(revision, 'function', signature)}
     IF s IS NULL THEN
         RAISE NOTICE 'no snapshot of % from revision %: restoring the project''s previous definition',
-            {_literal(signature)}, {_literal(revision)};
+            {literal(signature)}, {literal(revision)};
         {fallback}
         RETURN;
     END IF;
@@ -140,14 +150,14 @@ BEGIN
         BEGIN
             EXECUTE s->>'definition';
         EXCEPTION WHEN invalid_function_definition THEN
-            EXECUTE 'DROP FUNCTION ' || {_literal(signature)};
+            EXECUTE 'DROP FUNCTION ' || {literal(signature)};
             EXECUTE s->>'definition';
         END;{_apply_privileges_plpgsql(signature)}
     ELSE
-        EXECUTE 'DROP FUNCTION IF EXISTS ' || {_literal(signature)};
+        EXECUTE 'DROP FUNCTION IF EXISTS ' || {literal(signature)};
     END IF;
-    DELETE FROM {SNAPSHOTS} WHERE revision = {_literal(revision)}
-       AND object_kind = 'function' AND object_name = {_literal(signature)};
+    DELETE FROM {SNAPSHOTS} WHERE revision = {literal(revision)}
+       AND object_kind = 'function' AND object_name = {literal(signature)};
 END
 $restore$"""
 
@@ -156,8 +166,8 @@ def record_column_sql(revision: str, table: str, column: str) -> str:
     """Store whether the column was already NOT NULL before the revision."""
     return f"""
 INSERT INTO {SNAPSHOTS} (revision, object_kind, object_name, snapshot)
-SELECT {_literal(revision)}, 'column', {_literal(f"{table}.{column}")}, jsonb_build_object('not_null', attnotnull)
-  FROM pg_attribute WHERE attrelid = {_literal(table)}::regclass AND attname = {_literal(column)}
+SELECT {literal(revision)}, 'column', {literal(f"{table}.{column}")}, jsonb_build_object('not_null', attnotnull)
+  FROM pg_attribute WHERE attrelid = {literal(table)}::regclass AND attname = {literal(column)}
 ON CONFLICT (revision, object_kind, object_name) DO NOTHING"""
 
 
@@ -165,8 +175,8 @@ def column_was_nullable_sql(revision: str, table: str, column: str) -> str:
     """SQL boolean: the column was nullable before the revision (assumed so without a record)."""
     return (
         f"coalesce((SELECT NOT (snapshot->>'not_null')::boolean FROM {SNAPSHOTS} "
-        f"WHERE revision = {_literal(revision)} AND object_kind = 'column' "
-        f"AND object_name = {_literal(f'{table}.{column}')}), true)"
+        f"WHERE revision = {literal(revision)} AND object_kind = 'column' "
+        f"AND object_name = {literal(f'{table}.{column}')}), true)"
     )
 
 
@@ -174,10 +184,10 @@ def record_index_sql(revision: str, index: str) -> str:
     """Store whether the index existed (valid) before the revision built it."""
     return f"""
 INSERT INTO {SNAPSHOTS} (revision, object_kind, object_name, snapshot)
-SELECT {_literal(revision)}, 'index', {_literal(index)},
+SELECT {literal(revision)}, 'index', {literal(index)},
        jsonb_build_object('existed', i.indexrelid IS NOT NULL AND i.indisvalid,
                           'definition', pg_get_indexdef(i.indexrelid))
-  FROM (SELECT to_regclass({_literal(index)}) AS oid) AS target
+  FROM (SELECT to_regclass({literal(index)}) AS oid) AS target
   LEFT JOIN pg_index AS i ON i.indexrelid = target.oid
 ON CONFLICT (revision, object_kind, object_name) DO NOTHING"""
 
@@ -185,13 +195,13 @@ ON CONFLICT (revision, object_kind, object_name) DO NOTHING"""
 def index_existed_before_sql(revision: str, index: str) -> str:
     """One row: true/false as recorded, or NULL when there is no snapshot."""
     return (
-        f"SELECT (snapshot->>'existed')::boolean FROM {SNAPSHOTS} WHERE revision = {_literal(revision)} "
-        f"AND object_kind = 'index' AND object_name = {_literal(index)}"
+        f"SELECT (snapshot->>'existed')::boolean FROM {SNAPSHOTS} WHERE revision = {literal(revision)} "
+        f"AND object_kind = 'index' AND object_name = {literal(index)}"
     )
 
 
 def forget_sql(revision: str, kind: str, name: str) -> str:
     return (
-        f"DELETE FROM {SNAPSHOTS} WHERE revision = {_literal(revision)} "
-        f"AND object_kind = '{kind}' AND object_name = {_literal(name)}"
+        f"DELETE FROM {SNAPSHOTS} WHERE revision = {literal(revision)} "
+        f"AND object_kind = '{kind}' AND object_name = {literal(name)}"
     )
