@@ -53,6 +53,9 @@ def run_migrations_offline(environment) -> None:
         context.execute(f"SET statement_timeout = {session.settings.statement_timeout_ms}")
         context.execute(session.BOOKKEEPING_SQL)
         context.run_migrations()
+        # Leave a pooled session (Supabase's SQL editor) as it was found.
+        context.execute("RESET lock_timeout")
+        context.execute("RESET statement_timeout")
 
 
 def run_migrations_online(environment) -> None:

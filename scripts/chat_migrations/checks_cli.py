@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from contextlib import contextmanager
@@ -132,10 +133,6 @@ def verify_identity(target: Target, conn: Connection) -> str:
     return f"marked {identity.MARKER_SETTING}='{env.name}'"
 
 
-# Kept until rehearse.py (in progress elsewhere) calls session.first_line itself.
-one_line = first_line
-
-
 # --- results and output --------------------------------------------------------
 
 
@@ -207,10 +204,15 @@ def run_command(command: str, build_report: Callable[[], Report], as_json: bool)
         return _cannot_run(command, str(error), as_json)
     except DBAPIError as error:
         return _cannot_run(command, f"stopped by the database: {first_line(error)}", as_json)
-    if as_json:
-        print(json.dumps({"command": command, "exit_code": report.exit_code, **report.to_json()}, indent=2, default=str))
-    else:
-        print(report.render())
+    try:
+        if as_json:
+            print(json.dumps({"command": command, "exit_code": report.exit_code, **report.to_json()}, indent=2, default=str))
+        else:
+            print(report.render())
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader stopped early (`| head`); the verdict is still the exit code.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return report.exit_code
 
 

@@ -26,7 +26,6 @@ from __future__ import annotations
 import re
 
 from . import baseline
-from .fingerprints import MESSAGING_TABLES
 
 ASSIGN_MESSAGE_SEQ = "public.assign_message_seq()"
 MARK_MESSAGES_AS_DELIVERED = "public.mark_messages_as_delivered(uuid, uuid)"

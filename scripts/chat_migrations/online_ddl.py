@@ -203,15 +203,16 @@ def create_index_concurrently(revision: str, index: str, table: str, columns: st
     op.execute(snapshots.record_index_sql(revision, name))
     # CONCURRENTLY cannot run inside a transaction block.
     with op.get_context().autocommit_block():
-        _set_timeouts(statement_ms=INDEX_BUILD_STATEMENT_TIMEOUT_MS, lock_ms=NON_BLOCKING_LOCK_TIMEOUT_MS)
         if _offline():
             # A script cannot branch around DROP INDEX CONCURRENTLY, so its
-            # repair drops the INVALID leftover plainly (a catalog change).
+            # repair drops the INVALID leftover plainly: ACCESS EXCLUSIVE for a
+            # catalog change, under the run's short lock_timeout.
             op.execute(
                 f"DO $repair$ BEGIN IF EXISTS (SELECT FROM pg_index WHERE indexrelid = to_regclass('{name}') "
                 f"AND NOT indisvalid) THEN DROP INDEX {name}; END IF; END $repair$"
             )
-        elif _index_state(name) == "invalid":
+        _set_timeouts(statement_ms=INDEX_BUILD_STATEMENT_TIMEOUT_MS, lock_ms=NON_BLOCKING_LOCK_TIMEOUT_MS)
+        if not _offline() and _index_state(name) == "invalid":
             log.info("%s is INVALID (an interrupted build): dropping it to build it again", name)
             op.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {name}")
         with _index_build_progress(index):

@@ -49,9 +49,9 @@ from sqlalchemy.exc import DBAPIError
 from . import alembic_cli, checks_cli, identity
 from .checks_cli import CannotRun, Target
 from .cluster import Cluster, ClusterError, pg_bindir
-from .environments import REPO_ROOT, ConfigurationError, Environment, libpq_url, load_environments, mask_url
+from .environments import REPO_ROOT, ConfigurationError, Environment, libpq_url, mask_url
 from .fingerprints import first_difference, schema_dump
-from .session import BOOKKEEPING_SCHEMA
+from .session import BOOKKEEPING_SCHEMA, first_line
 
 EXIT_OK, EXIT_FAILED, EXIT_CANNOT_RUN = checks_cli.EXIT_OK, checks_cli.EXIT_FAILED, checks_cli.EXIT_CANNOT_RUN
 
@@ -143,7 +143,7 @@ class Rehearsal:
         except (CannotRun, identity.WrongDatabase, ConfigurationError, ClusterError) as problem:
             raise SetupFailed(str(problem)) from None
         except (DBAPIError, psycopg2.Error, RuntimeError) as problem:
-            raise SetupFailed(checks_cli.one_line(problem)) from None
+            raise SetupFailed(first_line(problem)) from None
 
     def _dump_and_restore(self, workdir: Path) -> str:
         self._begin(DUMP)
@@ -206,11 +206,7 @@ class Rehearsal:
 
     def _environment_variables(self) -> dict[str, str]:
         """This process's environment with only the clone's URL: no command can reach another database."""
-        variables = dict(os.environ)
-        for environment in load_environments().values():
-            variables.pop(environment.url_env, None)
-        variables[self.environment.url_env] = self.clone_url
-        return variables
+        return alembic_cli.environment_with({self.environment.name: self.clone_url})
 
     def _finish(self, process: subprocess.Popen, label: str) -> str:
         """Echo the command's output as it comes; raise StepFailed on a non-zero exit."""

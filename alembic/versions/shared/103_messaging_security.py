@@ -43,15 +43,16 @@ from typing import Sequence, Union
 from alembic import op
 
 from chat_migrations import messaging_functions, online_ddl, policy_snapshots, snapshots
+from chat_migrations.fingerprints import MESSAGING_TABLES
 
 revision: str = "103_messaging_security"
 down_revision: Union[str, Sequence[str], None] = "102_unread_count_index"
 branch_labels: Union[str, Sequence[str], None] = None
 depends_on: Union[str, Sequence[str], None] = None
 # Existing tables whose locks or size matter to this revision (scripts/preflight reports them).
-affected_tables: tuple[str, ...] = messaging_functions.MESSAGING_TABLES
+affected_tables: tuple[str, ...] = MESSAGING_TABLES
 
-TABLES = messaging_functions.MESSAGING_TABLES
+TABLES = MESSAGING_TABLES
 
 
 def upgrade() -> None:
