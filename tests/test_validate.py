@@ -403,3 +403,29 @@ def test_bulk_loaded_data_is_valid_and_shaped_like_a_chat_product(capsys, make_d
     assert run.code == 0, run.out
     with pytest.raises(bulk_load.LoadError, match="already holds bulk-loaded rows"):
         bulk_load.load(db.url, messages=5000, chats=60, users=40)
+
+
+def test_after_a_rollback_validate_at_the_current_revision_passes_and_says_what_it_left_out(capsys, make_database):
+    db = make_database("prod", "head")
+    db.alembic("-n", "prod", "downgrade", "-1")
+    at_head = validate_json(capsys, db)
+    assert at_head.code == 1
+    run = validate_json(capsys, db, "--at-current-revision")
+    assert run.code == 0, run.json
+    assert run.json["left_out"] == ["not_null", "functions"]
+    assert [c["name"] for c in run.json["checks"]] == [
+        "revision", "seq", "indexes", "realtime", "orphans", "duplicate_seq", "unique_constraints", "foreign_keys"
+    ]
+
+
+def test_at_the_current_revision_an_invalid_index_or_an_unknown_revision_still_fails(capsys, make_database):
+    db = make_database("staging", "head")
+    db.alembic("-n", "staging", "downgrade", "-1")
+    db.execute("UPDATE pg_index SET indisvalid = false WHERE indexrelid = 'public.idx_chat_messages_reply_to'::regclass")
+    db.execute("UPDATE migration_meta.alembic_version SET version_num = 'not_a_revision'")
+    run = validate_json(capsys, db, "--at-current-revision")
+    assert run.code == 1
+    failed = {c["name"]: c["problems"] for c in run.json["checks"] if c["status"] == "fail"}
+    assert set(failed) == {"revision", "indexes"}
+    assert "which staging's history does not contain" in failed["revision"][0]
+    assert "idx_chat_messages_reply_to" in failed["indexes"][0] and "INVALID" in failed["indexes"][0]

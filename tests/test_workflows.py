@@ -84,7 +84,10 @@ def test_rollback_is_by_hand_for_a_chosen_environment_downgrading_one_revision_t
     assert choice["type"] == "choice" and set(choice["options"]) == set(load_environments())
     (job,) = workflow["jobs"].values()
     assert "'production'" in job["environment"]  # prod waits for the same reviewers as the deploy
-    assert commands(job)[-2:] == ['.venv/bin/alembic -n "$TARGET" downgrade -1', 'scripts/validate -n "$TARGET"']
+    assert commands(job)[-2:] == [
+        '.venv/bin/alembic -n "$TARGET" downgrade -1',
+        'scripts/validate -n "$TARGET" --at-current-revision',
+    ]
     assert job["env"]["TARGET"] == "${{ inputs.environment }}"
 
 

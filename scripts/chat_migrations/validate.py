@@ -78,6 +78,8 @@ class Context:
     current_revision: str | None
     head_revision: str
     thorough: bool = False
+    # After a rollback: any revision of the history, only the checks that hold at every revision.
+    at_current_revision: bool = False
 
 
 # --- the head schema, as models.py declares it -----------------------------------
@@ -135,6 +137,16 @@ def null_lookup_method(catalog: Catalog, table: str, column: str) -> str:
 
 def check_revision(ctx: Context) -> Finding:
     current, head = ctx.current_revision, ctx.head_revision
+    if ctx.at_current_revision:
+        finding = Finding(
+            "revision", "at a revision of the history", "pass", "catalog",
+            f"at {current} of {ctx.environment}'s history (head {head})",
+        )
+        if current not in catalog_module.revisions(ctx.environment):
+            finding.problems.append(
+                f"at revision {current or 'none'}, which {ctx.environment}'s history does not contain"
+            )
+        return _settle(finding, f"not at a revision of {ctx.environment}'s history")
     finding = Finding("revision", "at the head revision", "pass", "catalog", f"at head {head}")
     if current is None:
         finding.problems.append(
@@ -205,7 +217,8 @@ def check_functions(ctx: Context) -> Finding:
 
 
 def check_indexes(ctx: Context) -> Finding:
-    expected = [(table, index) for table in head_tables() for index in table.indexes]
+    # Which indexes exist depends on the revision; that none is INVALID does not.
+    expected = [] if ctx.at_current_revision else [(table, index) for table in head_tables() for index in table.indexes]
     finding = Finding("indexes", "indexes exist and are valid", "pass", "catalog", f"{len(expected)} indexes valid")
     for table, index in expected:
         if _table_missing(ctx, table.name, finding):
@@ -424,6 +437,8 @@ CHECKS: tuple[Callable[[Context], Finding], ...] = (
     check_unique_constraints,
     check_foreign_keys,
 )
+# The head schema's own shape: left out when validating at the current revision.
+HEAD_ONLY_CHECKS = (check_not_null, check_functions)
 
 
 # --- the report ----------------------------------------------------------------------
@@ -434,6 +449,7 @@ class ValidateReport(checks_cli.FindingsReport):
     identity: str
     revision: dict[str, str | None]
     thorough: bool
+    left_out: list[str]
     failing_status: ClassVar[str] = "fail"
 
     @property
@@ -446,6 +462,7 @@ class ValidateReport(checks_cli.FindingsReport):
             "identity": self.identity,
             "revision": self.revision,
             "thorough": self.thorough,
+            "left_out": self.left_out,
             "passed": not self.failed,
             **self.checks_json(),
         }
@@ -456,6 +473,8 @@ class ValidateReport(checks_cli.FindingsReport):
             f"identity: {self.identity}",
             f"revision: {self.revision['current'] or 'none'} (head {self.revision['head']})",
         ]
+        if self.left_out:
+            header.append(f"at the current revision: left out the head-only checks {', '.join(self.left_out)}")
         if self.failed:
             names = ", ".join(f.name for f in self.failed)
             verdict = f"FAILED: {len(self.failed)} of {len(self.findings)} checks failed: {names}"
@@ -464,18 +483,21 @@ class ValidateReport(checks_cli.FindingsReport):
         return self.render_findings(header, STATUS_LABELS, verdict)
 
 
-def validate(target: Target, *, thorough: bool = False) -> ValidateReport:
+def validate(target: Target, *, thorough: bool = False, at_current_revision: bool = False) -> ValidateReport:
     environment = target.environment.name
+    checks = [c for c in CHECKS if not (at_current_revision and c in HEAD_ONLY_CHECKS)]
+    left_out = [c.__name__.removeprefix("check_") for c in CHECKS if c not in checks]
     with checks_cli.read_only_connection(target, "chat-migrations:validate") as conn:
         proof = checks_cli.verify_identity(target, conn)
         ctx = Context(
             conn, catalog_module.read_catalog(conn), environment,
             catalog_module.current_revision(conn), catalog_module.head_revision(environment), thorough,
+            at_current_revision,
         )
-        findings = [checks_cli.timed(check, ctx) for check in CHECKS]
+        findings = [checks_cli.timed(check, ctx) for check in checks]
         conn.rollback()
     revision = {"current": ctx.current_revision, "head": ctx.head_revision}
-    return ValidateReport(target, findings, proof, revision, thorough)
+    return ValidateReport(target, findings, proof, revision, thorough, left_out)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -487,6 +509,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-n", "--name", metavar="ENVIRONMENT", help="the environment (an alembic.ini section)")
     parser.add_argument("--thorough", action="store_true",
                         help="scan the data checks that valid constraints already prove")
+    parser.add_argument("--at-current-revision", action="store_true",
+                        help="after a rollback: accept any revision of the history and run only the checks "
+                        "that hold at every revision (left out: not_null, functions, which indexes exist)")
     checks_cli.add_json_flag(parser)
     return parser
 
@@ -495,7 +520,10 @@ def main(argv: list[str] | None = None, *, urls: dict[str, str] | None = None) -
     args = build_parser().parse_args(argv)
     return checks_cli.run_command(
         "validate",
-        lambda: validate(checks_cli.environment_target(args.name, urls), thorough=args.thorough),
+        lambda: validate(
+            checks_cli.environment_target(args.name, urls),
+            thorough=args.thorough, at_current_revision=args.at_current_revision,
+        ),
         args.json,
     )
 
