@@ -15,7 +15,9 @@ DatabaseJanitor from templates built once per session:
 from __future__ import annotations
 
 import itertools
+import shutil
 import subprocess
+from pathlib import Path
 from dataclasses import dataclass
 
 import pytest
@@ -23,6 +25,7 @@ from pytest_postgresql.janitor import DatabaseJanitor
 
 from chat_migrations import alembic_cli, baseline, seed
 from chat_migrations.cluster import SUPERUSER, Cluster, pg_bindir
+from chat_migrations.environments import REPO_ROOT
 from chat_migrations.fingerprints import data_checksums, first_difference, schema_dump
 
 ENVIRONMENTS = baseline.ENVIRONMENTS
@@ -194,3 +197,17 @@ def psql(cluster):
         return result
 
     return run
+
+
+def project_with_shared_revision(folder: Path, revision_id: str, source: str, *, only_this_one: bool = False) -> str:
+    """A copy of the project with one more shared revision; returns its alembic.ini for ``-c``."""
+    project = folder / "project"
+    project.mkdir()
+    shutil.copy(REPO_ROOT / "alembic.ini", project)
+    shutil.copytree(REPO_ROOT / "alembic", project / "alembic", ignore=shutil.ignore_patterns("__pycache__"))
+    shared = project / "alembic" / "versions" / "shared"
+    if only_this_one:
+        for existing in shared.glob("*.py"):
+            existing.unlink()
+    (shared / f"{revision_id}.py").write_text(source)
+    return str(project / "alembic.ini")

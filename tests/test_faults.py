@@ -6,16 +6,14 @@ real sessions: a blocker holding a lock, pg_terminate_backend, a second runner.
 
 from __future__ import annotations
 
-import shutil
 import threading
 import time
 
 import pytest
 
 from chat_migrations import alembic_cli
-from chat_migrations.environments import REPO_ROOT
 
-from .conftest import assert_same_schema, head_of
+from .conftest import assert_same_schema, head_of, project_with_shared_revision
 
 MIGRATION_APP = "alembic:{}"
 
@@ -176,13 +174,19 @@ def test_a_long_transaction_holding_a_lock_makes_the_migration_give_up_without_s
     assert max(latencies) < 1.5, f"application query stalled for {max(latencies):.2f}s"
 
 
-def test_two_upgrades_at_once_never_interleave_the_second_waits_then_finds_nothing_to_do(make_database):
-    db = make_database("staging")
+def start_upgrade_held_mid_way(db):
+    """A staging upgrade that waits inside 002 (behind a blocker's row) until the blocker closes."""
     db.alembic("-n", "staging", "stamp", "000_staging_baseline")
     blocker = hold_snapshot_row(db, "002_function_updates_staging", "public.get_unread_count(uuid, uuid)")
     first = alembic_cli.start("-n", "staging", "-x", "lock_timeout=60s", "upgrade", "head", urls={"staging": db.url})
+    pid = wait_for(lambda: waiting_migration_pid(db, "staging"), "the first upgrade to be mid-way")
+    return first, pid, blocker
+
+
+def test_two_upgrades_at_once_never_interleave_the_second_waits_then_finds_nothing_to_do(make_database):
+    db = make_database("staging")
+    first, _, blocker = start_upgrade_held_mid_way(db)
     try:
-        wait_for(lambda: waiting_migration_pid(db, "staging"), "the first upgrade to be mid-way")
         second = alembic_cli.start("-n", "staging", "upgrade", "head", urls={"staging": db.url})
         wait_for(
             lambda: db.scalar(
@@ -209,11 +213,8 @@ def test_two_upgrades_at_once_never_interleave_the_second_waits_then_finds_nothi
 
 def test_a_second_upgrade_that_cannot_wait_stops_naming_the_first(make_database):
     db = make_database("staging")
-    db.alembic("-n", "staging", "stamp", "000_staging_baseline")
-    blocker = hold_snapshot_row(db, "002_function_updates_staging", "public.get_unread_count(uuid, uuid)")
-    first = alembic_cli.start("-n", "staging", "-x", "lock_timeout=60s", "upgrade", "head", urls={"staging": db.url})
+    first, first_pid, blocker = start_upgrade_held_mid_way(db)
     try:
-        first_pid = wait_for(lambda: waiting_migration_pid(db, "staging"), "the first upgrade to be mid-way")
         second = db.alembic("-n", "staging", "-x", "advisory_lock_wait=1s", "upgrade", "head", check=False)
     finally:
         blocker.close()
@@ -290,17 +291,10 @@ def test_a_lock_cycle_with_the_application_is_broken(tmp_path, make_database, lo
     # application forever; starting the revision over releases chat_participants.
     # With lock_tables the migration waits for chat_messages first, holding
     # nothing, so there is no cycle at all.
-    project = tmp_path / "project"
-    project.mkdir()
-    shutil.copy(REPO_ROOT / "alembic.ini", project)
-    shutil.copytree(REPO_ROOT / "alembic", project / "alembic", ignore=shutil.ignore_patterns("__pycache__"))
-    for shared in (project / "alembic" / "versions" / "shared").glob("*.py"):
-        shared.unlink()  # only the test revision after the anchor
     lock_first = 'online_ddl.lock_tables("public.chat_participants", "public.chat_messages")' if locks_first else ""
-    (project / "alembic" / "versions" / "shared" / "101_test_two_tables.py").write_text(
-        TWO_TABLE_REVISION.replace("LOCK_FIRST", lock_first)
+    ini = project_with_shared_revision(
+        tmp_path, "101_test_two_tables", TWO_TABLE_REVISION.replace("LOCK_FIRST", lock_first), only_this_one=True
     )
-    ini = str(project / "alembic.ini")
     db = make_database("staging")
     db.alembic("-n", "staging", "upgrade", "100_converged")
 

@@ -5,14 +5,13 @@ Exactness is proved by comparing pg_dump --schema-only, never by exit codes.
 
 from __future__ import annotations
 
-import shutil
 
 import pytest
 
 from chat_migrations import alembic_cli, baseline
 from chat_migrations.environments import REPO_ROOT
 
-from .conftest import assert_same_schema, head_of, revisions_in_order
+from .conftest import assert_same_schema, head_of, project_with_shared_revision, revisions_in_order
 
 
 @pytest.mark.slow
@@ -175,14 +174,9 @@ def test_a_shared_revision_after_the_convergence_point_applies_and_rolls_back_on
     # Written once, after whatever the shared history's head is now.
     shared_head = head_of("prod")
     assert shared_head == head_of("staging")
-    project = tmp_path / "project"
-    project.mkdir()
-    shutil.copy(REPO_ROOT / "alembic.ini", project)
-    shutil.copytree(REPO_ROOT / "alembic", project / "alembic", ignore=shutil.ignore_patterns("__pycache__"))
-    (project / "alembic" / "versions" / "shared" / "999_test_shared.py").write_text(
-        SHARED_REVISION.replace("CURRENT_HEAD", shared_head)
+    ini = project_with_shared_revision(
+        tmp_path, "999_test_shared", SHARED_REVISION.replace("CURRENT_HEAD", shared_head)
     )
-    ini = str(project / "alembic.ini")
     for environment in ("staging", "prod"):
         db = make_database(environment)
         db.alembic("-n", environment, "upgrade", "head")
