@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import pytest
 from pytest_postgresql.janitor import DatabaseJanitor
 
-from chat_migrations import alembic_cli, baseline, seed
+from chat_migrations import alembic_cli, baseline, catalog, seed
 from chat_migrations.cluster import SUPERUSER, Cluster, pg_bindir
 from chat_migrations.environments import REPO_ROOT
 from chat_migrations.fingerprints import data_checksums, first_difference, schema_dump
@@ -168,14 +168,12 @@ def frontend():
 
 def head_of(environment: str) -> str:
     """The environment's head revision (the last shared revision once there are any)."""
-    return revisions_in_order(environment)[-1]
+    return catalog.head_revision(environment)
 
 
 def revisions_in_order(environment: str) -> list[str]:
-    """The environment's history, base first, as `alembic history` prints it."""
-    out = alembic_cli.run("-n", environment, "history").stdout
-    return [line.split(" -> ")[1].split(",")[0].split(" ")[0] for line in reversed(out.strip().splitlines())]
-
+    """The environment's history, base first, as `alembic -n <environment>` loads it."""
+    return [script.revision for script in catalog.script_directory(environment).walk_revisions()][::-1]
 
 
 def assert_same_schema(actual: str, expected: str, what: str) -> None:

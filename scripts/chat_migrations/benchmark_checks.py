@@ -24,13 +24,12 @@ import psycopg2
 
 from . import alembic_cli, bulk_load, lookalikes
 from .cluster import Cluster
-from .environments import REPO_ROOT, libpq_url, load_environments
+from .environments import REPO_ROOT, libpq_url
 
 
 def _timed(command: list[str], urls: dict[str, str]) -> tuple[float, int]:
-    env = {**os.environ, **{load_environments()[e].url_env: url for e, url in urls.items()}}
     started = time.monotonic()
-    result = subprocess.run(command, env=env, cwd="/", capture_output=True, text=True)
+    result = subprocess.run(command, env=alembic_cli.environment_with(urls), cwd="/", capture_output=True, text=True)
     return time.monotonic() - started, result.returncode
 
 

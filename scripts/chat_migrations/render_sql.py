@@ -35,12 +35,10 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from alembic.config import Config
-from alembic.script import ScriptDirectory
 from alembic.util import CommandError
 
-from . import alembic_cli, identity
-from .environments import ALEMBIC_INI, ConfigurationError, Environment, get_environment, load_environments
+from . import alembic_cli, catalog, identity
+from .environments import ConfigurationError, Environment, get_environment, load_environments
 from .lock_classes import Classification, classify, leading_comments, segments, split_statements
 
 DEFAULT_OUT = Path("rendered-sql")
@@ -127,7 +125,7 @@ class Part:
 
 def steps(env: Environment, start: str | None) -> tuple[list[Step], list[Step]]:
     """The upgrade steps from ``start`` (default: the first revision) to head, and the rollback's, newest first."""
-    script = ScriptDirectory.from_config(Config(str(ALEMBIC_INI), ini_section=env.name))
+    script = catalog.script_directory(env.name)
     heads = script.get_heads()
     if len(heads) != 1:
         raise RenderError(f"{env.name} has {len(heads)} heads ({', '.join(heads)}): merge them first")
