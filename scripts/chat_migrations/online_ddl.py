@@ -126,13 +126,19 @@ def run_with_lock_retries(run_revisions) -> None:
             time.sleep(pause)
 
 
-def _pauses():
+def _pauses(settings: "session.Settings | None" = None):
     """The pause after each failed attempt (None after the last): 100 ms doubling to 3 s."""
     pause = FIRST_PAUSE_SECONDS
-    for _ in range(session.settings.lock_attempts - 1):
+    for _ in range((settings or session.settings).lock_attempts - 1):
         yield pause
         pause = min(pause * 2, MAX_PAUSE_SECONDS)
     yield None
+
+
+def lock_wait_budget_seconds(settings: "session.Settings | None" = None) -> float:
+    """How long a lock-taking step waits in all, attempts and pauses, before the migration gives up."""
+    settings = settings or session.settings
+    return settings.lock_attempts * settings.lock_timeout_ms / 1000 + sum(p for p in _pauses(settings) if p)
 
 
 def _budget_spent(table: str, holders: str) -> LockBudgetSpent:

@@ -38,13 +38,9 @@ MINIMUM_SERVER_VERSION_NUM = 120000
 STATUS_LABELS = {"ok": "ok", "info": "info", "warning": "WARNING", "blocker": "BLOCKER"}
 
 
-def lock_wait_budget_seconds(settings: session.Settings = session.Settings()) -> float:
-    """How long one lock-taking step of the migration waits in all before it gives up (online_ddl.execute)."""
-    pauses = [
-        min(online_ddl.FIRST_PAUSE_SECONDS * 2**attempt, online_ddl.MAX_PAUSE_SECONDS)
-        for attempt in range(settings.lock_attempts - 1)
-    ]
-    return settings.lock_attempts * settings.lock_timeout_ms / 1000 + sum(pauses)
+def lock_wait_budget_seconds() -> float:
+    """The migration's lock-wait budget at its default settings (what an operator gets without -x)."""
+    return online_ddl.lock_wait_budget_seconds(session.Settings())
 
 
 @dataclass
