@@ -1,14 +1,17 @@
 """Fixtures: one real PostgreSQL per test session, a fresh database per test.
 
-The server is the project's own throwaway cluster (chat_migrations.cluster):
+The server is the project's own throwaway cluster (chat_migrations.cluster),
+built the way Supabase builds a project: the superuser ``supabase_admin``
+only builds the platform; every migration, check and test query runs as the
+NOSUPERUSER ``postgres`` with its password, as on hosted Supabase.
 pytest-postgresql's process fixture cannot start PostgreSQL as root, which is
-how CI runs. Per-test databases are cloned by pytest-postgresql's
-DatabaseJanitor from templates built once per session:
+how CI runs. Per-test databases are cloned (as ``postgres``, their owner) by
+pytest-postgresql's DatabaseJanitor from templates built once per session:
 
-* ``platform``: only the Supabase platform stand-in (an empty project);
-* ``observed-<env>``: the environment as the plan observed it, created without
-  Alembic, seeded with rows, then stamped at its baseline (an adopted live
-  database);
+* ``platform``: only the Supabase platform (an empty project);
+* ``observed-<env>``: the environment as the plan observed it, written by
+  ``postgres`` without Alembic, seeded with rows, marked, then stamped at its
+  baseline (an adopted live database);
 * ``head-<env>``: that database upgraded to head.
 """
 
@@ -24,7 +27,8 @@ import pytest
 from pytest_postgresql.janitor import DatabaseJanitor
 
 from chat_migrations import alembic_cli, baseline, catalog, seed
-from chat_migrations.cluster import SUPERUSER, Cluster, pg_bindir
+from chat_migrations.cluster import OWNER, Cluster, pg_bindir
+from chat_migrations.environments import get_environment, libpq_command
 from chat_migrations.environments import REPO_ROOT
 from chat_migrations.fingerprints import data_checksums, first_difference, schema_dump
 
@@ -54,10 +58,15 @@ class Database:
         return self.cluster.url(self.name)
 
     def connect(self):
+        """As postgres, the role the project runs as."""
         return self.cluster.connect(self.name)
 
-    def query(self, sql: str, params=None):
-        conn = self.connect()
+    def admin_connect(self):
+        """As the platform's superuser: for what only the platform (or another actor) does."""
+        return self.cluster.admin_connect(self.name)
+
+    def query(self, sql: str, params=None, *, admin: bool = False):
+        conn = self.admin_connect() if admin else self.connect()
         try:
             with conn.cursor() as cur:
                 cur.execute(sql, params)
@@ -65,15 +74,18 @@ class Database:
         finally:
             conn.close()
 
-    def scalar(self, sql: str, params=None):
-        rows = self.query(sql, params)
+    def scalar(self, sql: str, params=None, *, admin: bool = False):
+        rows = self.query(sql, params, admin=admin)
         return rows[0][0] if rows else None
 
-    def execute(self, sql: str, params=None) -> None:
-        self.query(sql, params)
+    def execute(self, sql: str, params=None, *, admin: bool = False) -> None:
+        self.query(sql, params, admin=admin)
 
     def schema(self) -> str:
         return schema_dump(self.url)
+
+    def drop(self) -> None:
+        self.cluster.drop_database(self.name)
 
     def checksums(self):
         conn = self.connect()
@@ -106,10 +118,10 @@ def templates(cluster):
         name = f"tpl_observed_{env}"
         cluster.create_observed_database(name, env)
         cluster.execute(name, seed.seed_sql())
-        alembic_cli.run("-n", env, "stamp", f"000_{env}_baseline", urls={env: cluster.url(name)})
+        alembic_cli.run("-n", env, "-x", f"mark_as={env}", "stamp", f"000_{env}_baseline", urls={env: cluster.url(name)})
         names[f"observed-{env}"] = name
         head = f"tpl_head_{env}"
-        cluster.create_database(head, template=name, marker=env)
+        cluster.create_database(head, template=name)
         alembic_cli.run("-n", env, "upgrade", "head", urls={env: cluster.url(head)})
         names[f"head-{env}"] = head
     return names
@@ -124,13 +136,15 @@ def make_database(cluster, templates):
         template = templates["platform" if kind == "platform" else f"{kind}-{environment}"]
         name = f"t{next(_counter)}_{environment}_{kind}"
         janitor = DatabaseJanitor(
-            user=SUPERUSER, host=str(cluster.socket_dir), port=cluster.port,
+            user=OWNER, password=cluster.password, host="127.0.0.1", port=cluster.port,
             dbname=name, template_dbname=template,
         )
         janitor.init()
         janitors.append(janitor)
-        if marked:
-            cluster.execute(name, f"ALTER DATABASE {name} SET migration.environment = '{environment}'")
+        if kind == "platform" and marked:
+            cluster.mark(name, get_environment(environment))
+        elif kind != "platform" and not marked:
+            cluster.execute(name, "DELETE FROM migration_meta.database_identity")
         return Database(cluster, name, environment)
 
     yield make
@@ -156,8 +170,8 @@ def frontend():
 
     opened = []
 
-    def connect(db, user_id, role="authenticated"):
-        client = Frontend(db, user_id, role)
+    def connect(db, user_id, role="authenticated", *, observed=False):
+        client = Frontend(db, user_id, role, observed=observed)
         opened.append(client)
         return client
 
@@ -186,9 +200,10 @@ def psql(cluster):
     """psql(db, script, check=True): run a script as an operator would, stopping at the first error."""
 
     def run(db, script: str, check: bool = True):
+        dbname, environment = libpq_command(db.url)
         result = subprocess.run(
-            [str(pg_bindir() / "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", db.url],
-            input=script, capture_output=True, text=True,
+            [str(pg_bindir() / "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", dbname],
+            input=script, capture_output=True, text=True, env=environment,
         )
         if check:
             assert result.returncode == 0, result.stderr

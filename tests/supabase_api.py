@@ -23,12 +23,15 @@ API_ROLES = ("anon", "authenticated", "service_role")
 class Frontend:
     """One signed-in user of the chat app (or anon, or service_role), with its own connection."""
 
-    def __init__(self, db, user_id: str | None, role: str = "authenticated"):
+    def __init__(self, db, user_id: str | None, role: str = "authenticated", *, observed: bool = False):
         if role not in API_ROLES:
             raise ValueError(f"not an API role: {role!r}")
         self.user_id = user_id
         self.role = role
-        self.connection = db.connect()  # autocommit: each request opens its own transaction
+        # autocommit: each request opens its own transaction. PostgREST logs in as
+        # authenticator; the session user only matters to a test that watches the
+        # plans with auto_explain (observed), which only a superuser may load.
+        self.connection = db.admin_connect() if observed else db.connect()
 
     def close(self) -> None:
         self.connection.close()

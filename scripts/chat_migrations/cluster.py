@@ -1,10 +1,17 @@
-"""A throwaway PostgreSQL server, and Supabase-lookalike databases on it.
+"""A throwaway PostgreSQL server built the way Supabase builds a project, and lookalike databases on it.
 
-Used by scripts/local-db, scripts/local-job and the tests. PostgreSQL refuses
-to run as root, so as root the server runs as the ``postgres`` OS user (or
-$LOCAL_PG_OS_USER). Connections over its Unix socket are trusted (it is a
-throwaway, local server); TCP connections need the superuser's password,
-which is random per cluster and never written outside the data directory.
+Used by scripts/local-db, scripts/local-job, scripts/rehearse and the tests.
+As on Supabase, the bootstrap superuser is ``supabase_admin``, which only
+builds the platform (scripts/supabase_platform/: roles, default privileges,
+GoTrue's auth schema, the realtime publication, PostgREST's event triggers);
+everything the project does runs as ``postgres``, a NOSUPERUSER role that owns
+its databases, and logs in with a password (scram-sha-256) over TCP, as a
+Supabase connection string does. That password is random per cluster and
+never written outside the data directory. Only ``supabase_admin`` is trusted,
+over the Unix socket.
+
+PostgreSQL refuses to run as root, so as root the server runs as the
+``postgres`` OS user (or $LOCAL_PG_OS_USER).
 """
 
 from __future__ import annotations
@@ -22,11 +29,16 @@ from pathlib import Path
 import psycopg2
 from psycopg2 import sql
 
-from . import baseline, identity
+from . import baseline, postgres_binaries
 from .environments import REPO_ROOT
 
-PLATFORM_SQL = REPO_ROOT / "scripts" / "supabase_platform.sql"
-SUPERUSER = "postgres"
+PLATFORM_DIR = REPO_ROOT / "scripts" / "supabase_platform"
+PLATFORM_CLUSTER_SQL = PLATFORM_DIR / "cluster.sql"
+PLATFORM_DATABASE_SQL = PLATFORM_DIR / "database.sql"
+# The bootstrap superuser: builds the platform, never runs the project.
+ADMIN = "supabase_admin"
+# The role the project runs as, as on hosted Supabase.
+OWNER = "postgres"
 
 
 class ClusterError(Exception):
@@ -34,16 +46,11 @@ class ClusterError(Exception):
 
 
 def pg_bindir() -> Path:
-    """Where initdb/pg_ctl/pg_dump live: $PG_BINDIR, else the newest Debian install, else PATH."""
-    if os.environ.get("PG_BINDIR"):
-        return Path(os.environ["PG_BINDIR"])
-    installed = sorted(Path("/usr/lib/postgresql").glob("*/bin"), key=lambda p: int(p.parent.name))
-    if installed:
-        return installed[-1]
-    found = shutil.which("pg_ctl")
-    if found:
-        return Path(found).resolve().parent
-    raise ClusterError("PostgreSQL server binaries not found: install them or set PG_BINDIR")
+    """Where initdb/pg_ctl/pg_dump live ($PG_BINDIR, $PG_VERSION, else the newest installed)."""
+    try:
+        return postgres_binaries.bindir()
+    except postgres_binaries.PostgresBinariesNotFound as missing:
+        raise ClusterError(str(missing)) from None
 
 
 def free_port() -> int:
@@ -68,17 +75,38 @@ class Cluster:
     def socket_dir(self) -> Path:
         return self.root / "run"
 
-    def url(self, database: str, *, tcp: bool = False, password: str | None = None) -> str:
-        """A libpq URL; over the socket it carries no password at all."""
-        if tcp:
-            secret = self.password if password is None else password
-            return f"postgresql://{SUPERUSER}:{secret}@127.0.0.1:{self.port}/{database}"
-        return f"postgresql://{SUPERUSER}@/{database}?host={self.socket_dir}&port={self.port}"
+    def url(self, database: str, *, password: str | None = None) -> str:
+        """The URL the project uses: ``postgres`` with its password, over TCP, like a Supabase URL."""
+        secret = self.password if password is None else password
+        return f"postgresql://{OWNER}:{secret}@127.0.0.1:{self.port}/{database}"
+
+    @property
+    def passfile(self) -> Path:
+        return self.root / "pgpass"
+
+    def passfile_url(self, database: str) -> str:
+        """The same, with the password in a libpq password file instead of the URL (safe to print)."""
+        return f"postgresql://{OWNER}@127.0.0.1:{self.port}/{database}?passfile={self.passfile}"
+
+    def admin_url(self, database: str) -> str:
+        """The superuser over the Unix socket (trusted, no password): for building the platform only."""
+        return f"postgresql://{ADMIN}@/{database}?host={self.socket_dir}&port={self.port}"
+
+    @classmethod
+    def attach(cls, root: Path, port: int) -> "Cluster":
+        """A server this project started earlier in ``root`` (scripts/local-db)."""
+        password = cls(root=root, port=port, password="").passfile.read_text().strip().rsplit(":", 1)[1]
+        return cls(root=root, port=port, password=password)
 
     def connect(self, database: str = "postgres"):
-        conn = psycopg2.connect(
-            dbname=database, user=SUPERUSER, host=str(self.socket_dir), port=self.port
-        )
+        """An autocommit connection as ``postgres``, the role the project runs as."""
+        conn = psycopg2.connect(dbname=database, user=OWNER, password=self.password, host="127.0.0.1", port=self.port)
+        conn.autocommit = True
+        return conn
+
+    def admin_connect(self, database: str = "postgres"):
+        """An autocommit connection as the bootstrap superuser: only for building the platform."""
+        conn = psycopg2.connect(dbname=database, user=ADMIN, host=str(self.socket_dir), port=self.port)
         conn.autocommit = True
         return conn
 
@@ -92,13 +120,20 @@ class Cluster:
         try:
             cluster._init()
             cluster._pg_ctl("start", "-w", "-t", "60", "-l", str(root / "server.log"), "-o", cluster._server_options())
+            cluster._bootstrap()
         except ClusterError:
             shutil.rmtree(root, ignore_errors=True)
             raise
         return cluster
 
+    def running(self) -> bool:
+        """pg_ctl status: a postmaster.pid left by a crash does not count."""
+        return subprocess.run(
+            _as_server_user([str(pg_bindir() / "pg_ctl"), "-D", str(self.data_dir), "status"]), capture_output=True
+        ).returncode == 0
+
     def stop(self, *, remove: bool = True) -> None:
-        if (self.data_dir / "postmaster.pid").exists():
+        if (self.data_dir / "postmaster.pid").exists() and self.running():
             self._pg_ctl("stop", "-m", "fast", "-w")
         if remove:
             shutil.rmtree(self.root, ignore_errors=True)
@@ -113,21 +148,39 @@ class Cluster:
 
     def _init(self) -> None:
         self.socket_dir.mkdir(exist_ok=True)
-        pwfile = self.root / "pwfile"
-        pwfile.write_text(self.password + "\n")
-        os.chmod(pwfile, 0o600)
         self._own(self.root)
-        if server_os_user() and subprocess.run(_as_server_user(["test", "-r", str(pwfile)])).returncode != 0:
+        if server_os_user() and subprocess.run(_as_server_user(["test", "-x", str(self.socket_dir)])).returncode != 0:
             raise ClusterError(
                 f"the server's OS user {server_os_user()} cannot reach {self.root}: "
                 "choose a directory whose parents it can enter (under /tmp, say)"
             )
         self._run(
-            str(pg_bindir() / "initdb"), "-D", str(self.data_dir), "-U", SUPERUSER,
-            "--auth-local=trust", "--auth-host=scram-sha-256", f"--pwfile={pwfile}",
-            "--encoding=UTF8", "--locale=C.UTF-8", "--no-sync",
+            str(pg_bindir() / "initdb"), "-D", str(self.data_dir), "-U", ADMIN,
+            "--auth-local=trust", "--auth-host=reject", "--encoding=UTF8", "--locale=C.UTF-8", "--no-sync",
         )
-        pwfile.unlink()
+        # Supabase: the bootstrap superuser is local only; everyone else logs in with a password.
+        hba = (
+            f"local all {ADMIN} trust\n"
+            "local all all scram-sha-256\n"
+            "host all all 127.0.0.1/32 scram-sha-256\n"
+            "host all all ::1/128 scram-sha-256\n"
+        )
+        subprocess.run(_as_server_user(["tee", str(self.data_dir / "pg_hba.conf")]), input=hba, text=True,
+                       capture_output=True, check=True)
+
+    def _bootstrap(self) -> None:
+        """The cluster-wide part of the platform, as supabase_admin; then postgres gets its password."""
+        self.passfile.write_text(f"127.0.0.1:{self.port}:*:{OWNER}:{self.password}\n")
+        os.chmod(self.passfile, 0o600)
+        conn = self.admin_connect()
+        try:
+            with conn.cursor() as cur:
+                cur.execute(PLATFORM_CLUSTER_SQL.read_text())
+                cur.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(sql.Identifier(OWNER), sql.Literal(self.password)))
+                # The server's own database belongs to postgres, as on Supabase.
+                cur.execute(sql.SQL("ALTER DATABASE postgres OWNER TO {}").format(sql.Identifier(OWNER)))
+        finally:
+            conn.close()
 
     def _pg_ctl(self, *args: str) -> None:
         self._run(str(pg_bindir() / "pg_ctl"), "-D", str(self.data_dir), *args)
@@ -151,43 +204,45 @@ class Cluster:
 
     # -- databases ------------------------------------------------------------
 
-    def create_database(self, name: str, *, template: str | None = None, marker: str | None = None) -> None:
-        conn = self.connect()
+    def create_database(self, name: str, *, template: str | None = None) -> None:
+        """A database owned by postgres, created (as on Supabase) by the platform's superuser."""
+        conn = self.admin_connect()
         with conn.cursor() as cur:
-            query = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
+            query = sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(name), sql.Identifier(OWNER))
             if template:
                 query += sql.SQL(" TEMPLATE {}").format(sql.Identifier(template))
             cur.execute(query)
-            if marker:
-                cur.execute(
-                    sql.SQL("ALTER DATABASE {} SET {} = {}").format(
-                        sql.Identifier(name), sql.Identifier(*identity.MARKER_SETTING.split(".")),
-                        sql.Literal(marker),
-                    )
-                )
         conn.close()
 
     def drop_database(self, name: str) -> None:
-        conn = self.connect()
+        conn = self.admin_connect()
         with conn.cursor() as cur:
             cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
         conn.close()
 
-    def execute(self, database: str, statements: str) -> None:
-        conn = self.connect(database)
+    def execute(self, database: str, statements: str, *, admin: bool = False) -> None:
+        """Run statements as postgres (or, to build the platform, as the superuser)."""
+        conn = self.admin_connect(database) if admin else self.connect(database)
         with conn.cursor() as cur:
             cur.execute(statements)
         conn.close()
 
-    def create_platform_database(self, name: str, *, marker: str | None = None) -> None:
+    def create_platform_database(self, name: str) -> None:
         """A database that looks like a fresh Supabase project: platform objects, no chat schema."""
-        self.create_database(name, marker=marker)
-        self.execute(name, PLATFORM_SQL.read_text())
+        self.create_database(name)
+        self.execute(name, PLATFORM_DATABASE_SQL.read_text(), admin=True)
 
     def create_observed_database(self, name: str, environment: str) -> None:
-        """The environment as the plan observed it, built without Alembic (like the live one)."""
-        self.create_platform_database(name, marker=environment)
+        """The environment as the plan observed it, written by postgres the way a team writes it
+        in the SQL editor (so Supabase's default privileges apply), without Alembic."""
+        self.create_platform_database(name)
         self.execute(name, baseline.create_sql(environment))
+
+    def mark(self, database: str, environment) -> None:
+        """Write the database's identity marker as its owner (what `-x mark_as` does)."""
+        from . import bookkeeping, identity
+
+        self.execute(database, f"{bookkeeping.CREATE_SQL};\n{identity.mark_sql(environment)}")
 
 
 def server_os_user() -> str | None:
