@@ -64,7 +64,7 @@ def test_prod_revisions_never_run_on_a_database_marked_staging(make_database, co
     before = (staging.schema(), staging.revision())
     result = alembic_cli.run("-n", "prod", *command, urls={"prod": staging.url}, check=False)
     line = failed_line(result)
-    assert "wrong database: chose prod but this database is marked migration.environment='staging'" in line
+    assert "wrong database: chose prod but this database is marked as 'staging'" in line
     assert (staging.schema(), staging.revision()) == before
 
 
@@ -85,22 +85,60 @@ def test_a_supabase_url_of_the_other_project_is_refused_before_connecting():
 
 
 def test_a_pooler_user_name_of_the_other_project_is_refused():
-    url = "postgresql://postgres.rxlqtyfhsocxnsnnnlwl:pw@aws-0-eu-central-1.pooler.supabase.com:6543/postgres"
+    url = "postgresql://postgres.rxlqtyfhsocxnsnnnlwl:pw@aws-0-eu-central-1.pooler.supabase.com:5432/postgres"
     line = failed_line(alembic_cli.run("-n", "staging", "current", urls={"staging": url}, check=False))
     assert "prod's database (project rxlqtyfhsocxnsnnnlwl)" in line
 
 
 def test_a_database_identified_by_its_pooler_user_gets_the_marker(cluster, make_database):
-    # Locally a role named like Supabase's pooler user stands in for the URL identity.
+    # Locally a login named like Supabase's pooler user stands in for the URL identity; like
+    # the pooler, it acts as postgres (the platform's superuser creates it, as Supabase's does).
     db = make_database("staging", marked=False)
+    pooler_user = "postgres.mohctrsopquwoyfweadl"
     db.execute(
-        "DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'postgres.mohctrsopquwoyfweadl') "
-        "THEN CREATE ROLE \"postgres.mohctrsopquwoyfweadl\" LOGIN SUPERUSER; END IF; END $$"
+        f"DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{pooler_user}') THEN "
+        f"CREATE ROLE \"{pooler_user}\" LOGIN; END IF; END $$; "
+        f"ALTER ROLE \"{pooler_user}\" PASSWORD '{cluster.password}'; GRANT postgres TO \"{pooler_user}\"; "
+        f"ALTER ROLE \"{pooler_user}\" SET role = 'postgres'",
+        admin=True,
     )
-    url = f"postgresql://postgres.mohctrsopquwoyfweadl@/{db.name}?host={cluster.socket_dir}&port={cluster.port}"
+    url = cluster.url(db.name).replace("postgresql://postgres:", f"postgresql://{pooler_user}:")
     alembic_cli.run("-n", "staging", "upgrade", "head", urls={"staging": url})
-    assert db.scalar("SELECT current_setting('migration.environment', true)") == "staging"
+    assert db.scalar("SELECT environment FROM migration_meta.database_identity") == "staging"
     assert db.revision() == head_of("staging")
+
+
+def test_the_operator_marks_a_local_database_once_with_mark_as(make_database):
+    db = make_database("prod", marked=False)
+    refused = failed_line(db.alembic("-n", "prod", "-x", "mark_as=staging", "current", check=False))
+    assert "does not name the chosen environment prod" in refused
+    db.alembic("-n", "prod", "-x", "mark_as=prod", "upgrade", "head")
+    assert db.scalar("SELECT environment FROM migration_meta.database_identity") == "prod"
+    # Marked once: later commands need no -x.
+    assert head_of("prod") in db.alembic("-n", "prod", "current").stdout
+
+
+def test_the_marker_is_readable_by_any_role_and_written_without_superuser(make_database):
+    db = make_database("prod")
+    assert db.scalar("SELECT rolsuper FROM pg_roles WHERE rolname = current_user") is False
+    conn = db.connect()
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SET ROLE anon")
+            cur.execute("SELECT environment FROM migration_meta.database_identity")
+            assert cur.fetchone()[0] == "prod"
+            cur.execute("RESET ROLE")
+    finally:
+        conn.close()
+
+
+def test_hosted_supabase_refuses_a_custom_database_setting_to_postgres(make_database):
+    # Why the marker is a row and not ALTER DATABASE ... SET (the old marker): postgres may not.
+    import psycopg2
+
+    db = make_database("prod")
+    with pytest.raises(psycopg2.errors.InsufficientPrivilege):
+        db.execute(f"ALTER DATABASE {db.name} SET migration.environment = 'prod'")
 
 
 def test_an_unmarked_local_database_is_refused_with_the_fix(make_database):
@@ -108,7 +146,7 @@ def test_an_unmarked_local_database_is_refused_with_the_fix(make_database):
     before = db.schema()
     line = failed_line(db.alembic("-n", "prod", "upgrade", "head", check=False))
     assert "cannot tell which environment" in line
-    assert f"ALTER DATABASE {db.name} SET migration.environment = 'prod'" in line
+    assert "alembic -n prod -x mark_as=prod" in line
     assert db.schema() == before
 
 
@@ -136,7 +174,7 @@ def test_an_unreachable_server_is_one_line_with_the_password_masked(cluster):
 
 def test_a_wrong_password_is_one_line_with_the_password_masked(cluster, make_database):
     db = make_database("prod")
-    url = cluster.url(db.name, tcp=True, password="not-the-password")
+    url = cluster.url(db.name, password="not-the-password")
     result = alembic_cli.run("-n", "prod", "upgrade", "head", urls={"prod": url}, check=False)
     line = failed_line(result)
     assert "password authentication failed" in line
@@ -146,7 +184,8 @@ def test_a_wrong_password_is_one_line_with_the_password_masked(cluster, make_dat
 
 def test_the_right_password_over_tcp_works(cluster, make_database):
     db = make_database("prod")
-    result = alembic_cli.run("-n", "prod", "current", urls={"prod": cluster.url(db.name, tcp=True)})
+    result = alembic_cli.run("-n", "prod", "current", urls={"prod": cluster.url(db.name)})
+    assert cluster.password not in result.output
     assert "000_prod_baseline" in result.stdout
 
 
@@ -154,9 +193,8 @@ def test_the_right_password_over_tcp_works(cluster, make_database):
     "url, masked",
     [
         ("postgresql://u:pw@h:5432/d", "postgresql://u:***@h:5432/d"),
-        ("postgres://postgres.ref:p%40ss@pooler:6543/postgres", "postgres://postgres.ref:***@pooler:6543/postgres"),
-        ("postgresql://u@h/d?password=pw&sslmode=require", "postgresql://u@h/d?password=***&sslmode=require"),
-        ("postgresql://u@/d?host=/tmp/run", "postgresql://u@/d?host=/tmp/run"),
+        ("postgres://postgres.ref:p%40ss@pooler:5432/postgres", "postgresql://postgres.ref:***@pooler:5432/postgres"),
+        ("postgresql://u@h/d?password=pw-secret&sslmode=require", "postgresql://u@h/d?sslmode=require&password=***"),
     ],
 )
 def test_mask_url_hides_every_password(url, masked):

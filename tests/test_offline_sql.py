@@ -73,6 +73,6 @@ def test_offline_rollback_stops_at_the_guard_on_the_other_environments_database(
     base = revisions_in_order(environment)[0]
     result = psql(target, offline_script(environment, "downgrade", f"head:{base}"), check=False)
     assert result.returncode != 0
-    assert f"this script is for {environment}" in result.stderr and f"marked {other}" in result.stderr
+    assert f"this script is for {environment}" in result.stderr and f"marked as '{other}'" in result.stderr
     assert target.revision() == revision
     assert_same_schema(target.schema(), before, f"{other} after {environment}'s rollback script was refused")

@@ -113,7 +113,7 @@ def test_a_rollback_that_is_not_exact_is_reported_with_its_first_difference(make
     ("kind", "environment", "message"),
     [
         ("platform", "prod", "never adopted"),
-        ("observed", "staging", "wrong database: chose staging but this database is marked migration.environment='prod'"),
+        ("observed", "staging", "wrong database: chose staging but this database is marked as 'prod'"),
     ],
 )
 def test_a_source_that_cannot_be_rehearsed_stops_before_any_step(make_database, rehearsal_on, kind, environment, message):

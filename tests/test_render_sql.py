@@ -20,7 +20,7 @@ import pytest
 
 from chat_migrations import identity, lock_classes, render_sql
 from chat_migrations.cluster import pg_bindir
-from chat_migrations.environments import REPO_ROOT, get_environment
+from chat_migrations.environments import REPO_ROOT, get_environment, libpq_command
 
 from .conftest import ENVIRONMENTS, assert_same_schema, revisions_in_order
 
@@ -50,9 +50,10 @@ def is_run_alone(path: Path) -> bool:
 
 def apply_with_psql(db, path: Path, *, run_alone: bool | None = None) -> subprocess.CompletedProcess:
     alone = is_run_alone(path) if run_alone is None else run_alone
+    dbname, environment = libpq_command(db.url)
     return subprocess.run(
-        [str(pg_bindir() / "psql"), "-d", db.url, *render_sql.psql_arguments(run_alone=alone), "-f", str(path)],
-        capture_output=True, text=True,
+        [str(pg_bindir() / "psql"), "-d", dbname, *render_sql.psql_arguments(run_alone=alone), "-f", str(path)],
+        capture_output=True, text=True, env=environment,
     )
 
 
@@ -191,7 +192,7 @@ def test_every_guarded_file_stops_on_the_other_environments_database(rendered, m
     before, revision = target.schema(), target.revision()
     guarded = [p for p in files(rendered, environment, "upgrade") + files(rendered, environment, "rollback") if not is_run_alone(p)]
     for path in guarded:
-        with pytest.raises(psycopg2.errors.RaiseException, match=f"this script is for {environment}.*marked {other}"):
+        with pytest.raises(psycopg2.errors.RaiseException, match=f"this script is for {environment}.*marked as '{other}'"):
             run_in_sql_editor(target, path.read_text())
     assert target.revision() == revision
     assert_same_schema(target.schema(), before, f"{other} after every {environment} file was refused")

@@ -191,7 +191,7 @@ def floor_times(cluster: Cluster, environment: str, source: str) -> dict[str, fl
     """The plan's plain DDL on an idle copy of the same data, one statement group per revision."""
     copy = f"floor_{environment}"
     cluster.drop_database(copy)
-    cluster.create_database(copy, template=source, marker=environment)
+    cluster.create_database(copy, template=source)
     times = {}
     conn = cluster.connect(copy)
     try:
@@ -249,9 +249,9 @@ def main(argv: list[str] | None = None) -> int:
         for env, database in databases.items():
             started = time.monotonic()
             cluster.create_observed_database(database, env)
-            urls[env] = cluster.url(database)
+            urls[env] = cluster.passfile_url(database)
             bulk_load.load(urls[env], messages=args.messages)
-            alembic_cli.run("-n", env, "stamp", f"000_{env}_baseline", urls={env: urls[env]})
+            alembic_cli.run("-n", env, "-x", f"mark_as={env}", "stamp", f"000_{env}_baseline", urls={env: urls[env]})
             print(f"loaded {env}: {args.messages:,} messages in {time.monotonic() - started:.0f}s", flush=True)
         floors = {env: floor_times(cluster, env, database) for env, database in databases.items()}
         print(f"floor (plain DDL, idle copy): {floors}", flush=True)

@@ -25,7 +25,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection
 
-from . import models
+from . import bookkeeping, models
 from .environments import ALEMBIC_INI
 from .session import BOOKKEEPING_SCHEMA
 
@@ -119,7 +119,8 @@ def read_catalog(conn: Connection) -> Catalog:
 
 # --- revisions ---------------------------------------------------------------------
 
-VERSION_TABLE = f"{BOOKKEEPING_SCHEMA}.alembic_version"
+VERSION_TABLE = bookkeeping.VERSION_TABLE
+current_revision = bookkeeping.current_revision
 
 
 def script_directory(environment: str) -> ScriptDirectory:
@@ -133,14 +134,6 @@ def head_revision(environment: str) -> str:
 
 def revisions(environment: str) -> set[str]:
     return {script.revision for script in script_directory(environment).walk_revisions()}
-
-
-def current_revision(conn: Connection) -> str | None:
-    """The revision recorded in the database, or None when it was never adopted."""
-    if not conn.execute(text("SELECT to_regclass(:t) IS NOT NULL"), {"t": VERSION_TABLE}).scalar():
-        return None
-    versions = conn.execute(text(f"SELECT version_num FROM {VERSION_TABLE} ORDER BY 1")).scalars().all()
-    return ",".join(versions) or None
 
 
 # --- tables, columns, constraints, indexes -----------------------------------

@@ -29,7 +29,7 @@ from sqlalchemy.pool import NullPool
 
 from . import identity
 from .session import first_line
-from .environments import ConfigurationError, Environment, get_environment, load_environments, mask_url, parse_url
+from .environments import ConfigurationError, Environment, get_environment, load_environments, mask_url, parse_url, redact
 
 EXIT_OK, EXIT_FAILED, EXIT_CANNOT_RUN = 0, 1, 2
 
@@ -128,9 +128,9 @@ def verify_identity(target: Target, conn: Connection) -> str:
     if marker_missing:
         return (
             f"Supabase project {env.supabase_project_ref} (from the URL); the marker "
-            f"{identity.MARKER_SETTING} is written by the first upgrade"
+            f"{identity.MARKER} is written by the first stamp or upgrade"
         )
-    return f"marked {identity.MARKER_SETTING}='{env.name}'"
+    return identity.describe_marker(env.name)
 
 
 # --- results and output --------------------------------------------------------
@@ -217,7 +217,7 @@ def run_command(command: str, build_report: Callable[[], Report], as_json: bool)
 
 
 def _cannot_run(command: str, reason: str, as_json: bool) -> int:
-    reason = mask_url(reason)
+    reason = redact(reason)
     if as_json:
         print(json.dumps({"command": command, "exit_code": EXIT_CANNOT_RUN, "error": reason}, indent=2))
     print(f"ERROR: {command} could not run: {reason}", file=sys.stderr)

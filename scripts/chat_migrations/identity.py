@@ -5,13 +5,17 @@ A database's identity is established without superuser rights, two ways:
 * a Supabase URL names its project: ``db.<ref>.supabase.co`` as the host, or
   ``postgres.<ref>`` as the user name behind the pooler; each environment's
   ``supabase_project_ref`` is configured in its alembic.ini section;
-* a marker on the database itself, the per-database setting
-  ``migration.environment`` (``ALTER DATABASE ... SET``), which any role can
-  read with ``current_setting`` and which a SQL script can check, so the
-  reviewed ``--sql`` output carries the same guard.
+* a marker in the database itself: the one row of
+  ``migration_meta.database_identity``, which the database owner writes
+  (hosted Supabase refuses ``ALTER DATABASE ... SET`` of a custom parameter
+  to its customers, so a setting cannot be the marker), any role can read,
+  and a SQL script can check, so the ``--sql`` output and every rendered file
+  carry the same guard.
 
-A database confirmed by its URL gets the marker written on the first run that
-changes something, so scripts rendered for it later are guarded too.
+A database confirmed by its URL gets the marker written by the first command
+that changes something, so scripts rendered for it later are guarded too. A
+database neither can prove (a local or self-hosted server) is marked once by
+the operator's explicit ``-x mark_as=<environment>``.
 """
 
 from __future__ import annotations
@@ -21,9 +25,10 @@ import re
 from sqlalchemy import text
 from sqlalchemy.engine import URL, Connection
 
+from . import bookkeeping
 from .environments import Environment
 
-MARKER_SETTING = "migration.environment"
+MARKER = bookkeeping.IDENTITY
 
 _SUPABASE_HOST = re.compile(r"(?:db\.)?(?P<ref>[a-z0-9]{20})\.supabase\.(?:co|com|net|in)")
 _POOLER_USER = re.compile(r"[^.]+\.(?P<ref>[a-z0-9]{20})")
@@ -61,55 +66,80 @@ def check_url(env: Environment, environments: dict[str, Environment], url: URL) 
     )
 
 
+# A plain SELECT would fail (and abort the transaction) where the schema does
+# not exist yet; to_regclass tells first, in a statement of its own.
+_MARKER_PRESENT_SQL = f"SELECT to_regclass('{MARKER}') IS NOT NULL"
+
+
 def read_marker(connection: Connection) -> str | None:
-    value = connection.execute(
-        text("SELECT current_setting(:name, true)"), {"name": MARKER_SETTING}
-    ).scalar()
-    return value or None
+    if not connection.execute(text(_MARKER_PRESENT_SQL)).scalar():
+        return None
+    return connection.execute(text(f"SELECT environment FROM {MARKER}")).scalar()
 
 
 def verify(
-    env: Environment, environments: dict[str, Environment], url: URL, connection: Connection
+    env: Environment,
+    environments: dict[str, Environment],
+    url: URL,
+    connection: Connection,
+    *,
+    mark_as: str | None = None,
 ) -> bool:
     """Raise WrongDatabase unless this is env's database.
 
-    Returns True when the marker is missing but the URL proved the identity,
-    i.e. the marker should be written.
+    Returns True when the marker is missing but the identity is proved (by
+    the URL, or by the operator's ``mark_as`` naming this environment), i.e.
+    the marker should be written by a command that changes something.
     """
     confirmed_by_url = check_url(env, environments, url)
+    if mark_as is not None and mark_as != env.name:
+        raise WrongDatabase(
+            f"-x mark_as={mark_as} does not name the chosen environment {env.name}; nothing was changed"
+        )
     marker = read_marker(connection)
     if marker == env.name:
         return False
     if marker is not None:
         raise WrongDatabase(
-            f"wrong database: chose {env.name} but this database is marked "
-            f"{MARKER_SETTING}={marker!r}; nothing was changed"
+            f"wrong database: chose {env.name} but this database is marked as {marker!r} "
+            f"({MARKER}); nothing was changed"
         )
-    if confirmed_by_url:
+    if confirmed_by_url or mark_as == env.name:
         return True
     database = connection.execute(text("SELECT current_database()")).scalar()
     raise WrongDatabase(
         f"cannot tell which environment database {database!r} is: its URL names no Supabase "
-        f"project and it has no marker; if it really is {env.name}'s, mark it once with "
-        f"ALTER DATABASE {database} SET {MARKER_SETTING} = '{env.name}'"
+        f"project and it has no marker ({MARKER}); if it really is {env.name}'s, say so once: "
+        f"alembic -n {env.name} -x mark_as={env.name} stamp <revision> (or upgrade); nothing was changed"
     )
 
 
-def mark_database_sql(env_name: str) -> str:
+def mark_sql(env: Environment) -> str:
+    """Write the marker (the bookkeeping schema must exist); a marker already there is kept."""
+    ref = "NULL" if env.supabase_project_ref is None else f"'{env.supabase_project_ref}'"
     return (
-        "DO $mark$ BEGIN EXECUTE format('ALTER DATABASE %I SET "
-        f"{MARKER_SETTING} = %L', current_database(), '{env_name}'); END $mark$"
+        f"INSERT INTO {MARKER} (environment, supabase_project_ref) VALUES ('{env.name}', {ref}) "
+        "ON CONFLICT (one_row) DO NOTHING"
     )
+
+
+def describe_marker(env_name: str) -> str:
+    return f"marked as {env_name!r} ({MARKER})"
 
 
 def offline_guard_sql(env: Environment) -> str:
     """The guard as SQL, the first statement of every rendered script."""
     ref = f" (Supabase project {env.supabase_project_ref})" if env.supabase_project_ref else ""
     return f"""DO $guard$
+DECLARE
+    marked text;
 BEGIN
-    IF coalesce(current_setting('{MARKER_SETTING}', true), '') <> '{env.name}' THEN
-        RAISE EXCEPTION 'wrong database: this script is for {env.name}{ref} but this database is marked %; nothing was changed',
-            coalesce(nullif(current_setting('{MARKER_SETTING}', true), ''), 'with no environment (run the online alembic command once, or ALTER DATABASE ... SET {MARKER_SETTING})');
+    IF to_regclass('{MARKER}') IS NOT NULL THEN
+        SELECT environment INTO marked FROM {MARKER};
+    END IF;
+    IF marked IS DISTINCT FROM '{env.name}' THEN
+        RAISE EXCEPTION 'wrong database: this script is for {env.name}{ref} but this database is %; nothing was changed',
+            coalesce('marked as ' || quote_literal(marked), 'not marked (run the online alembic command once: it writes {MARKER})');
     END IF;
 END
 $guard$"""

@@ -19,9 +19,11 @@ def create(cluster: Cluster, *, messages: int = 183) -> dict[str, str]:
     for env, database in DATABASES.items():
         cluster.create_observed_database(database, env)
         cluster.execute(database, seed.seed_sql(messages=messages))
-        urls[env] = cluster.url(database)
+        # The password stays in the cluster's password file, so these URLs are safe to print.
+        urls[env] = cluster.passfile_url(database)
     for env in DATABASES:
-        alembic_cli.run("-n", env, "stamp", f"000_{env}_baseline", urls=urls)
+        # A local database has no Supabase URL to prove it: the operator's -x mark_as does.
+        alembic_cli.run("-n", env, "-x", f"mark_as={env}", "stamp", f"000_{env}_baseline", urls=urls)
     return urls
 
 

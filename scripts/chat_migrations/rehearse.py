@@ -22,7 +22,7 @@ ONLY (pg_dump's own transaction is read only too, and PGOPTIONS makes it the
 session default).
 
 Platform schemas of a real Supabase project (auth, storage, realtime,
-extensions, ...) are not copied: scripts/supabase_platform.sql stands in for
+extensions, ...) are not copied: scripts/supabase_platform/ builds
 what the chat schema uses. A schema that uses more fails the restore with
 the statement that needs it.
 """
@@ -49,7 +49,7 @@ from sqlalchemy.exc import DBAPIError
 from . import alembic_cli, checks_cli, identity
 from .checks_cli import CannotRun, Target
 from .cluster import Cluster, ClusterError, pg_bindir
-from .environments import REPO_ROOT, ConfigurationError, Environment, libpq_url, mask_url
+from .environments import REPO_ROOT, ConfigurationError, Environment, libpq_command, mask_url
 from .fingerprints import first_difference, schema_dump
 from .session import BOOKKEEPING_SCHEMA, first_line
 
@@ -57,7 +57,7 @@ EXIT_OK, EXIT_FAILED, EXIT_CANNOT_RUN = checks_cli.EXIT_OK, checks_cli.EXIT_FAIL
 
 PREFLIGHT = REPO_ROOT / "scripts" / "preflight"
 VALIDATE = REPO_ROOT / "scripts" / "validate"
-BOOKKEEPING_TABLES = (f"{BOOKKEEPING_SCHEMA}.alembic_version", f"{BOOKKEEPING_SCHEMA}.rollback_snapshots")
+BOOKKEEPING_TABLES = (f"{BOOKKEEPING_SCHEMA}.alembic_version", f"{BOOKKEEPING_SCHEMA}.rollback_snapshots", f"{BOOKKEEPING_SCHEMA}.database_identity")
 READ_ONLY_SESSION = "-c default_transaction_read_only=on"
 OUTPUT_TAIL_LINES = 12
 DUMP = "dump the source (schema, bookkeeping rows)"
@@ -94,7 +94,7 @@ class Rehearsal:
 
     @property
     def clone_url(self) -> str:
-        return self.cluster.url(self.database)
+        return self.cluster.passfile_url(self.database)
 
     @property
     def _restore_step(self) -> str:
@@ -155,9 +155,10 @@ class Rehearsal:
         self._begin(self._restore_step)
         with self._timed():
             self._create_roles(roles)
-            self.cluster.create_platform_database(self.database, marker=self.environment.name)
+            self.cluster.create_platform_database(self.database)
             self._pg_restore(schema_file, workdir)
             self._pg_restore(data_file, workdir)
+            self._mark_if_unmarked()
             self._add_to_publications(publications)
             if self.sample_rows:
                 self._copy_sample(self.sample_rows)
@@ -255,9 +256,10 @@ class Rehearsal:
         return roles, [tuple(row) for row in publications], revisions[0]
 
     def _pg_dump(self, output: Path, *options: str) -> None:
+        dbname, environment = libpq_command(self.source.url)
         result = subprocess.run(
-            [str(pg_bindir() / "pg_dump"), "--format=custom", *options, "--file", str(output), "--dbname", libpq_url(self.source.url)],
-            capture_output=True, text=True, env={**os.environ, "PGOPTIONS": READ_ONLY_SESSION},
+            [str(pg_bindir() / "pg_dump"), "--format=custom", *options, "--file", str(output), "--dbname", dbname],
+            capture_output=True, text=True, env={**environment, "PGOPTIONS": READ_ONLY_SESSION},
         )
         if result.returncode != 0:
             raise SetupFailed(f"pg_dump failed: {_first_error(result.stderr)}")
@@ -288,6 +290,13 @@ class Rehearsal:
             for role in sorted(set(roles) - existing):
                 cursor.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(role)))
 
+    def _mark_if_unmarked(self) -> None:
+        """A source adopted through its Supabase URL carries its marker; a clone must carry one too."""
+        with _clone_cursor(self.cluster, self.database) as cursor:
+            cursor.execute(f"SELECT count(*) FROM {identity.MARKER}")
+            if cursor.fetchone()[0] == 0:
+                cursor.execute(identity.mark_sql(self.environment))
+
     def _add_to_publications(self, publications: list[tuple[str, str]]) -> None:
         with _clone_cursor(self.cluster, self.database) as cursor:
             for publication, table in publications:
@@ -306,8 +315,9 @@ class Rehearsal:
         listing = workdir / f"{dump.stem}.list"
         listing.write_text("".join(line for line in contents.splitlines(keepends=True) if not _PUBLIC_SCHEMA_ENTRY.match(line)))
         _run(
-            [str(pg_bindir() / "pg_restore"), "--exit-on-error", "--use-list", str(listing), "--dbname", self.clone_url, str(dump)],
-            f"restoring {dump.name} (a platform object the schema uses may be missing from scripts/supabase_platform.sql)",
+            [str(pg_bindir() / "pg_restore"), "--exit-on-error", "--use-list", str(listing), "--dbname",
+             self.cluster.admin_url(self.database), str(dump)],
+            f"restoring {dump.name} (a platform object the schema uses may be missing from scripts/supabase_platform/)",
         )
 
     def report(self) -> str:
@@ -344,7 +354,9 @@ def _first_error(stderr: str) -> str:
 
 @contextmanager
 def _clone_cursor(cluster: Cluster, database: str):
-    connection = cluster.connect(database)
+    # Building the clone is the platform's work (roles, publications, rows as they
+    # are with triggers off): the superuser's. The rehearsed commands run as postgres.
+    connection = cluster.admin_connect(database)
     try:
         with connection.cursor() as cursor:
             yield cursor

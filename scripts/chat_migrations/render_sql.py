@@ -253,7 +253,7 @@ def check_custom_settings(name: str, part: Part) -> None:
     set_here |= {m.group("name") for s in part.statements if (m := _SESSION_SET.match(s.sql))}
     for match in _READS_CUSTOM.finditer(text):
         setting = match.group("name")
-        if setting not in set_here and setting != identity.MARKER_SETTING:
+        if setting not in set_here:
             raise RenderError(
                 f"{name} reads the session setting {setting} that an earlier file sets; "
                 "files run in separate sessions, so that revision cannot be split here"
@@ -360,8 +360,8 @@ def _title(context: _Context, part: Part) -> list[str]:
 def _guarded_header(context: _Context, part: Part) -> list[str]:
     env = context.env.name
     lines = _title(context, part) + [
-        "-- Guard: the first statement stops this file on any database not marked",
-        f"--   {identity.MARKER_SETTING} = '{env}'; nothing is changed there.",
+        f"-- Guard: the first statement stops this file on any database not marked as {env!r}",
+        f"--   ({identity.MARKER}); nothing is changed there.",
         "-- Run it once, whole:",
         "--   SQL editor: paste the whole file and run it;",
         f"--   psql: {psql_command(context.env, context.name, run_alone=False)}",
