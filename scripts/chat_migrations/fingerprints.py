@@ -11,7 +11,7 @@ import re
 import subprocess
 
 from .cluster import pg_bindir
-from .environments import libpq_url
+from .environments import libpq_command
 from .session import BOOKKEEPING_SCHEMA
 
 # Lines that differ between any two dumps of equal schemas: pg_dump's version
@@ -23,12 +23,10 @@ MESSAGING_TABLES = ("public.chats", "public.chat_participants", "public.chat_mes
 
 def schema_dump(url: str) -> str:
     """``pg_dump --schema-only`` without the bookkeeping schema and without noise."""
+    dbname, environment = libpq_command(url)
     result = subprocess.run(
-        [
-            str(pg_bindir() / "pg_dump"), "--schema-only", f"--exclude-schema={BOOKKEEPING_SCHEMA}",
-            "--dbname", libpq_url(url),
-        ],
-        capture_output=True, text=True,
+        [str(pg_bindir() / "pg_dump"), "--schema-only", f"--exclude-schema={BOOKKEEPING_SCHEMA}", "--dbname", dbname],
+        capture_output=True, text=True, env=environment,
     )
     if result.returncode != 0:
         raise RuntimeError(f"pg_dump failed: {result.stderr.strip()}")
