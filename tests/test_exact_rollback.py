@@ -17,10 +17,6 @@ DO $rewrite$
 DECLARE
     f record;
 BEGIN
-    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'chat_admin') THEN
-        CREATE ROLE chat_admin;
-    END IF;
-    GRANT USAGE, CREATE ON SCHEMA public TO chat_admin;
     FOR f IN SELECT p.oid, p.oid::regprocedure AS signature FROM pg_proc p
               WHERE p.pronamespace = 'public'::regnamespace LOOP
         -- The same function, typed differently in the SQL editor.
@@ -35,8 +31,19 @@ $rewrite$;
 """
 
 
+# The team's own owner role, which postgres belongs to: made once by the platform's superuser.
+CHAT_ADMIN_ROLE = """
+DO $role$ BEGIN
+    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'chat_admin') THEN CREATE ROLE chat_admin; END IF;
+END $role$;
+GRANT chat_admin TO postgres;
+GRANT USAGE, CREATE ON SCHEMA public TO chat_admin;
+"""
+
+
 def hand_written_database(make_database, environment):
     db = make_database(environment, "platform")
+    db.execute(CHAT_ADMIN_ROLE, admin=True)
     db.execute(baseline.create_sql(environment))
     db.execute(WRITE_EVERY_FUNCTION_DIFFERENTLY)
     db.alembic("-n", environment, "stamp", f"000_{environment}_baseline")

@@ -124,12 +124,14 @@ def test_prod_rollback_removes_the_sender_index_when_the_upgrade_created_it(make
 
 def test_return_type_change_keeps_owner_grants_and_comment(make_database):
     db = make_database("staging")
+    # The team's own owner role, which postgres belongs to (created by the platform's superuser).
+    db.execute(
+        "DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'chat_owner') THEN CREATE ROLE chat_owner; "
+        "END IF; END $$; GRANT chat_owner TO postgres; GRANT USAGE, CREATE ON SCHEMA public TO chat_owner",
+        admin=True,
+    )
     db.execute(
         """
-        DO $$ BEGIN
-            IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'chat_owner') THEN CREATE ROLE chat_owner; END IF;
-        END $$;
-        GRANT USAGE, CREATE ON SCHEMA public TO chat_owner;
         ALTER FUNCTION public.mark_messages_as_read(uuid, uuid) OWNER TO chat_owner;
         REVOKE ALL ON FUNCTION public.mark_messages_as_read(uuid, uuid) FROM PUBLIC;
         GRANT EXECUTE ON FUNCTION public.mark_messages_as_read(uuid, uuid) TO anon WITH GRANT OPTION;
@@ -224,7 +226,7 @@ def test_offline_sql_stops_at_the_guard_on_the_wrong_database(make_database, psq
     result = psql(staging, script, check=False)
     assert result.returncode != 0
     assert "wrong database: this script is for prod" in result.stderr
-    assert "marked staging" in result.stderr
+    assert "marked as 'staging'" in result.stderr
     assert staging.revision() == "000_staging_baseline"
     assert_same_schema(staging.schema(), before, "staging after the refused prod script")
 

@@ -233,6 +233,18 @@ def create_sql(environment: str) -> str:
     return "\n".join(part.strip("\n") for part in parts if part)
 
 
+# Stops a downgrade past the baseline while the chat tables hold rows; env.py
+# runs it before the first step of such a downgrade, so nothing is undone first.
+REFUSE_WITH_ROWS_SQL = """DO $refuse$
+BEGIN
+    IF EXISTS (SELECT FROM public.chats) OR EXISTS (SELECT FROM public.chat_participants)
+       OR EXISTS (SELECT FROM public.chat_messages) THEN
+        RAISE EXCEPTION 'refusing to downgrade past the baseline: the chat tables hold rows, and this would drop them with the whole chat schema. Nothing was changed';
+    END IF;
+END
+$refuse$"""
+
+
 def drop_sql(environment: str) -> str:
     """The exact reverse of create_sql, back to a platform-only database.
 
@@ -249,14 +261,7 @@ def drop_sql(environment: str) -> str:
     ]
     if environment == "prod":
         functions.append(GET_UNREAD_COUNT)
-    refuse = """DO $refuse$
-BEGIN
-    IF EXISTS (SELECT FROM public.chats) OR EXISTS (SELECT FROM public.chat_participants)
-       OR EXISTS (SELECT FROM public.chat_messages) THEN
-        RAISE EXCEPTION 'refusing to downgrade past the baseline: the chat tables hold rows, and this would drop them with the whole chat schema. Nothing was changed';
-    END IF;
-END
-$refuse$;"""
+    refuse = REFUSE_WITH_ROWS_SQL + ";"
     why = "-- an empty database built from nothing (checked above) goes back to nothing\n"
     # Dropping the tables takes their indexes, policies, trigger and publication membership.
     statements = [

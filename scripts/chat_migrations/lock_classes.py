@@ -265,6 +265,8 @@ def classify(statement: str) -> Classification:
 
 def _classify_command(code: str) -> Classification:
     """One command, as code (comments removed; literals may be emptied)."""
+    if _SESSION.match(code):  # also SET ROLE / RESET ROLE inside a DO block: no table lock
+        return Classification(note="session setting")
     if match := _CREATE_INDEX.match(code):
         table = match.group("table")
         if match.group("concurrently"):

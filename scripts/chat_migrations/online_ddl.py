@@ -25,7 +25,7 @@ from alembic import op
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
-from . import session, snapshots
+from . import leftovers, session, snapshots
 
 log = logging.getLogger("chat_migrations")
 
@@ -98,8 +98,11 @@ def execute(sql: str, *, table: str, in_transaction: bool = True) -> None:
         except DBAPIError as exc:
             if getattr(exc.orig, "pgcode", None) != LOCK_NOT_AVAILABLE:
                 raise
+            holders = lock_holders(connection, table)
             if pause is None:
-                raise _budget_spent(table, lock_holders(connection, table)) from None
+                raise _budget_spent(table, holders) from None
+            log.info("lock on %s not granted within %d ms (%s): trying again in %.1fs",
+                     table, session.settings.lock_timeout_ms, holders, pause)
             time.sleep(pause)
 
 
@@ -122,7 +125,8 @@ def run_with_lock_retries(run_revisions) -> None:
         except LockNotGranted as refused:
             if pause is None:
                 raise _budget_spent(refused.table, refused.holders) from None
-            log.info("lock on %s not granted (%s): starting the revision over in %.1fs", refused.table, refused.holders, pause)
+            log.info("lock on %s not granted within %d ms (%s): starting the revision over in %.1fs",
+                     refused.table, session.settings.lock_timeout_ms, refused.holders, pause)
             time.sleep(pause)
 
 
@@ -199,17 +203,28 @@ def _set_timeouts(*, statement_ms: int | None, lock_ms: int | None = None) -> No
 # --- indexes -----------------------------------------------------------------
 
 
-def create_index_concurrently(revision: str, index: str, table: str, columns: str) -> None:
-    """Build ``index`` without blocking writes; remembers whether it already existed.
+def index_definition(index: str, table: str, columns: str, where: str | None = None) -> str:
+    """The definition as pg_get_indexdef prints it, which is how an existing index is compared."""
+    return f"CREATE INDEX {index} ON {table} USING btree ({columns})" + (f" WHERE ({where})" if where else "")
 
-    An INVALID leftover of an interrupted build is dropped and built again
-    (IF NOT EXISTS alone would skip it).
+
+def create_index_concurrently(revision: str, index: str, table: str, columns: str) -> None:
+    """Make ``index`` exist with this definition, without blocking writes; remembers what was there.
+
+    Missing: built concurrently. INVALID (an interrupted build): dropped and
+    built again (IF NOT EXISTS alone would skip it). Present with another
+    definition (a partial index, other keys): that is drift, converged by a
+    concurrent rebuild under a temporary name, a concurrent drop of the old
+    one and a rename; the downgrade rebuilds the recorded definition the same
+    way. Present with this definition: nothing to do.
     """
     name = f"public.{index}"
+    expected = index_definition(index, table, columns)
     op.execute(snapshots.record_index_sql(revision, name))
     # CONCURRENTLY cannot run inside a transaction block.
     with op.get_context().autocommit_block():
         if _offline():
+            op.execute(_refuse_other_definition_sql(name, expected))
             # A script cannot branch around DROP INDEX CONCURRENTLY, so its
             # repair drops the INVALID leftover plainly: ACCESS EXCLUSIVE for a
             # catalog change, under the run's short lock_timeout.
@@ -217,46 +232,115 @@ def create_index_concurrently(revision: str, index: str, table: str, columns: st
                 f"DO $repair$ BEGIN IF EXISTS (SELECT FROM pg_index WHERE indexrelid = to_regclass('{name}') "
                 f"AND NOT indisvalid) THEN DROP INDEX {name}; END IF; END $repair$"
             )
-        _set_timeouts(statement_ms=INDEX_BUILD_STATEMENT_TIMEOUT_MS, lock_ms=NON_BLOCKING_LOCK_TIMEOUT_MS)
-        if not _offline() and _index_state(name) == "invalid":
-            log.info("%s is INVALID (an interrupted build): dropping it to build it again", name)
-            op.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {name}")
-        with _index_build_progress(index):
+            _set_timeouts(statement_ms=INDEX_BUILD_STATEMENT_TIMEOUT_MS, lock_ms=NON_BLOCKING_LOCK_TIMEOUT_MS)
             op.execute(f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {index} ON {table} USING btree ({columns})")
-        _set_timeouts(statement_ms=None)
+            _set_timeouts(statement_ms=None)
+        else:
+            _converge_index(index, expected)
         op.execute(_fail_if_invalid_sql(name))
 
 
+def _converge_index(index: str, definition: str) -> None:
+    """Online: make ``public.index`` valid with ``definition`` (pg_get_indexdef's form)."""
+    name, temporary = f"public.{index}", index + leftovers.REBUILD_SUFFIX
+    state, current = _index_state(name)
+    if state == "valid" and current == definition:
+        log.info("%s already exists with this definition: nothing to build", name)
+        return
+    _set_timeouts(statement_ms=INDEX_BUILD_STATEMENT_TIMEOUT_MS, lock_ms=NON_BLOCKING_LOCK_TIMEOUT_MS)
+    if state == "invalid":
+        log.info("%s is INVALID (an interrupted build): dropping it to build it again", name)
+        op.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {name}")
+        state = "missing"
+    if state == "missing" and _index_state(f"public.{temporary}") != ("valid", _renamed(definition, index, temporary)):
+        with _index_build_progress(index):
+            op.execute(definition.replace("CREATE INDEX", "CREATE INDEX CONCURRENTLY IF NOT EXISTS", 1))
+    else:
+        # Drift: same name, other definition. Build the wanted one beside it, then swap.
+        if state == "valid":
+            log.info("%s is %s; rebuilding it as %s", name, current, definition)
+            if _index_state(f"public.{temporary}")[0] == "invalid":
+                op.execute(f"DROP INDEX CONCURRENTLY IF EXISTS public.{temporary}")
+            with _index_build_progress(index):
+                op.execute(
+                    _renamed(definition, index, temporary).replace("CREATE INDEX", "CREATE INDEX CONCURRENTLY IF NOT EXISTS", 1)
+                )
+            op.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {name}")
+        # Renaming an index takes SHARE UPDATE EXCLUSIVE (PostgreSQL 12+): it blocks no query.
+        execute(f"ALTER INDEX public.{temporary} RENAME TO {index}", table=name, in_transaction=False)
+    _set_timeouts(statement_ms=None)
+
+
+def _renamed(definition: str, index: str, new_name: str) -> str:
+    return definition.replace(f"CREATE INDEX {index} ON", f"CREATE INDEX {new_name} ON", 1)
+
+
+def _refuse_other_definition_sql(name: str, expected: str) -> str:
+    """--sql: a script cannot rebuild an index concurrently on a condition; it stops instead, before building."""
+    return f"""DO $definition$
+BEGIN
+    IF EXISTS (SELECT FROM pg_index WHERE indexrelid = to_regclass('{name}') AND indisvalid
+               AND pg_get_indexdef(indexrelid) <> {snapshots.literal(expected)}) THEN
+        RAISE EXCEPTION 'index {name} exists with another definition (%): the online command converges it '
+            'with a concurrent rebuild; run alembic without --sql for this revision. Nothing of it was changed',
+            pg_get_indexdef(to_regclass('{name}'));
+    END IF;
+END
+$definition$"""
+
+
 def drop_index_concurrently(revision: str, index: str, table: str) -> None:
-    """Drop ``index`` unless it existed before ``revision`` created it."""
+    """Put back what ``revision`` found: drop an index it built, rebuild one it redefined, keep one that was there."""
     name = f"public.{index}"
     if _offline():
         # A script cannot branch around DROP INDEX CONCURRENTLY (not allowed in
         # a DO block), so the rendered rollback drops it plainly, in one short
         # ACCESS EXCLUSIVE catalog change, and only if the upgrade created it.
+        op.execute(_refuse_redefined_rollback_sql(revision, name))
         op.execute(
             f"DO $drop$ BEGIN IF NOT coalesce(({snapshots.index_existed_before_sql(revision, name)}), true) "
             f"THEN DROP INDEX IF EXISTS {name}; END IF; END $drop$"
         )
     else:
-        existed = op.get_bind().execute(text(snapshots.index_existed_before_sql(revision, name))).scalar()
-        if existed is False:
+        recorded = op.get_bind().execute(text(snapshots.index_snapshot_sql(revision, name))).scalar()
+        if recorded is not None and not recorded.get("existed"):
             with op.get_context().autocommit_block():
                 _set_timeouts(statement_ms=INDEX_BUILD_STATEMENT_TIMEOUT_MS, lock_ms=NON_BLOCKING_LOCK_TIMEOUT_MS)
                 op.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {name}")
                 _set_timeouts(statement_ms=None)
+        elif recorded is not None and recorded.get("definition") and _index_state(name)[1] != recorded["definition"]:
+            log.info("%s: rebuilding the definition it had before this revision: %s", name, recorded["definition"])
+            with op.get_context().autocommit_block():
+                _converge_index(index, recorded["definition"])
         else:
-            # Existed before the upgrade, or no record of it (a stamped database): keep it.
+            # Existed before the upgrade as it is, or no record of it (a stamped database): keep it.
             log.info("keeping %s: it existed before this revision's upgrade (or nothing recorded it)", name)
     # Forgotten only once the drop is done, so an interrupted downgrade reruns.
     op.execute(snapshots.forget_sql(revision, "index", name))
 
 
-def _index_state(name: str) -> str:
-    valid = op.get_bind().execute(
-        text("SELECT indisvalid FROM pg_index WHERE indexrelid = to_regclass(:name)"), {"name": name}
-    ).scalar()
-    return "missing" if valid is None else ("valid" if valid else "invalid")
+def _refuse_redefined_rollback_sql(revision: str, name: str) -> str:
+    return f"""DO $definition$
+BEGIN
+    IF EXISTS (SELECT FROM {snapshots.SNAPSHOTS} WHERE revision = {snapshots.literal(revision)} AND object_kind = 'index'
+               AND object_name = {snapshots.literal(name)} AND (snapshot->>'existed')::boolean
+               AND snapshot->>'definition' IS DISTINCT FROM pg_get_indexdef(to_regclass({snapshots.literal(name)}))) THEN
+        RAISE EXCEPTION 'index {name} had another definition before revision {revision}: the online downgrade '
+            'rebuilds it concurrently; run alembic without --sql for this revision. Nothing of it was changed';
+    END IF;
+END
+$definition$"""
+
+
+def _index_state(name: str) -> tuple[str, str | None]:
+    """("missing" | "invalid" | "valid", its definition)."""
+    row = op.get_bind().execute(
+        text("SELECT indisvalid, pg_get_indexdef(indexrelid) FROM pg_index WHERE indexrelid = to_regclass(:name)"),
+        {"name": name},
+    ).first()
+    if row is None:
+        return "missing", None
+    return ("valid" if row[0] else "invalid"), row[1]
 
 
 def _fail_if_invalid_sql(name: str) -> str:
@@ -353,12 +437,12 @@ def set_not_null(revision: str, table: str, *columns: str) -> None:
             "current_setting('migration.not_null_violation'); END IF; END $report$"
         )
     for column, check in checks.items():
+        # Only where the helper check was added and validated: a column left
+        # nullable (a foreign key that sets it NULL) is never scanned for it.
         execute(
-            lint_exception(
-                "the validated CHECK above proves it, so PostgreSQL 12+ does not scan; SET NOT NULL is idempotent",
-                "adding-not-nullable-field", "prefer-robust-stmts",
-            )
-            + f"ALTER TABLE {table} ALTER COLUMN {column} SET NOT NULL",
+            f"DO $set$ BEGIN IF EXISTS (SELECT FROM pg_constraint WHERE conrelid = '{table}'::regclass "
+            f"AND conname = '{check}' AND convalidated) THEN "
+            f"ALTER TABLE {table} ALTER COLUMN {column} SET NOT NULL; END IF; END $set$",
             table=table,
         )
         execute(
@@ -366,6 +450,28 @@ def set_not_null(revision: str, table: str, *columns: str) -> None:
             + f"ALTER TABLE {table} DROP CONSTRAINT IF EXISTS {check}",
             table=table,
         )
+    if not _offline():
+        for column in columns:
+            if op.get_bind().execute(text(f"SELECT {set_null_conflict_sql(table, column)}")).scalar():
+                log.info(
+                    "%s.%s stays nullable: a foreign key sets it NULL when its row is deleted "
+                    "(NOT NULL would make that delete fail)", table, column,
+                )
+
+
+def set_null_conflict_sql(table: str, column: str) -> str:
+    """SQL boolean: a foreign key on ``column`` sets it NULL on delete, so NOT NULL would break that delete.
+
+    ON DELETE SET NULL (or SET DEFAULT with no default) writes NULL into the
+    column when the referenced row goes: deleting a user through auth.users
+    would fail with a not-null violation. The careful choice keeps the
+    column nullable (and the rows: CASCADE instead would delete other
+    people's conversation history), and says so.
+    """
+    return f"""EXISTS (SELECT FROM pg_constraint f JOIN pg_attribute a
+                   ON a.attrelid = f.conrelid AND a.attnum = ANY(f.conkey)
+                WHERE f.conrelid = '{table}'::regclass AND f.contype = 'f' AND a.attname = '{column}'
+                  AND (f.confdeltype = 'n' OR (f.confdeltype = 'd' AND NOT a.atthasdef)))"""
 
 
 def drop_not_null(revision: str, table: str, *columns: str) -> None:
@@ -397,7 +503,8 @@ def _add_check_sql(table: str, column: str, check: str) -> str:
     return f"""DO $add$ BEGIN
     IF NOT EXISTS (SELECT FROM pg_constraint WHERE conrelid = '{table}'::regclass AND conname = '{check}')
        AND EXISTS (SELECT FROM pg_attribute WHERE attrelid = '{table}'::regclass
-                      AND attname = '{column}' AND NOT attnotnull) THEN
+                      AND attname = '{column}' AND NOT attnotnull)
+       AND NOT {set_null_conflict_sql(table, column)} THEN
         ALTER TABLE {table} ADD CONSTRAINT {check} CHECK ({column} IS NOT NULL) NOT VALID;
     END IF;
 END $add$"""

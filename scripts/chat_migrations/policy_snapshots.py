@@ -14,7 +14,7 @@ locks first, with ``online_ddl.lock_tables``.
 
 from __future__ import annotations
 
-from .snapshots import SNAPSHOTS, acl_json_sql, literal
+from .snapshots import SNAPSHOTS, acl_json_sql, grant_as_recorded_plpgsql, literal
 
 KIND = "table_access"
 
@@ -133,6 +133,12 @@ def _restore_one_table_plpgsql(revision: str, table: str, fallback: str | None) 
 
 
 def _restore_recorded_plpgsql(table: str) -> str:
+    grantee = _grantee_sql("item->>'grantee'")
+    table_grant = f"'GRANT ' || (item->>'privilege') || ' ON TABLE ' || {literal(table)} || ' TO ' || {grantee} || {_GRANT_OPTION}"
+    column_grant = (
+        f"'GRANT ' || (item->>'privilege') || ' (' || quote_ident(column_acl->>'column') || ') ON TABLE ' "
+        f"|| {literal(table)} || ' TO ' || {grantee} || {_GRANT_OPTION}"
+    )
     return f"""{drop_policies_sql(table)}
     FOR policy_sql IN SELECT value FROM jsonb_array_elements_text(s->'policies') LOOP
         EXECUTE policy_sql;
@@ -157,13 +163,9 @@ def _restore_recorded_plpgsql(table: str) -> str:
         EXECUTE 'GRANT ALL ON TABLE ' || {literal(table)} || ' TO '
             || quote_ident((SELECT pg_get_userbyid(relowner) FROM pg_class WHERE oid = {literal(table)}::regclass));
     END IF;
-    FOR item IN SELECT value FROM jsonb_array_elements(s->'acl') LOOP
-        EXECUTE 'GRANT ' || (item->>'privilege') || ' ON TABLE ' || {literal(table)}
-            || ' TO ' || {_grantee_sql("item->>'grantee'")} || {_GRANT_OPTION};
+    FOR item IN SELECT value FROM jsonb_array_elements(s->'acl') LOOP{grant_as_recorded_plpgsql(table_grant)}
     END LOOP;
     FOR column_acl IN SELECT value FROM jsonb_array_elements(s->'column_acls') LOOP
-        FOR item IN SELECT value FROM jsonb_array_elements(column_acl->'acl') LOOP
-            EXECUTE 'GRANT ' || (item->>'privilege') || ' (' || quote_ident(column_acl->>'column') || ') ON TABLE '
-                || {literal(table)} || ' TO ' || {_grantee_sql("item->>'grantee'")} || {_GRANT_OPTION};
+        FOR item IN SELECT value FROM jsonb_array_elements(column_acl->'acl') LOOP{grant_as_recorded_plpgsql(column_grant)}
         END LOOP;
     END LOOP;"""

@@ -10,6 +10,8 @@ same way the online commands do.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 SNAPSHOTS = "migration_meta.rollback_snapshots"
 
 
@@ -18,15 +20,54 @@ def literal(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
+@dataclass(frozen=True)
+class Choice:
+    """Two definitions of one function, chosen by the database at run time (online and in --sql alike).
+
+    For a live schema that may lack a column the plan never names: the
+    function touches it only where it exists.
+    """
+
+    condition: str
+    if_true: str
+    if_false: str
+
+
+def _execute_plpgsql(definition: "str | Choice") -> str:
+    if isinstance(definition, Choice):
+        return (
+            f"IF {definition.condition} THEN EXECUTE {literal(definition.if_true)}; "
+            f"ELSE EXECUTE {literal(definition.if_false)}; END IF;"
+        )
+    return f"EXECUTE {literal(definition)};"
+
+
 def acl_json_sql(acl: str) -> str:
-    """SQL: an aclitem[] as a JSON array of {grantee, privilege, grantable}, in ACL order."""
+    """SQL: an aclitem[] as a JSON array of {grantee, grantor, privilege, grantable}, in ACL order."""
     return f"""coalesce((
                SELECT jsonb_agg(jsonb_build_object(
                           'grantee', CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(a.grantee) END,
                           'privilege', a.privilege_type,
+                          'grantor', pg_get_userbyid(a.grantor),
                           'grantable', a.is_grantable) ORDER BY a.ord)
                  FROM aclexplode({acl}) WITH ORDINALITY AS a(grantor, grantee, privilege_type, is_grantable, ord)
            ), '[]'::jsonb)"""
+
+
+def grant_as_recorded_plpgsql(statement: str) -> str:
+    """PL/pgSQL running the GRANT ``statement`` (an expression) as the role that granted it first.
+
+    So the ACL reads back identically: postgres, a member of the owner and of
+    anon on Supabase, would otherwise be recorded as whichever grantor
+    PostgreSQL picks (GRANTED BY accepts only the current user before 16).
+    """
+    return f"""
+                IF item->>'grantor' IS NOT NULL AND item->>'grantor' <> current_user
+                   AND pg_has_role(item->>'grantor', 'MEMBER') THEN
+                    EXECUTE format('SET ROLE %I', item->>'grantor');
+                END IF;
+                EXECUTE {statement};
+                RESET ROLE;"""
 
 
 def record_function_sql(revision: str, signature: str) -> str:
@@ -54,13 +95,22 @@ def _apply_privileges_plpgsql(signature: str) -> str:
     return f"""
         EXECUTE format('ALTER FUNCTION %s OWNER TO %I', {sig}, s->>'owner');
         IF NOT (s->>'acl_is_default')::boolean THEN
-            -- Rebuild the ACL in its recorded order so it reads back identically.
-            EXECUTE format('REVOKE ALL ON FUNCTION %s FROM PUBLIC', {sig});
+            -- Rebuild the ACL in its recorded order so it reads back identically:
+            -- every grantee loses everything first, or a grant that is still there
+            -- (one Supabase's default privileges made) would keep its place while
+            -- the ones put back land after it.
+            FOR grantee_name IN
+                SELECT CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(a.grantee)) END
+                  FROM pg_proc p, aclexplode(p.proacl) a WHERE p.oid = to_regprocedure({sig})
+                UNION SELECT 'PUBLIC'
+            LOOP
+                EXECUTE format('REVOKE ALL ON FUNCTION %s FROM %s', {sig}, grantee_name);
+            END LOOP;
             EXECUTE format('REVOKE ALL ON FUNCTION %s FROM %I', {sig}, s->>'owner');
-            FOR item IN SELECT value FROM jsonb_array_elements(s->'acl') LOOP
-                EXECUTE format('GRANT %s ON FUNCTION %s TO %s%s', item->>'privilege', {sig},
-                    CASE WHEN item->>'grantee' = 'PUBLIC' THEN 'PUBLIC' ELSE quote_ident(item->>'grantee') END,
-                    CASE WHEN (item->>'grantable')::boolean THEN ' WITH GRANT OPTION' ELSE '' END);
+            FOR item IN SELECT value FROM jsonb_array_elements(s->'acl') LOOP{grant_as_recorded_plpgsql(
+                f"format('GRANT %s ON FUNCTION %s TO %s%s', item->>'privilege', {sig}, "
+                "CASE WHEN item->>'grantee' = 'PUBLIC' THEN 'PUBLIC' ELSE quote_ident(item->>'grantee') END, "
+                "CASE WHEN (item->>'grantable')::boolean THEN ' WITH GRANT OPTION' ELSE '' END)")}
             END LOOP;
         END IF;
         EXECUTE format('COMMENT ON FUNCTION %s IS %L', {sig}, s->>'comment');"""
@@ -73,7 +123,7 @@ def _snapshot_lookup(revision: str, kind: str, name: str) -> str:
     )
 
 
-def replace_function_sql(revision: str, signature: str, definition: str, keep_privileges: bool) -> str:
+def replace_function_sql(revision: str, signature: str, definition: "str | Choice", keep_privileges: bool) -> str:
     """Drop the function if present and create ``definition`` in its place.
 
     With keep_privileges the new function gets the old one's owner, ACL and
@@ -85,10 +135,11 @@ DO $replace$
 DECLARE
     s jsonb;
     item jsonb;
+    grantee_name text;
 BEGIN
     {_snapshot_lookup(revision, 'function', signature)}
     EXECUTE 'DROP FUNCTION IF EXISTS ' || {literal(signature)};
-    EXECUTE {literal(definition)};
+    {_execute_plpgsql(definition)}
     IF (s->>'existed')::boolean THEN{keep}
         NULL;
     END IF;
@@ -96,13 +147,15 @@ END
 $replace$"""
 
 
-def redefine_function_sql(revision: str, signature: str, definition: str) -> str:
+def redefine_function_sql(revision: str, signature: str, definition: "str | Choice") -> str:
     """Record the function, then CREATE OR REPLACE it with the same signature.
 
     For a function something depends on (a trigger's function): it is never
     dropped, and keeps its owner, ACL and comment. ``definition`` must say
     CREATE OR REPLACE FUNCTION. The downgrade is restore_function_sql.
     """
+    if isinstance(definition, Choice):
+        return f"{record_function_sql(revision, signature)};\nDO $redefine$ BEGIN {_execute_plpgsql(definition)} END $redefine$"
     return f"{record_function_sql(revision, signature)};\n{definition}"
 
 
@@ -136,6 +189,7 @@ def restore_function_sql(revision: str, signature: str, fallback_definition: str
 DECLARE
     s jsonb;
     item jsonb;
+    grantee_name text;
 BEGIN
     {_snapshot_lookup(revision, 'function', signature)}
     IF s IS NULL THEN
@@ -160,6 +214,31 @@ BEGIN
        AND object_kind = 'function' AND object_name = {literal(signature)};
 END
 $restore$"""
+
+
+def restore_function_privileges_sql(revision: str, signature: str) -> str:
+    """Put back the owner, ACL (in its order) and comment ``revision`` recorded; the definition is left alone."""
+    return f"""DO $restore$
+DECLARE
+    s jsonb;
+    item jsonb;
+    grantee_name text;
+BEGIN
+    {_snapshot_lookup(revision, 'function', signature)}
+    IF coalesce((s->>'existed')::boolean, false) AND to_regprocedure({literal(signature)}) IS NOT NULL THEN{_apply_privileges_plpgsql(signature)}
+    END IF;
+    DELETE FROM {SNAPSHOTS} WHERE revision = {literal(revision)}
+       AND object_kind = 'function' AND object_name = {literal(signature)};
+END
+$restore$"""
+
+
+def if_function_exists_sql(signature: str, statements: str) -> str:
+    """``statements`` only where the function exists (a live schema may lack it)."""
+    return (
+        f"DO $exists$ BEGIN IF to_regprocedure({literal(signature)}) IS NOT NULL THEN "
+        f"EXECUTE {literal(statements)}; END IF; END $exists$"
+    )
 
 
 def record_column_sql(revision: str, table: str, column: str) -> str:
@@ -190,6 +269,14 @@ SELECT {literal(revision)}, 'index', {literal(index)},
   FROM (SELECT to_regclass({literal(index)}) AS oid) AS target
   LEFT JOIN pg_index AS i ON i.indexrelid = target.oid
 ON CONFLICT (revision, object_kind, object_name) DO NOTHING"""
+
+
+def index_snapshot_sql(revision: str, index: str) -> str:
+    """One row: the recorded snapshot (existed, definition), or none."""
+    return (
+        f"SELECT snapshot FROM {SNAPSHOTS} WHERE revision = {literal(revision)} "
+        f"AND object_kind = 'index' AND object_name = {literal(index)}"
+    )
 
 
 def index_existed_before_sql(revision: str, index: str) -> str:

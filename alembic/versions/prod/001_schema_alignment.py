@@ -6,7 +6,11 @@ prod (NOT NULL in staging), which lets orphaned participants exist.
 idx_chat_messages_sender_id already exists in prod (appendix evidence): the
 CREATE ... IF NOT EXISTS is a parity no-op there, and unlike the plan's
 rollback.sql the downgrade never drops an index that existed before the
-upgrade (it records whether it did).
+upgrade (it records whether it did). An index of that name with another
+definition is drift: it is rebuilt concurrently and swapped in, and the
+downgrade rebuilds the recorded one. A key whose foreign key is ON DELETE SET
+NULL stays nullable (NOT NULL would make that delete fail; README, "Where NOT
+NULL meets ON DELETE SET NULL"), and preflight names it.
 Locks: NOT NULL via CHECK NOT VALID (ACCESS EXCLUSIVE, catalog only), VALIDATE
 (SHARE UPDATE EXCLUSIVE while scanning; reads and writes continue), SET NOT NULL
 proved from the check (ACCESS EXCLUSIVE, no scan). Index built CONCURRENTLY
@@ -22,7 +26,7 @@ Revises: 000_prod_baseline
 
 from typing import Sequence, Union
 
-from chat_migrations import online_ddl
+from chat_migrations import online_ddl, requirements
 
 revision: str = "001_schema_alignment"
 down_revision: Union[str, Sequence[str], None] = "000_prod_baseline"
@@ -30,6 +34,10 @@ branch_labels: Union[str, Sequence[str], None] = None
 depends_on: Union[str, Sequence[str], None] = None
 # Existing tables whose locks or size matter to this revision (scripts/preflight reports them).
 affected_tables: tuple[str, ...] = ("public.chat_participants", "public.chat_messages")
+
+requires = requirements.Requirements(
+    columns={"public.chat_participants": ("chat_id", "user_id"), "public.chat_messages": ("sender_id",)}
+)
 
 
 def upgrade() -> None:

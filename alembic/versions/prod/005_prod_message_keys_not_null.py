@@ -4,6 +4,14 @@ Environment: prod
 Why: the plan's comparison table shows chat_messages.chat_id and sender_id
 NOT NULL in staging but nullable in prod, and none of its phases closes that
 drift. A message without a chat or a sender cannot be shown or secured by RLS.
+Where a live prod has sender_id REFERENCES auth.users ON DELETE SET NULL
+(deleting an account keeps its messages, sender unknown), NOT NULL would make
+deleting any user who ever sent a message fail, which worked before. The
+careful choice keeps that column nullable: CASCADE instead would delete other
+participants' conversation history, and NO ACTION would block account
+deletion. online_ddl.set_not_null skips such a column (and logs it);
+preflight names the conflict and validate accepts it. Tested by deleting a
+user through auth.users before and after (tests/test_live_variants.py).
 Locks: as 001: CHECK NOT VALID (ACCESS EXCLUSIVE, catalog only), VALIDATE
 (SHARE UPDATE EXCLUSIVE while scanning), SET NOT NULL (ACCESS EXCLUSIVE, no scan),
 each wait bounded by lock_timeout with retries.
@@ -16,7 +24,7 @@ Revises: 001_schema_alignment
 
 from typing import Sequence, Union
 
-from chat_migrations import online_ddl
+from chat_migrations import online_ddl, requirements
 
 revision: str = "005_prod_message_keys_not_null"
 down_revision: Union[str, Sequence[str], None] = "001_schema_alignment"
@@ -24,6 +32,8 @@ branch_labels: Union[str, Sequence[str], None] = None
 depends_on: Union[str, Sequence[str], None] = None
 # Existing tables whose locks or size matter to this revision (scripts/preflight reports them).
 affected_tables: tuple[str, ...] = ("public.chat_messages",)
+
+requires = requirements.Requirements(columns={"public.chat_messages": ("chat_id", "sender_id")})
 
 
 def upgrade() -> None:

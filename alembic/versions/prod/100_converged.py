@@ -10,13 +10,13 @@ Locks: none; this revision changes nothing.
 Downgrade verified: a no-op both ways.
 
 Revision ID: 100_converged
-Revises: 005_prod_message_keys_not_null
+Revises: 007_prod_unread_count_privileges
 """
 
 from typing import Sequence, Union
 
 revision: str = "100_converged"
-down_revision: Union[str, Sequence[str], None] = "005_prod_message_keys_not_null"
+down_revision: Union[str, Sequence[str], None] = "007_prod_unread_count_privileges"
 branch_labels: Union[str, Sequence[str], None] = None
 depends_on: Union[str, Sequence[str], None] = None
 # Existing tables whose locks or size matter to this revision (scripts/preflight reports them).

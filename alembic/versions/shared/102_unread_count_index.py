@@ -8,7 +8,9 @@ every message of the chat. With this index (and the function of 103, planned
 with the actual last_read_at) it reads only the unread end of the chat.
 Locks: CREATE INDEX CONCURRENTLY (SHARE UPDATE EXCLUSIVE; reads and writes
 continue) outside the transaction; an INVALID leftover of an interrupted build
-is dropped concurrently and rebuilt.
+is dropped concurrently and rebuilt. An index of that name with another
+definition is rebuilt concurrently under a temporary name and swapped in
+(a rename, SHARE UPDATE EXCLUSIVE); the downgrade rebuilds the recorded one.
 Downgrade verified: tests/test_migrations.py (dump before upgrade equals dump
 after downgrade, both environments); DROP INDEX CONCURRENTLY, only if the
 upgrade created it.
@@ -19,7 +21,7 @@ Revises: 101_serialised_message_seq
 
 from typing import Sequence, Union
 
-from chat_migrations import messaging_functions, online_ddl
+from chat_migrations import online_ddl, requirements
 
 revision: str = "102_unread_count_index"
 down_revision: Union[str, Sequence[str], None] = "101_serialised_message_seq"
@@ -28,15 +30,14 @@ depends_on: Union[str, Sequence[str], None] = None
 # Existing tables whose locks or size matter to this revision (scripts/preflight reports them).
 affected_tables: tuple[str, ...] = ("public.chat_messages",)
 
+requires = requirements.Requirements(columns={"public.chat_messages": ("chat_id", "created_at")})
+
 
 def upgrade() -> None:
     online_ddl.create_index_concurrently(
-        revision,
-        messaging_functions.UNREAD_INDEX,
-        "public.chat_messages",
-        messaging_functions.UNREAD_INDEX_COLUMNS,
+        revision, "idx_chat_messages_chat_created", "public.chat_messages", "chat_id, created_at"
     )
 
 
 def downgrade() -> None:
-    online_ddl.drop_index_concurrently(revision, messaging_functions.UNREAD_INDEX, "public.chat_messages")
+    online_ddl.drop_index_concurrently(revision, "idx_chat_messages_chat_created", "public.chat_messages")

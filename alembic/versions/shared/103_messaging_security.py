@@ -1,27 +1,35 @@
-"""103_messaging_security: callers act only as themselves in their chats; search_path pinned; RLS in Supabase's form.
+"""103_messaging_security: callers act only as themselves in their chats; least privilege; RLS in Supabase's form.
 
 Environment: both (shared, after 100_converged)
-Why: issue 5 ("Security") and the plan's "Error loading conversations"
-symptoms. The observed functions are SECURITY DEFINER without a search_path,
-executable by anon (through PUBLIC), and trust p_user_id: any signed-in user
-could mark any chat read for anyone. The policies call auth.uid() per row, and
-chat_messages' UPDATE policy lets any participant change any message of the
-chat (status, seq, text) while chat_participants' lets a user move their row
-into any chat. This revision:
+Why: the plan's "Error loading conversations" symptoms and its promise of
+"No RLS policy changes" that the observed schema cannot keep safely. The
+observed functions are SECURITY DEFINER without a search_path, executable by
+anon (Supabase's default privileges grant EXECUTE on every new function), and
+trust p_user_id: any signed-in user could mark any chat read for anyone. The
+same default privileges leave anon and authenticated ALL on the chat tables:
+TRUNCATE (which RLS does not cover), TRIGGER, REFERENCES, DELETE. The
+policies call auth.uid() per row, and chat_messages' UPDATE policy lets any
+participant change any message of the chat. This revision:
 * redefines mark_messages_as_delivered, mark_messages_as_read,
   get_unread_count and get_latest_seq with the same names, arguments and
   return types: search_path = '', a caller check (p_user_id = auth.uid() and
   participation in p_chat_id, else SQLSTATE 42501 and nothing changed;
-  service_role acts for anyone), EXECUTE revoked from PUBLIC and anon. The two
-  mark functions stay SECURITY DEFINER (they change other participants'
-  messages); the two readers become SECURITY INVOKER (RLS lets a participant
-  read what they count);
+  service_role acts for anyone), EXECUTE for authenticated and service_role
+  only. The two mark functions stay SECURITY DEFINER (they change other
+  participants' messages); the two readers become SECURITY INVOKER;
 * replaces every policy of the three tables with one permissive policy per
   command in the (select auth.uid()) form; a sender updates only their own
   messages;
-* limits UPDATE for authenticated to the columns a user may change
-  (chat_messages: message_text, media_urls, updated_at, deleted_at;
-  chat_participants: last_read_at).
+* leaves anon nothing on the three tables, and authenticated only what the
+  policies allow: SELECT on all three, INSERT on chats and chat_messages,
+  UPDATE of the columns a user may change (chat_messages: message_text,
+  media_urls, updated_at where it exists, deleted_at; chat_participants:
+  last_read_at); no DELETE (no policy allows one), TRUNCATE, TRIGGER or
+  REFERENCES. service_role keeps what it has.
+Live variants: the plan never names chat_messages.updated_at; the mark
+functions set it, and authenticated may update it, only where it exists.
+Policies the project does not know are dropped too (a leftover permissive
+policy would undo the restrictions); scripts/preflight lists them first.
 Policies, RLS switches and ACLs of the tables, and each function's definition,
 owner, ACL and comment are recorded first.
 Locks: first ACCESS EXCLUSIVE on the three tables in one LOCK statement, in
@@ -31,8 +39,9 @@ lock_timeout; a timeout rolls the revision back and starts it over
 only catalog changes (policies, functions, grants) until the commit, a few
 milliseconds. One transaction.
 Downgrade verified: tests/test_migrations.py (dump before upgrade equals dump
-after downgrade, both environments); the downgrade restores the recorded
-policies and ACLs (in their order) and the recorded functions.
+after downgrade, both environments, on the baselines and on live variants);
+the downgrade restores the recorded policies and ACLs (in their order) and
+the recorded functions.
 
 Revision ID: 103_messaging_security
 Revises: 102_unread_count_index
@@ -42,17 +51,224 @@ from typing import Sequence, Union
 
 from alembic import op
 
-from chat_migrations import messaging_functions, online_ddl, policy_snapshots, snapshots
-from chat_migrations.fingerprints import MESSAGING_TABLES
+from chat_migrations import api_access, converged, online_ddl, policy_snapshots, requirements, snapshots
 
 revision: str = "103_messaging_security"
 down_revision: Union[str, Sequence[str], None] = "102_unread_count_index"
 branch_labels: Union[str, Sequence[str], None] = None
 depends_on: Union[str, Sequence[str], None] = None
+TABLES = ("public.chats", "public.chat_participants", "public.chat_messages")
 # Existing tables whose locks or size matter to this revision (scripts/preflight reports them).
-affected_tables: tuple[str, ...] = MESSAGING_TABLES
+affected_tables: tuple[str, ...] = TABLES
 
-TABLES = MESSAGING_TABLES
+MARK_MESSAGES_AS_DELIVERED = "public.mark_messages_as_delivered(uuid, uuid)"
+MARK_MESSAGES_AS_READ = "public.mark_messages_as_read(uuid, uuid)"
+GET_UNREAD_COUNT = "public.get_unread_count(uuid, uuid)"
+GET_LATEST_SEQ = "public.get_latest_seq(uuid)"
+FUNCTIONS = (MARK_MESSAGES_AS_DELIVERED, MARK_MESSAGES_AS_READ, GET_UNREAD_COUNT, GET_LATEST_SEQ)
+
+requires = requirements.Requirements(
+    columns={
+        "public.chats": ("id", "created_by"),
+        "public.chat_participants": ("chat_id", "user_id", "last_read_at"),
+        "public.chat_messages": ("chat_id", "sender_id", "status", "deleted_at", "created_at", "message_text", "media_urls"),
+    },
+    # Replaced in place: the frontend calls them with these argument names.
+    functions={
+        MARK_MESSAGES_AS_DELIVERED: ("p_chat_id uuid, p_user_id uuid", "TABLE(updated_count bigint)"),
+        MARK_MESSAGES_AS_READ: ("p_chat_id uuid, p_user_id uuid", "TABLE(updated_count bigint)"),
+        GET_UNREAD_COUNT: ("p_chat_id uuid, p_user_id uuid", "bigint"),
+        GET_LATEST_SEQ: ("p_chat_id uuid", "bigint"),
+    },
+)
+
+_CALLERS_ONLY = {"PUBLIC": False, "anon": False, "authenticated": True, "service_role": True}
+_CALLER_CHECK = "refuses (42501, nothing changed) a p_user_id other than auth.uid() or a chat the caller is not in"
+
+access = api_access.Access(
+    tables={
+        "public.chats": {"PUBLIC": (), "anon": (), "authenticated": ("SELECT", "INSERT")},
+        "public.chat_participants": {"PUBLIC": (), "anon": (), "authenticated": ("SELECT", "UPDATE (last_read_at)")},
+        "public.chat_messages": {
+            "PUBLIC": (), "anon": (),
+            "authenticated": ("SELECT", "INSERT", "UPDATE (message_text, media_urls, updated_at, deleted_at)"),
+        },
+    },
+    functions={signature: _CALLERS_ONLY for signature in FUNCTIONS},
+    policies={
+        "public.chats": ("chats_select_participant", "chats_insert_creator"),
+        "public.chat_participants": ("chat_participants_select_own", "chat_participants_update_own"),
+        "public.chat_messages": (
+            "chat_messages_select_participant", "chat_messages_insert_participant", "chat_messages_update_own",
+        ),
+    },
+    behaviour={
+        MARK_MESSAGES_AS_DELIVERED: _CALLER_CHECK,
+        MARK_MESSAGES_AS_READ: _CALLER_CHECK,
+        GET_UNREAD_COUNT: _CALLER_CHECK + "; runs as the caller (SECURITY INVOKER)",
+        GET_LATEST_SEQ: "refuses (42501) a chat the caller is not in; runs as the caller",
+        "public.chat_messages": "a sender may update only their own messages, and only the columns above",
+    },
+)
+
+HAS_UPDATED_AT = (
+    "EXISTS (SELECT FROM pg_attribute WHERE attrelid = 'public.chat_messages'::regclass "
+    "AND attname = 'updated_at' AND NOT attisdropped)"
+)
+
+# --- the functions ---------------------------------------------------------------
+
+# The role that made the call: Supabase's API switches to the JWT's role with
+# SET ROLE, which SECURITY DEFINER leaves visible in the "role" setting; a
+# direct connection keeps its login role. Roles that bypass RLS (service_role,
+# the owner, superusers) act for anyone, like the tables let them.
+_CALLER_ACTS_FOR_ANYONE = """coalesce((SELECT r.rolsuper OR r.rolbypassrls FROM pg_catalog.pg_roles r
+                   WHERE r.rolname = coalesce(nullif(current_setting('role'), 'none'), session_user)), false)"""
+
+
+def _caller_check(function: str, *, acts_as_user_argument: bool) -> str:
+    """PL/pgSQL: stop (SQLSTATE 42501, nothing changed) unless the caller may act here."""
+    impersonation = f"""
+        IF p_user_id IS DISTINCT FROM auth.uid() THEN
+            RAISE EXCEPTION '{function}: p_user_id % is not the signed-in user (%); a caller can act only as themselves',
+                p_user_id, coalesce(auth.uid()::text, 'none') USING ERRCODE = 'insufficient_privilege';
+        END IF;""" if acts_as_user_argument else ""
+    return f"""
+    IF NOT {_CALLER_ACTS_FOR_ANYONE} THEN{impersonation}
+        IF NOT EXISTS (SELECT FROM public.chat_participants p
+                        WHERE p.chat_id = p_chat_id AND p.user_id = auth.uid()) THEN
+            RAISE EXCEPTION '{function}: the signed-in user is not a participant of chat %', p_chat_id
+                USING ERRCODE = 'insufficient_privilege';
+        END IF;
+    END IF;"""
+
+
+def _comment(signature: str, comment: str) -> str:
+    return f"\n{access.function_grants_sql(signature)}\nCOMMENT ON FUNCTION {signature} IS '{comment.replace(chr(39), chr(39) * 2)}';"
+
+
+def _mark_messages_function(status: str, moves_from: str, then: str, comment: str, touch_updated_at: bool) -> str:
+    """A mark function: the caller's check, then status moves forward on others' messages.
+
+    SECURITY DEFINER: it changes messages the caller did not send, which RLS
+    and the column privileges do not let a user do directly.
+    """
+    name = f"mark_messages_as_{status}"
+    updated_at = ", updated_at = now()" if touch_updated_at else ""
+    return f"""
+CREATE OR REPLACE FUNCTION public.{name}(p_chat_id uuid, p_user_id uuid)
+RETURNS TABLE(updated_count bigint)
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = ''
+AS $function$
+DECLARE
+    v_updated bigint;
+BEGIN{_caller_check(name, acts_as_user_argument=True)}
+    UPDATE public.chat_messages
+       SET status = '{status}'{updated_at}
+     WHERE chat_id = p_chat_id
+       AND sender_id IS DISTINCT FROM p_user_id
+       AND status IN ({moves_from})
+       AND deleted_at IS NULL;
+    GET DIAGNOSTICS v_updated = ROW_COUNT;{then}
+    RETURN QUERY SELECT v_updated;
+END;
+$function$;{_comment(f"public.{name}(uuid, uuid)", comment)}"""
+
+
+def _delivered(touch_updated_at: bool) -> str:
+    return _mark_messages_function(
+        "delivered", moves_from="'sent'", then="", touch_updated_at=touch_updated_at,
+        comment="Marks the other participants' sent messages in a chat as delivered; returns how many changed. "
+        "The caller acts only as themselves (p_user_id = auth.uid()) in a chat they participate in.",
+    )
+
+
+def _read(touch_updated_at: bool) -> str:
+    return _mark_messages_function(
+        "read", moves_from="'sent', 'delivered'", touch_updated_at=touch_updated_at,
+        then="""
+    UPDATE public.chat_participants
+       SET last_read_at = now()
+     WHERE chat_id = p_chat_id AND user_id = p_user_id;""",
+        comment="Marks the other participants' messages in a chat as read and moves the reader's last_read_at; "
+        "returns how many messages changed. The caller acts only as themselves (p_user_id = auth.uid()) "
+        "in a chat they participate in.",
+    )
+
+
+# SECURITY INVOKER: RLS already lets a participant read the chat's messages and
+# their own participant row, so the function needs no privilege of its own.
+GET_UNREAD_COUNT_CHECKED = f"""
+CREATE OR REPLACE FUNCTION public.get_unread_count(p_chat_id uuid, p_user_id uuid)
+RETURNS bigint
+LANGUAGE plpgsql STABLE
+SET search_path = ''
+AS $function$
+DECLARE
+    v_last_read_at timestamptz;
+    v_unread bigint;
+BEGIN{_caller_check("get_unread_count", acts_as_user_argument=True)}
+    SELECT p.last_read_at INTO v_last_read_at
+      FROM public.chat_participants p
+     WHERE p.chat_id = p_chat_id AND p.user_id = p_user_id;
+    -- Its own statement, so it is planned with the reader's actual last_read_at
+    -- and reads only the unread end of idx_chat_messages_chat_created.
+    SELECT count(*) INTO v_unread
+      FROM public.chat_messages m
+     WHERE m.chat_id = p_chat_id
+       AND m.created_at > coalesce(v_last_read_at, '-infinity'::timestamptz)
+       AND m.sender_id IS DISTINCT FROM p_user_id
+       AND m.deleted_at IS NULL;
+    RETURN v_unread;
+END;
+$function$;{_comment(GET_UNREAD_COUNT,
+    "Messages from others in a chat newer than the reader's last_read_at, not deleted (badge counts). "
+    "The caller asks only for themselves (p_user_id = auth.uid()) in a chat they participate in.")}"""
+
+GET_LATEST_SEQ_CHECKED = f"""
+CREATE OR REPLACE FUNCTION public.get_latest_seq(p_chat_id uuid)
+RETURNS bigint
+LANGUAGE plpgsql STABLE
+SET search_path = ''
+AS $function$
+BEGIN{_caller_check("get_latest_seq", acts_as_user_argument=False)}
+    RETURN (SELECT coalesce(max(m.seq), 0) FROM public.chat_messages m WHERE m.chat_id = p_chat_id);
+END;
+$function$;{_comment(GET_LATEST_SEQ,
+    "The highest seq of a chat (deleted messages keep theirs), 0 for none. "
+    "Only for a chat the caller participates in.")}"""
+
+DEFINITIONS = {
+    MARK_MESSAGES_AS_DELIVERED: snapshots.Choice(HAS_UPDATED_AT, _delivered(True), _delivered(False)),
+    MARK_MESSAGES_AS_READ: snapshots.Choice(HAS_UPDATED_AT, _read(True), _read(False)),
+    GET_UNREAD_COUNT: GET_UNREAD_COUNT_CHECKED,
+    GET_LATEST_SEQ: GET_LATEST_SEQ_CHECKED,
+}
+
+# --- the policies ------------------------------------------------------------------
+
+# The caller's chats, computed once per query: the (select auth.uid()) form
+# Supabase recommends is evaluated once, not per row (lint 0003).
+_CALLERS_CHATS = "(SELECT p.chat_id FROM public.chat_participants p WHERE p.user_id = (SELECT auth.uid()))"
+_CALLER = "(SELECT auth.uid())"
+
+# One permissive policy per table, command and role (lint 0006); no write policy is `true`.
+POLICIES_SQL = f"""
+CREATE POLICY chats_select_participant ON public.chats FOR SELECT TO authenticated
+    USING (id IN {_CALLERS_CHATS});
+CREATE POLICY chats_insert_creator ON public.chats FOR INSERT TO authenticated
+    WITH CHECK (created_by = {_CALLER});
+CREATE POLICY chat_participants_select_own ON public.chat_participants FOR SELECT TO authenticated
+    USING (user_id = {_CALLER});
+CREATE POLICY chat_participants_update_own ON public.chat_participants FOR UPDATE TO authenticated
+    USING (user_id = {_CALLER}) WITH CHECK (user_id = {_CALLER});
+CREATE POLICY chat_messages_select_participant ON public.chat_messages FOR SELECT TO authenticated
+    USING (chat_id IN {_CALLERS_CHATS});
+CREATE POLICY chat_messages_insert_participant ON public.chat_messages FOR INSERT TO authenticated
+    WITH CHECK (sender_id = {_CALLER} AND chat_id IN {_CALLERS_CHATS});
+CREATE POLICY chat_messages_update_own ON public.chat_messages FOR UPDATE TO authenticated
+    USING (sender_id = {_CALLER} AND chat_id IN {_CALLERS_CHATS}) WITH CHECK (sender_id = {_CALLER});"""
 
 
 def upgrade() -> None:
@@ -60,20 +276,15 @@ def upgrade() -> None:
     for table in TABLES:
         op.execute(policy_snapshots.record_table_access_sql(revision, table))
     drops = "".join(policy_snapshots.drop_policies_sql(table) for table in TABLES)
-    op.execute(
-        f"DO $policies$\nDECLARE\n    existing_policy record;\nBEGIN{drops}\n"
-        f"{messaging_functions.POLICIES_SQL}\nEND\n$policies$"
-    )
-    op.execute(messaging_functions.COLUMN_PRIVILEGES_SQL)
-    for signature, definition in messaging_functions.CHECKED_DEFINITIONS.items():
+    op.execute(f"DO $policies$\nDECLARE\n    existing_policy record;\nBEGIN{drops}\n{POLICIES_SQL}\nEND\n$policies$")
+    op.execute(access.table_grants_sql())
+    for signature, definition in DEFINITIONS.items():
         op.execute(snapshots.redefine_function_sql(revision, signature, definition))
 
 
 def downgrade() -> None:
     online_ddl.lock_tables(*TABLES)
-    fallbacks = {table: messaging_functions.previous_table_access(table) for table in TABLES}
+    fallbacks = {table: converged.previous_table_access(table) for table in TABLES}
     op.execute(policy_snapshots.restore_table_access_sql(revision, fallbacks))
-    for signature in reversed(messaging_functions.CHECKED_DEFINITIONS):
-        op.execute(
-            snapshots.restore_function_sql(revision, signature, messaging_functions.previous_definition(signature))
-        )
+    for signature in reversed(DEFINITIONS):
+        op.execute(snapshots.restore_function_sql(revision, signature, converged.previous_definition(signature)))

@@ -5,7 +5,9 @@ Why: the plan lists idx_chat_messages_sender_id as missing in staging but only
 "adds" it in prod (where it already existed), so staging never gets it. It
 also indexes the sender_id foreign key.
 Locks: CREATE INDEX CONCURRENTLY (SHARE UPDATE EXCLUSIVE) outside the
-transaction; an INVALID leftover is rebuilt.
+transaction; an INVALID leftover is rebuilt, and an index of that name with
+another definition is rebuilt concurrently and swapped in (the downgrade
+rebuilds the recorded definition the same way).
 Downgrade verified: tests/test_migrations.py (dump before upgrade equals dump
 after downgrade); DROP INDEX CONCURRENTLY, only if the upgrade created it.
 
@@ -15,7 +17,7 @@ Revises: 003_index_alignment
 
 from typing import Sequence, Union
 
-from chat_migrations import online_ddl
+from chat_migrations import online_ddl, requirements
 
 revision: str = "005_staging_sender_index"
 down_revision: Union[str, Sequence[str], None] = "003_index_alignment"
@@ -23,6 +25,8 @@ branch_labels: Union[str, Sequence[str], None] = None
 depends_on: Union[str, Sequence[str], None] = None
 # Existing tables whose locks or size matter to this revision (scripts/preflight reports them).
 affected_tables: tuple[str, ...] = ("public.chat_messages",)
+
+requires = requirements.Requirements(columns={"public.chat_messages": ("sender_id",)})
 
 
 def upgrade() -> None:

@@ -10,13 +10,13 @@ Locks: none; this revision changes nothing.
 Downgrade verified: a no-op both ways.
 
 Revision ID: 100_converged
-Revises: 005_staging_sender_index
+Revises: 006_staging_keys_not_null
 """
 
 from typing import Sequence, Union
 
 revision: str = "100_converged"
-down_revision: Union[str, Sequence[str], None] = "005_staging_sender_index"
+down_revision: Union[str, Sequence[str], None] = "006_staging_keys_not_null"
 branch_labels: Union[str, Sequence[str], None] = None
 depends_on: Union[str, Sequence[str], None] = None
 # Existing tables whose locks or size matter to this revision (scripts/preflight reports them).

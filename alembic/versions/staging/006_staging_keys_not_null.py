@@ -1,0 +1,45 @@
+"""NOT NULL on the chat keys in staging too, where a live staging has them nullable (beyond the plan).
+
+Environment: staging
+Why: the plan observed staging's chat_participants.chat_id/user_id and
+chat_messages.chat_id/sender_id NOT NULL, and none of its phases touches them
+there; a live staging that differs (a key left nullable) would reach head
+with a schema validate refuses and prod does not have. On the observed
+staging every key is NOT NULL already and this revision changes nothing (it
+records that, so its downgrade changes nothing either). A key whose foreign
+key is ON DELETE SET NULL stays nullable, as in prod's 001 and 005.
+Locks: only for a nullable key: CHECK NOT VALID (ACCESS EXCLUSIVE, catalog
+only), VALIDATE (SHARE UPDATE EXCLUSIVE while scanning), SET NOT NULL proved
+from the check (ACCESS EXCLUSIVE, no scan), each wait bounded by lock_timeout
+with retries.
+Downgrade verified: tests/test_migrations.py (dump before upgrade equals dump
+after downgrade) and tests/test_live_variants.py (a staging with a nullable key).
+
+Revision ID: 006_staging_keys_not_null
+Revises: 005_staging_sender_index
+"""
+
+from typing import Sequence, Union
+
+from chat_migrations import online_ddl, requirements
+
+revision: str = "006_staging_keys_not_null"
+down_revision: Union[str, Sequence[str], None] = "005_staging_sender_index"
+branch_labels: Union[str, Sequence[str], None] = None
+depends_on: Union[str, Sequence[str], None] = None
+# Existing tables whose locks or size matter to this revision (scripts/preflight reports them).
+affected_tables: tuple[str, ...] = ("public.chat_participants", "public.chat_messages")
+
+requires = requirements.Requirements(
+    columns={"public.chat_participants": ("chat_id", "user_id"), "public.chat_messages": ("chat_id", "sender_id")}
+)
+
+
+def upgrade() -> None:
+    online_ddl.set_not_null(revision, "public.chat_participants", "chat_id", "user_id")
+    online_ddl.set_not_null(revision, "public.chat_messages", "chat_id", "sender_id")
+
+
+def downgrade() -> None:
+    online_ddl.drop_not_null(revision, "public.chat_messages", "chat_id", "sender_id")
+    online_ddl.drop_not_null(revision, "public.chat_participants", "chat_id", "user_id")
