@@ -3,8 +3,10 @@
 ``alembic -n prod ...`` or ``alembic -n staging ...`` picks the environment
 (``config.config_ini_section``). This file only chooses it, gets its guarded
 connection (identity check, timeouts, advisory lock: chat_migrations.session),
-and runs the revisions, one transaction per revision. ``-x key=value``
-tunes the waits (README, "Lock discipline").
+looks at the plan of steps before the first one runs (a downgrade past the
+baseline, leftovers of an interrupted run), and runs the revisions, one
+transaction per revision. ``-x key=value`` tunes the waits (README, "Lock
+discipline"). Every failure ends as one ``FAILED:`` line, secrets redacted.
 """
 
 import logging
@@ -13,10 +15,11 @@ from logging.config import fileConfig
 
 from alembic import context
 from alembic.util import CommandError
+from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
-from chat_migrations import identity, models, online_ddl, session
-from chat_migrations.environments import ConfigurationError, get_environment, load_environments
+from chat_migrations import baseline, faults, identity, leftovers, models, online_ddl, requirements, session
+from chat_migrations.environments import ConfigurationError, get_environment, load_environments, redact
 
 config = context.config
 if config.config_file_name is not None:
@@ -39,7 +42,7 @@ COMMON_OPTIONS = dict(
 )
 
 
-def run_migrations_offline(environment) -> None:
+def run_migrations_offline(environment, command: str) -> None:
     """Render SQL (``--sql``): the guard and bookkeeping first, no connection."""
     context.configure(
         url="postgresql+psycopg2://",
@@ -47,6 +50,8 @@ def run_migrations_offline(environment) -> None:
         dialect_opts={"paramstyle": "named"},
         **COMMON_OPTIONS,
     )
+    plan = Plan(command)
+    plan.watch(context.get_context())
     with context.begin_transaction():
         context.execute(identity.offline_guard_sql(environment))
         context.execute(f"SET lock_timeout = {session.settings.lock_timeout_ms}")
@@ -58,18 +63,23 @@ def run_migrations_offline(environment) -> None:
         context.execute("RESET statement_timeout")
 
 
-def run_migrations_online(environment) -> None:
+def run_migrations_online(environment, command: str) -> None:
     """Run against the environment's database, after it proved its identity."""
+    plan = Plan(command)
     with session.migration_connection(
-        environment,
-        load_environments(),
-        mutating=not _command_is_read_only(),
-        connectable=config.attributes.get("connection"),
+        environment, load_environments(), command=command, connectable=config.attributes.get("connection"),
     ) as connection:
-        timer = RevisionTimer()
-        context.configure(connection=connection, on_version_apply=timer.step_done, **COMMON_OPTIONS)
-        online_ddl.run_with_lock_retries(run_revisions)
-        timer.report()
+        plan.connection = connection
+        context.configure(connection=connection, on_version_apply=plan.step_done, **COMMON_OPTIONS)
+        plan.watch(context.get_context())
+        faults.install(connection)
+        try:
+            online_ddl.run_with_lock_retries(run_revisions)
+        except KeyboardInterrupt:
+            raise CommandError(plan.interrupted()) from None
+        except DBAPIError as failure:
+            raise CommandError(plan.stopped(failure)) from None
+    plan.report()
 
 
 def run_revisions() -> None:
@@ -77,39 +87,128 @@ def run_revisions() -> None:
         context.run_migrations()
 
 
-class RevisionTimer:
-    """The elapsed time of each revision, reported when the command ends."""
+class Plan:
+    """The steps a command runs: checked before the first, timed, and named when one fails."""
 
-    def __init__(self) -> None:
+    def __init__(self, command: str) -> None:
+        self.command = command
+        self.connection = None
         self.mark = time.monotonic()
-        self.steps: list[tuple[str, float]] = []
+        self.done: list[tuple[str, float]] = []
+        self.running: str | None = None
+        self.started_at: str | None = None
+
+    def watch(self, migration_context) -> None:
+        # The work function yields the steps lazily, one before each runs.
+        planned = migration_context._migrations_fn
+
+        def steps(heads, ctx):
+            self.started_at = self.started_at or ",".join(heads) or "base"
+            steps = list(planned(heads, ctx))
+            self._before_first(steps, ctx, heads)
+            for step in steps:
+                self.running = self._name(step)
+                yield step
+                self.running = None
+
+        migration_context._migrations_fn = steps
+
+    def _before_first(self, steps, ctx, heads) -> None:
+        if any(step.is_downgrade and getattr(step, "revision", None) is not None
+               and step.revision.down_revision is None for step in steps):
+            # Refused before the first step, not after undoing everything above the baseline.
+            if ctx.as_sql:
+                ctx.impl.static_output(baseline.REFUSE_WITH_ROWS_SQL + ";\n")
+            else:
+                self._refuse_past_baseline_with_rows()
+        upgrades = [step.revision for step in steps if not step.is_downgrade and hasattr(step, "revision")]
+        checks = requirements.pending_checks(upgrades)
+        if ctx.as_sql:
+            guard = requirements.guard_sql(checks)
+            if guard:
+                ctx.impl.static_output(guard + ";\n")
+        elif checks and (query := requirements.problems_query(checks)):
+            # Read in the transaction alembic has open (it may hold the new version table).
+            unmet = [row[0] for row in self.connection.execute(text(query))]
+            if unmet:
+                raise session.MigrationRefused(f"cannot upgrade: {'; '.join(unmet)}; nothing was changed")
+        if self.connection is not None and self.command in ("upgrade", "downgrade") and steps:
+            upgraded = {step.revision.revision for step in steps if not step.is_downgrade and hasattr(step, "revision")}
+            applied = {script.revision for script in context.script.iterate_revisions(heads, "base")} if heads else set()
+            leftovers.remove(self.connection, applied=applied, keep=upgraded)
+
+    def _refuse_past_baseline_with_rows(self) -> None:
+        holds_rows = self.connection.execute(
+            text("SELECT EXISTS (SELECT FROM public.chats) OR EXISTS (SELECT FROM public.chat_participants) "
+                 "OR EXISTS (SELECT FROM public.chat_messages)")
+        ).scalar()
+        if holds_rows:
+            raise session.MigrationRefused(
+                "refusing to downgrade past the baseline: the chat tables hold rows, and this would drop them "
+                "with the whole chat schema (it is only for databases Alembic built from nothing); "
+                "nothing was changed"
+            )
+
+    @staticmethod
+    def _name(step) -> str:
+        if hasattr(step, "revision"):
+            return f"{'upgrade' if step.is_upgrade else 'downgrade'} {step.revision.revision}"
+        return f"stamp {','.join(step.to_revisions) or 'base'}"
 
     def step_done(self, *, step, **_) -> None:
         now = time.monotonic()
-        self.steps.append((f"{'upgrade' if step.is_upgrade else 'downgrade'} {step.up_revision_id}", now - self.mark))
+        kind = "stamp" if step.is_stamp else ("upgrade" if step.is_upgrade else "downgrade")
+        self.done.append((f"{kind} {step.up_revision_id or 'base'}", now - self.mark))
         self.mark = now
 
     def report(self) -> None:
-        for name, seconds in self.steps:
+        for name, seconds in self.done:
             log.info("%s took %.1fs", name, seconds)
 
+    def _position(self) -> str:
+        finished = f"; finished: {', '.join(name for name, _ in self.done)}" if self.done else ""
+        return f"{finished}. See where it stands: alembic -n {config.config_ini_section} current"
 
-def _command_is_read_only() -> bool:
-    # `alembic current` and `check` must not write, not even the bookkeeping schema.
+    def interrupted(self) -> str:
+        self.report()
+        if self.running:
+            return (
+                f"interrupted during {self.running}: its transaction was rolled back and it is not recorded "
+                f"(any step of it outside a transaction is completed by the next upgrade or removed by the "
+                f"next downgrade){self._position()}"
+            )
+        return f"interrupted before any revision ran; nothing was changed{self._position()}"
+
+    def stopped(self, failure: DBAPIError) -> str:
+        self.report()
+        reason = session.first_line(failure)
+        if failure.connection_invalidated:
+            reason = f"the connection to the database was lost: its backend was terminated, or the server went away ({reason})"
+        if self.running:
+            return (
+                f"migration stopped during {self.running}: its transaction was rolled back and it is not "
+                f"recorded: {reason}{self._position()}"
+            )
+        return f"{self.command} stopped before any revision ran, nothing was changed: {reason}"
+
+
+def _command() -> str:
     command = getattr(config.cmd_opts, "cmd", None)
-    return bool(command) and command[0].__name__ in {"current", "check"}
+    return command[0].__name__ if command else "upgrade"
 
 
 try:
     environment = get_environment(config.config_ini_section)
     session.settings = session.Settings.from_x_arguments(context.get_x_argument(as_dictionary=True))
     if context.is_offline_mode():
-        run_migrations_offline(environment)
+        run_migrations_offline(environment, _command())
     else:
-        run_migrations_online(environment)
+        run_migrations_online(environment, _command())
 except REFUSALS as refusal:
-    raise CommandError(str(refusal)) from None
+    raise CommandError(redact(str(refusal))) from None
+except CommandError as failure:
+    raise CommandError(redact(str(failure))) from None
+except KeyboardInterrupt:
+    raise CommandError("interrupted before connecting; nothing was changed") from None
 except DBAPIError as failure:
-    # The revision's transaction was rolled back; say why in one line.
-    reason = " ".join(str(failure.orig).split()) if failure.orig is not None else str(failure)
-    raise CommandError(f"migration stopped, the revision in progress was not recorded: {reason}") from None
+    raise CommandError(redact(f"stopped before any revision ran, nothing was changed: {session.first_line(failure)}")) from None

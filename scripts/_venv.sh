@@ -13,4 +13,9 @@ if [ ! -f "$STAMP" ]; then
     rm -f "$VENV"/.installed-*
     touch "$STAMP"
 fi
+# After `source .venv/bin/activate`, alembic finds this checkout's alembic.ini
+# from any directory (its .env.local is still read from the current one).
+if ! grep -q ALEMBIC_CONFIG "$VENV/bin/activate"; then
+    printf '\nexport ALEMBIC_CONFIG="%s/alembic.ini"\n' "$REPO_ROOT" >> "$VENV/bin/activate"
+fi
 export PATH="$VENV/bin:$PATH"

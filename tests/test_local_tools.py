@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import subprocess
+import time
 import tempfile
 from pathlib import Path
 
@@ -32,7 +35,7 @@ def test_the_local_job_converges_both_environments_and_rolls_prod_back_exactly()
     assert "READY: no blockers" in out.split("$ scripts/preflight -n prod")[1]
     validations = out.split("$ scripts/validate -n ")[1:]
     assert [v.split("\n", 1)[0] for v in validations] == ["staging", "prod", "prod"]
-    assert all("OK: all 10 checks pass" in v and "(exit 0" in v for v in validations[:2])
+    assert all("OK: all 13 checks pass" in v and "(exit 0" in v for v in validations[:2])
     rolled_back = validations[2]
     assert "FAILED:" in rolled_back and "(exit 1, as expected: prod was rolled back to its baseline)" in rolled_back
     assert "at revision 000_prod_baseline; prod's head is" in rolled_back
@@ -57,3 +60,38 @@ def test_local_db_prints_exports_that_the_alembic_commands_use():
     assert stopped.returncode == 0
     assert not root.exists()
     assert run("scripts/local-db", "status", "--dir", str(root)).returncode == 1
+
+
+def test_local_db_stop_cleans_a_crashed_server_so_start_works_again():
+    root = Path(tempfile.mkdtemp(prefix="local-db-test-"))
+    try:
+        assert run("scripts/local-db", "start", "--dir", str(root)).returncode == 0
+        # A crash (or a reboot): the server is gone, its files and postmaster.pid stay.
+        pid = int((root / "data" / "postmaster.pid").read_text().split()[0])
+        os.kill(pid, signal.SIGKILL)
+        for _ in range(100):
+            if run("scripts/local-db", "status", "--dir", str(root)).returncode == 1:
+                break
+            time.sleep(0.1)
+        stopped = run("scripts/local-db", "stop", "--dir", str(root))
+        assert stopped.returncode == 0 and "removed its leftover files" in stopped.stderr
+        assert not root.exists()
+        again = run("scripts/local-db", "start", "--dir", str(root))
+        assert again.returncode == 0, again.stderr
+    finally:
+        run("scripts/local-db", "stop", "--dir", str(root))
+    assert not root.exists()
+
+
+def test_local_db_refuses_a_folder_it_did_not_make(tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    result = run("scripts/local-db", "start", "--dir", str(tmp_path))
+    assert result.returncode == 2 and "not a local-db server" in result.stderr
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_local_db_keeps_its_server_in_the_checkout_by_default():
+    from chat_migrations import local_db
+
+    assert local_db.DEFAULT_DIR == REPO_ROOT / ".local-db" or "LOCAL_DB_DIR" in os.environ
+    assert ".local-db" in (REPO_ROOT / ".gitignore").read_text()

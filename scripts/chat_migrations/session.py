@@ -8,6 +8,7 @@ creates the bookkeeping schema when the command is going to write.
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 from contextlib import contextmanager
@@ -19,10 +20,13 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import NullPool
 
-from . import identity
+from . import bookkeeping, identity, tables
 from .environments import ConfigurationError, Environment, mask_url, parse_url
 
-BOOKKEEPING_SCHEMA = "migration_meta"
+log = logging.getLogger("chat_migrations")
+
+BOOKKEEPING_SCHEMA = bookkeeping.SCHEMA
+BOOKKEEPING_SQL = bookkeeping.CREATE_SQL
 
 # One key for every runner of this project on a database.
 ADVISORY_LOCK_SQL_KEY = "hashtextextended('chat_migrations', 0)"
@@ -42,6 +46,9 @@ class Settings:
     advisory_lock_wait_s: float = 30.0
     # How often a long index build reports its progress.
     progress_interval_s: float = 5.0
+    # The operator's word that a database nothing else identifies is this
+    # environment's (a local or self-hosted server): the marker is written.
+    mark_as: str | None = None
 
     X_ARGUMENTS = {
         "lock_timeout": ("lock_timeout_ms", "a duration such as 500ms or 2s"),
@@ -49,6 +56,7 @@ class Settings:
         "statement_timeout": ("statement_timeout_ms", "a duration such as 60s"),
         "advisory_lock_wait": ("advisory_lock_wait_s", "a duration such as 30s"),
         "progress_interval": ("progress_interval_s", "a duration such as 5s"),
+        "mark_as": ("mark_as", "the name of the chosen environment"),
     }
 
     @classmethod
@@ -67,6 +75,10 @@ class Settings:
 
 
 def _parse_setting(field: str, raw: str):
+    if field == "mark_as":
+        if not re.fullmatch(r"[A-Za-z0-9_-]+", raw):
+            raise ValueError(raw)
+        return raw
     if field == "lock_attempts":
         value = int(raw)
         if value < 1:
@@ -84,22 +96,14 @@ def _parse_setting(field: str, raw: str):
 settings = Settings()
 
 
-BOOKKEEPING_SQL = f"""
-CREATE SCHEMA IF NOT EXISTS {BOOKKEEPING_SCHEMA};
-COMMENT ON SCHEMA {BOOKKEEPING_SCHEMA} IS
-    'Alembic bookkeeping for the chat migrations: alembic_version and the state each revision recorded so its downgrade can restore it';
-CREATE TABLE IF NOT EXISTS {BOOKKEEPING_SCHEMA}.rollback_snapshots (
-    revision text NOT NULL,
-    object_kind text NOT NULL,
-    object_name text NOT NULL,
-    snapshot jsonb NOT NULL,
-    taken_at timestamptz NOT NULL DEFAULT now(),
-    PRIMARY KEY (revision, object_kind, object_name)
-)"""
 
 
 class MigrationRefused(Exception):
     """The run stopped before changing anything (one line, safe to print)."""
+
+
+# Commands that only read: they write neither the marker nor the bookkeeping schema.
+READ_ONLY_COMMANDS = frozenset({"current", "check", "heads", "history", "show", "branches"})
 
 
 @contextmanager
@@ -107,22 +111,23 @@ def migration_connection(
     env: Environment,
     environments: dict[str, Environment],
     *,
-    mutating: bool,
+    command: str,
     connectable: Connection | Engine | None = None,
 ) -> Iterator[Connection]:
     """A guarded, time-limited connection holding the migration lock.
 
-    ``connectable`` (a Connection or Engine that tests hand in through
+    ``command`` is the alembic command (upgrade, downgrade, stamp, current,
+    ...). ``connectable`` (a Connection or Engine that tests hand in through
     ``config.attributes["connection"]``) is used as given; otherwise the
     environment's URL is read and connected to.
     """
     if isinstance(connectable, Connection):
-        yield from _prepared(env, environments, connectable.engine.url, connectable, mutating)
+        yield from _prepared(env, environments, connectable.engine.url, connectable, command)
         return
     if isinstance(connectable, Engine):
         engine, url = connectable, connectable.url
     else:
-        url = parse_url(env.database_url())
+        url = parse_url(env.database_url(), source=env.url_env)
         # Refuse a URL that names the other environment before connecting at all.
         identity.check_url(env, environments, url)
         engine = create_engine(url, poolclass=NullPool, connect_args={"connect_timeout": 10})
@@ -135,67 +140,133 @@ def migration_connection(
                 f"{first_line(exc)}"
             ) from None
         with conn:
-            yield from _prepared(env, environments, url, conn, mutating)
+            yield from _prepared(env, environments, url, conn, command)
     finally:
         if engine is not connectable:
             engine.dispose()
 
 
-def _prepared(env, environments, url, conn: Connection, mutating: bool) -> Iterator[Connection]:
+def _prepared(env, environments, url, conn: Connection, command: str) -> Iterator[Connection]:
+    mutating = command not in READ_ONLY_COMMANDS
     try:
-        needs_marker = identity.verify(env, environments, url, conn)
+        needs_marker = identity.verify(env, environments, url, conn, mark_as=settings.mark_as)
         conn.execute(text(f"SET application_name = 'alembic:{env.name}'"))
         conn.execute(text(f"SET lock_timeout = {settings.lock_timeout_ms}"))
         conn.execute(text(f"SET statement_timeout = {settings.statement_timeout_ms}"))
         conn.commit()
         _take_advisory_lock(conn, env)
         if mutating:
-            if needs_marker:
-                conn.execute(text(identity.mark_database_sql(env.name)))
+            if command in ("upgrade", "downgrade"):
+                _refuse_unadopted(conn, env)
+            elif command == "stamp":
+                _refuse_adopting_what_differs(conn, env)
             conn.execute(text(BOOKKEEPING_SQL))
+            if needs_marker:
+                conn.execute(text(identity.mark_sql(env)))
             conn.commit()
-    except identity.WrongDatabase:
-        conn.rollback()
+    except BaseException:
+        _release(conn)
         raise
     try:
         yield conn
     finally:
-        if conn.in_transaction():
-            conn.rollback()
+        _release(conn)
+
+
+def _quietly(step) -> None:
+    """A clean-up step that must not hide the error that brought us here."""
+    try:
+        step()
+    except Exception:  # the connection may be broken or mid-query; closing it ends the session
+        pass
+
+
+def _release(conn: Connection) -> None:
+    # After an interrupt or a terminated backend the connection may be unusable;
+    # the session lock goes with the session, so closing is enough then.
+    _quietly(conn.rollback)
+    try:
         conn.execute(text(f"SELECT pg_advisory_unlock({ADVISORY_LOCK_SQL_KEY})"))
         conn.commit()
+    except Exception:
+        _quietly(conn.invalidate)
+
+
+def _refuse_unadopted(conn: Connection, env: Environment) -> None:
+    """A live database holding the chat tables is adopted with stamp, never upgraded from nothing."""
+    if bookkeeping.current_revision(conn) is not None:
+        return
+    present = _chat_tables(conn)
+    if present:
+        baseline = f"000_{env.name}_baseline"
+        raise MigrationRefused(
+            f"{env.name}'s database holds {', '.join(present)} but was never adopted (no revision in "
+            f"{bookkeeping.VERSION_TABLE}): adopt it first: scripts/adopt -n {env.name} compares it with "
+            f"its baseline, then alembic -n {env.name} stamp {baseline} (README, \"Adopting a live database\"); "
+            "nothing was changed"
+        )
+
+
+def _refuse_adopting_what_differs(conn: Connection, env: Environment) -> None:
+    """Stamping a database that holds the chat tables is adoption: refused where it differs blockingly
+    from the baseline (scripts/adopt lists each difference with its fix), before anything is written."""
+    if bookkeeping.current_revision(conn) is not None or not _chat_tables(conn):
+        return
+    from . import adopt  # the comparison reads the whole catalog; only a stamp needs it
+
+    blockers = adopt.blocking(conn, env.name)
+    conn.rollback()
+    if blockers:
+        raise MigrationRefused(adopt.blocked_message(env.name, blockers) + "; nothing was changed")
+
+
+def _chat_tables(conn: Connection) -> list[str]:
+    return [
+        name for name in tables.QUALIFIED
+        if conn.execute(text("SELECT to_regclass(:t) IS NOT NULL"), {"t": name}).scalar()
+    ]
 
 
 def _take_advisory_lock(conn: Connection, env: Environment) -> None:
-    deadline = time.monotonic() + settings.advisory_lock_wait_s
+    started = time.monotonic()
+    deadline = started + settings.advisory_lock_wait_s
+    next_report = started
     while True:
         got = conn.execute(text(f"SELECT pg_try_advisory_lock({ADVISORY_LOCK_SQL_KEY})")).scalar()
         conn.commit()
         if got:
             return
-        if time.monotonic() >= deadline:
+        now = time.monotonic()
+        if now >= deadline:
             raise MigrationRefused(
                 f"another migration is running on {env.name}'s database "
-                f"({_advisory_lock_holder(conn)}); waited {settings.advisory_lock_wait_s:g}s, nothing was changed"
+                f"({advisory_lock_holder(conn)}); waited {settings.advisory_lock_wait_s:g}s, nothing was changed"
             )
+        if now >= next_report:
+            log.info(
+                "waiting for the migration lock on %s's database, held by %s: %.0fs of %gs",
+                env.name, advisory_lock_holder(conn), now - started, settings.advisory_lock_wait_s,
+            )
+            next_report = now + 5
         time.sleep(0.5)
 
 
-def _advisory_lock_holder(conn: Connection) -> str:
-    row = conn.execute(
-        text(
-            f"""
-            SELECT a.pid, a.application_name, date_trunc('second', clock_timestamp() - a.backend_start)
-            FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
-            WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
-              AND ((l.classid::bigint << 32) | l.objid::bigint) = {ADVISORY_LOCK_SQL_KEY}
-            """
-        )
-    ).first()
+# Who holds the migration's advisory lock (session.py and preflight both ask).
+ADVISORY_LOCK_HOLDER_SQL = f"""
+    SELECT a.pid, coalesce(nullif(a.application_name, ''), '?') AS app,
+           date_trunc('second', clock_timestamp() - a.backend_start) AS connected_for
+      FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+     WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+       AND ((l.classid::bigint << 32) | l.objid::bigint) = {ADVISORY_LOCK_SQL_KEY}
+       AND a.pid <> pg_backend_pid()"""
+
+
+def advisory_lock_holder(conn: Connection) -> str:
+    row = conn.execute(text(ADVISORY_LOCK_HOLDER_SQL)).first()
     conn.commit()
     if row is None:
         return "holder not visible to this role"
-    return f"pid {row[0]}, application {row[1] or '?'}, connected for {row[2]}"
+    return f"pid {row.pid}, application {row.app}, connected for {row.connected_for}"
 
 
 def first_line(exc: BaseException) -> str:

@@ -1,0 +1,95 @@
+"""An upgrade interrupted at any statement leaves the database rerunnable and exactly rollbackable.
+
+For every statement the migration sends between the baseline and head, in
+both environments, the run is interrupted just before it: by SIGINT (what
+Ctrl-C does) and by another session terminating the migration's backend.
+Then, on one copy, the same upgrade runs again and must reach exactly the
+schema a clean upgrade gives; on another copy, the rollback to the baseline
+must give back exactly the schema from before (pg_dump compared), with no
+snapshot rows, helper checks or half-built indexes left. The interrupted run
+itself must end with one FAILED line that says where the database stands.
+
+The runs are the real alembic command line, in this process (alembic.config.main)
+so that a few hundred of them stay cheap; the fault comes from
+chat_migrations.faults.
+"""
+
+from __future__ import annotations
+
+import pytest
+from alembic.config import main as alembic_main
+
+from chat_migrations import faults
+from chat_migrations.environments import ALEMBIC_INI, load_environments
+
+from .conftest import ENVIRONMENTS, assert_same_schema
+
+
+def alembic(capsys, monkeypatch, db, *args: str, fault: str | None = None) -> tuple[int, str]:
+    monkeypatch.setenv(load_environments()[db.environment].url_env, db.url)
+    if fault:
+        monkeypatch.setenv(faults.VARIABLE, fault)
+    else:
+        monkeypatch.delenv(faults.VARIABLE, raising=False)
+    capsys.readouterr()
+    try:
+        alembic_main(["-c", str(ALEMBIC_INI), "-n", db.environment, *args])
+        code = 0
+    except SystemExit as exit_:
+        code = exit_.code if isinstance(exit_.code, int) else 1
+    finally:
+        monkeypatch.delenv(faults.VARIABLE, raising=False)
+    captured = capsys.readouterr()
+    return code, captured.out + captured.err
+
+
+def snapshots(db) -> list:
+    return db.query(
+        "SELECT revision, object_kind, object_name, snapshot::text FROM migration_meta.rollback_snapshots ORDER BY 1, 2, 3"
+    )
+
+
+def no_leftovers(db) -> None:
+    assert db.scalar(
+        "SELECT count(*) FROM pg_constraint WHERE conname LIKE '%\\_not\\_null\\_migration'"
+    ) == 0
+    assert db.scalar("SELECT count(*) FROM pg_index WHERE NOT indisvalid") == 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["sigint", "terminate"])
+@pytest.mark.parametrize("environment", ENVIRONMENTS)
+def test_an_upgrade_interrupted_at_any_statement_reruns_or_rolls_back_exactly(
+    make_database, capsys, monkeypatch, environment, kind
+):
+    observed = make_database(environment).schema()
+    head_db = make_database(environment, "head")
+    head, head_snapshots = head_db.schema(), snapshots(head_db)
+    baseline = f"000_{environment}_baseline"
+    statement = 0
+    while True:
+        statement += 1
+        rerun, rollback = make_database(environment), make_database(environment)
+        code, output = alembic(capsys, monkeypatch, rerun, "upgrade", "head", fault=f"{kind}:{statement}")
+        if code == 0:
+            break  # past the last statement: the upgrade ran whole
+        failed = [line for line in output.splitlines() if line.startswith("FAILED:")]
+        assert len(failed) == 1 and "Traceback" not in output, output
+        assert "alembic -n" in failed[0] and "current" in failed[0], failed[0]
+        assert alembic(capsys, monkeypatch, rollback, "upgrade", "head", fault=f"{kind}:{statement}")[0] != 0
+
+        code, output = alembic(capsys, monkeypatch, rerun, "upgrade", "head")
+        assert code == 0, f"rerun after a fault at statement {statement}:\n{output}"
+        assert_same_schema(rerun.schema(), head, f"rerun after {kind} at statement {statement}")
+        no_leftovers(rerun)
+        # What the rerun recorded is what a clean upgrade records, so its rollback is exact too.
+        assert snapshots(rerun) == head_snapshots, f"snapshots after {kind} at statement {statement}"
+
+        code, output = alembic(capsys, monkeypatch, rollback, "downgrade", baseline)
+        assert code == 0, f"rollback after a fault at statement {statement}:\n{output}"
+        assert_same_schema(rollback.schema(), observed, f"rollback after {kind} at statement {statement}")
+        no_leftovers(rollback)
+        assert snapshots(rollback) == []
+        rerun.drop()
+        rollback.drop()
+    assert statement > 20, "the fault never struck: the run has fewer statements than expected"
