@@ -1,25 +1,42 @@
-"""scripts/validate -n prod|staging [--json] [--thorough]: is this database the converged head?
+"""scripts/validate -n prod|staging [--json] [--thorough] [--at-current-revision]: is this the converged head?
 
 The plan's 004_validation.sql as a command a deploy pipeline can trust. It
-proves, read-only:
+judges, read-only, what the revisions promise (chat_migrations.contract),
+never models.py's spelling of the rest:
 
  revision            the database is at its environment's head revision
- not_null            every column the head schema has NOT NULL is NOT NULL
+ not_null            the four keys the revisions make NOT NULL are NOT NULL; a
+                     key whose foreign key sets it NULL on delete stays
+                     nullable by design and passes (the summary says why)
  seq                 every message has a seq
  functions           the messaging functions and the seq trigger exist with
                      the expected arguments and return types
- indexes             every index of the head schema exists with its keys, and
-                     no index on the messaging tables is INVALID
+ indexes             the indexes the revisions build exist with exactly the
+                     definition they build (a partial index of that name
+                     fails, naming its definition), and no index on the
+                     messaging tables is INVALID
  realtime            REPLICA IDENTITY FULL and supabase_realtime membership
  orphans             no participant or message points to a missing row
  duplicate_seq       no seq appears twice within a chat
- unique_constraints  the primary and unique keys exist, validated, on valid indexes
- foreign_keys        the foreign keys exist, validated, with their triggers enabled
+ unique_constraints  the primary and unique keys exist by their columns (any
+                     name), validated, on valid indexes
+ foreign_keys        the foreign keys exist by column and referenced table
+                     (any name, any ON DELETE action), validated, with their
+                     triggers enabled
+ privileges          anon holds nothing on the chat tables and the API
+                     functions; authenticated no TRUNCATE, TRIGGER,
+                     REFERENCES, nor DELETE without a policy allowing it;
+                     PUBLIC no EXECUTE on the API functions
+ leftovers           nothing an interrupted revision left behind
+                     (chat_migrations.leftovers)
+ unknown_objects     columns, indexes, constraints, policies, functions and
+                     triggers on the chat tables that neither the plan's
+                     schema (models.py's names, the baseline's policies) nor
+                     the contract knows: reported, never judged
 
-Expectations come from the head schema (chat_migrations.models) wherever it
-says them, so a new shared revision that updates models.py is followed
-without touching this file; what models.py cannot say (functions, the
-trigger, Realtime) is declared below.
+Statuses: ``pass``, ``fail``, and ``info`` (unknown_objects when it found
+something: information only, it never fails the command). Exit 1 only when a
+check has ``fail``.
 
 Each check says how it was proved: ``catalog`` (no table data read),
 ``index`` (index lookups, proportional to the rows found) or ``scan`` (reads
@@ -32,79 +49,35 @@ rows written while constraint triggers were bypassed (session_replication_role
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from dataclasses import dataclass
 from typing import Any, Callable, ClassVar
 
-from sqlalchemy import Table, UniqueConstraint, text
-from sqlalchemy.dialects import postgresql
-from sqlalchemy.engine import Connection
+from sqlalchemy import text
 
+from . import baseline, checks_cli, contract, leftovers, models
 from . import catalog as catalog_module
-from . import checks_cli, models
 from .catalog import Catalog, qualified
 from .checks_cli import Finding, Target
+from .contract import CheckContext
 
-# name -> return type, per argument-type signature (pg_get_function_result).
-EXPECTED_FUNCTIONS: dict[str, str] = {
-    "public.mark_messages_as_read(uuid, uuid)": "TABLE(updated_count bigint)",
-    "public.mark_messages_as_delivered(uuid, uuid)": "TABLE(updated_count bigint)",
-    "public.get_unread_count(uuid, uuid)": "bigint",
-    "public.get_latest_seq(uuid)": "bigint",
-    "public.assign_message_seq()": "trigger",
-}
-EXPECTED_TRIGGERS: dict[str, dict[str, Any]] = {
-    "public.chat_messages.trg_assign_message_seq": {
-        "timing": "BEFORE", "events": ["INSERT"], "level": "ROW",
-        "function": "public.assign_message_seq", "enabled": "enabled",
-    },
-}
-# Supabase Realtime sends the previous row with UPDATE and DELETE events only
-# with REPLICA IDENTITY FULL, and streams only tables in its publication.
-REALTIME_TABLES = ("chat_messages", "chat_participants")
-REALTIME_PUBLICATION = "supabase_realtime"
-# The seq is unique per chat: the key that proves it.
-SEQ_TABLE, SEQ_COLUMN, SEQ_SCOPE = "chat_messages", "seq", ("chat_id", "seq")
+SEQ_TABLE, SEQ_COLUMN, SEQ_SCOPE = "chat_messages", "seq", contract.SEQ_KEY.columns
 
 SAMPLE_IDS = 5
-STATUS_LABELS = {"pass": "pass", "fail": "FAIL"}
+STATUS_LABELS = {"pass": "pass", "fail": "FAIL", "info": "info"}
 
 
 @dataclass
-class Context:
-    conn: Connection
-    catalog: Catalog
-    environment: str
-    current_revision: str | None
-    head_revision: str
-    thorough: bool = False
+class Context(CheckContext):
     # After a rollback: any revision of the history, only the checks that hold at every revision.
     at_current_revision: bool = False
-
-
-# --- the head schema, as models.py declares it -----------------------------------
-
-
-def head_tables() -> list[Table]:
-    return [models.metadata.tables[name] for name in catalog_module.TABLES]
-
-
-def _referred(fk) -> str:
-    table = fk.referred_table
-    return f"{table.schema or catalog_module.SCHEMA}.{table.name}"
-
-
-def model_index_keys(index) -> list[str]:
-    """An Index's keys as the catalog prints them: 'seq DESC', without the table prefix."""
-    dialect = postgresql.dialect()
-    prefix = f"{index.table.name}."
-    return [str(expression.compile(dialect=dialect)).replace(prefix, "") for expression in index.expressions]
 
 
 # --- data queries -----------------------------------------------------------------
 
 
-def offending_rows(conn: Connection, table: str, condition: str) -> tuple[int, list[str]]:
+def offending_rows(conn, table: str, condition: str) -> tuple[int, list[str]]:
     """How many rows of ``table`` match ``condition``, and a few of their ids.
 
     The sample query stops at the first rows it finds; the count runs only when
@@ -129,7 +102,8 @@ def describe_rows(count: int, ids: list[str]) -> str:
 
 
 def null_lookup_method(catalog: Catalog, table: str, column: str) -> str:
-    return "index" if catalog.leading_index(table, column) else "scan"
+    """``table`` bare (chat_messages) or qualified (public.chat_messages)."""
+    return "index" if catalog.leading_index(table.split(".")[-1], column) else "scan"
 
 
 # --- the checks --------------------------------------------------------------------
@@ -142,7 +116,7 @@ def check_revision(ctx: Context) -> Finding:
             "revision", "at a revision of the history", "pass", "catalog",
             f"at {current} of {ctx.environment}'s history (head {head})",
         )
-        if current not in catalog_module.revisions(ctx.environment):
+        if not ctx.known_revision:
             finding.problems.append(
                 f"at revision {current or 'none'}, which {ctx.environment}'s history does not contain"
             )
@@ -154,24 +128,31 @@ def check_revision(ctx: Context) -> Finding:
             f"was never adopted; head is {head}"
         )
     elif current != head:
-        known = current in catalog_module.revisions(ctx.environment)
-        behind = "" if known else f", which {ctx.environment}'s history does not contain"
+        behind = "" if ctx.known_revision else f", which {ctx.environment}'s history does not contain"
         finding.problems.append(f"at revision {current}{behind}; {ctx.environment}'s head is {head}")
     return _settle(finding, f"not at head {head}")
 
 
 def check_not_null(ctx: Context) -> Finding:
-    expected = [(table, column) for table in head_tables() for column in table.columns if not column.nullable]
-    finding = Finding("not_null", "NOT NULL columns", "pass", "catalog", f"{len(expected)} columns NOT NULL")
-    for table, column in expected:
-        if _table_missing(ctx, table.name, finding):
+    keys = contract.NOT_NULL_KEYS
+    finding = Finding("not_null", "NOT NULL keys", "pass", "catalog", f"{len(keys)} keys NOT NULL")
+    by_design = []
+    for key in keys:
+        if _table_missing(ctx, key.table, finding):
             continue
-        actual = ctx.catalog.columns.get(f"{qualified(table.name)}.{column.name}")
+        actual = ctx.catalog.columns.get(key.name)
         if actual is None:
-            finding.problems.append(f"{qualified(table.name)}.{column.name} is missing")
+            finding.problems.append(f"{key.name} is missing")
         elif actual["nullable"]:
-            finding.problems.append(f"{qualified(table.name)}.{column.name} is nullable; the head schema has it NOT NULL")
-    return _settle(finding, f"{len(finding.problems)} of {len(expected)} columns are not NOT NULL")
+            conflict = contract.set_null_conflict(ctx.catalog, key.table, key.column)
+            if conflict:
+                by_design.append(f"{key.name} stays nullable: {contract.set_null_reason(*conflict)}")
+            else:
+                finding.problems.append(f"{key.name} is nullable; the head schema has it NOT NULL")
+    if by_design and not finding.problems:
+        finding.summary = f"{len(keys) - len(by_design)} of {len(keys)} keys NOT NULL; " + "; ".join(by_design)
+    finding.data = {"nullable_by_design": by_design} if by_design else None
+    return _settle(finding, f"{len(finding.problems)} of {len(keys)} keys are not NOT NULL")
 
 
 def check_seq(ctx: Context) -> Finding:
@@ -194,9 +175,9 @@ def check_functions(ctx: Context) -> Finding:
     functions, triggers = ctx.catalog.functions, ctx.catalog.triggers
     finding = Finding(
         "functions", "functions and the seq trigger", "pass", "catalog",
-        f"{len(EXPECTED_FUNCTIONS)} functions and {len(EXPECTED_TRIGGERS)} trigger as expected",
+        f"{len(contract.FUNCTIONS)} functions and {len(contract.TRIGGERS)} trigger as expected",
     )
-    for signature, returns in EXPECTED_FUNCTIONS.items():
+    for signature, returns in contract.FUNCTIONS.items():
         actual = functions.get(signature)
         if actual is None:
             name = signature.split("(")[0]
@@ -205,7 +186,7 @@ def check_functions(ctx: Context) -> Finding:
             finding.problems.append(f"function {signature} is missing{found}")
         elif actual["returns"] != returns:
             finding.problems.append(f"function {signature} returns {actual['returns']}; expected {returns}")
-    for name, expected in EXPECTED_TRIGGERS.items():
+    for name, expected in contract.TRIGGERS.items():
         actual = triggers.get(name)
         if actual is None:
             finding.problems.append(f"trigger {name} is missing")
@@ -218,25 +199,26 @@ def check_functions(ctx: Context) -> Finding:
 
 def check_indexes(ctx: Context) -> Finding:
     # Which indexes exist depends on the revision; that none is INVALID does not.
-    expected = [] if ctx.at_current_revision else [(table, index) for table in head_tables() for index in table.indexes]
-    finding = Finding("indexes", "indexes exist and are valid", "pass", "catalog", f"{len(expected)} indexes valid")
-    for table, index in expected:
-        if _table_missing(ctx, table.name, finding):
+    expected = () if ctx.at_current_revision else contract.INDEXES
+    finding = Finding("indexes", "indexes exist and are valid", "pass", "catalog",
+                      f"{len(expected)} indexes as the revisions build them; none INVALID")
+    for index in expected:
+        if _table_missing(ctx, index.table, finding):
             continue
-        actual = ctx.catalog.indexes.get(f"{qualified(table.name)}.{index.name}")
-        keys = model_index_keys(index)
+        actual = ctx.index_definitions.get(f"{catalog_module.SCHEMA}.{index.name}")
         if actual is None:
-            finding.problems.append(f"index {index.name} on {qualified(table.name)} ({', '.join(keys)}) is missing")
-            continue
-        if actual["keys"] != keys or actual["unique"] != bool(index.unique):
+            finding.problems.append(f"index {index.name} on {index.table} ({index.columns}) is missing")
+        elif actual != index.definition:
             finding.problems.append(
-                f"index {index.name} is {actual['definition']}; expected "
-                f"{'UNIQUE ' if index.unique else ''}({', '.join(keys)})"
+                f"index {index.name} is {actual}; the revisions build {index.definition} "
+                "(an index of that name with another definition is drift: the revision that builds it converges it)"
             )
     # Constraint indexes are judged by unique_constraints.
     for name, actual in sorted(ctx.catalog.indexes.items()):
         if not actual["valid"] and not actual["constraint"]:
             finding.problems.append(invalid_index_problem(name))
+    if ctx.at_current_revision:
+        finding.summary = "no INVALID index"
     return _settle(finding, count_of(len(finding.problems), "index problem"))
 
 
@@ -250,82 +232,65 @@ def invalid_index_problem(name: str) -> str:
 def check_realtime(ctx: Context) -> Finding:
     finding = Finding(
         "realtime", "REPLICA IDENTITY FULL and publication", "pass", "catalog",
-        f"{', '.join(REALTIME_TABLES)}: REPLICA IDENTITY FULL, in {REALTIME_PUBLICATION}",
+        f"{', '.join(t.split('.')[-1] for t in contract.REALTIME_TABLES)}: REPLICA IDENTITY FULL, "
+        f"in {contract.REALTIME_PUBLICATION}",
     )
-    for table in REALTIME_TABLES:
-        actual = ctx.catalog.tables.get(qualified(table))
+    for table in contract.REALTIME_TABLES:
+        actual = ctx.catalog.tables.get(table)
         if actual is None:
-            finding.problems.append(f"table {qualified(table)} is missing")
+            finding.problems.append(f"table {table} is missing")
             continue
         if actual["replica_identity"] != "full":
             finding.problems.append(
-                f"{qualified(table)} has REPLICA IDENTITY {actual['replica_identity'].upper()}; Realtime needs FULL"
+                f"{table} has REPLICA IDENTITY {actual['replica_identity'].upper()}; Realtime needs FULL"
             )
-        if REALTIME_PUBLICATION not in actual["publications"]:
-            finding.problems.append(f"{qualified(table)} is not in publication {REALTIME_PUBLICATION}")
+        if contract.REALTIME_PUBLICATION not in actual["publications"]:
+            finding.problems.append(f"{table} is not in publication {contract.REALTIME_PUBLICATION}")
     return _settle(finding, count_of(len(finding.problems), "Realtime problem"))
 
 
-def check_orphans(ctx: Context) -> Finding:
-    """No row points to a missing parent, and no mandatory reference is NULL."""
+def check_orphans(ctx: CheckContext) -> Finding:
+    """No row points to a missing parent, and no mandatory reference is NULL (the contract's foreign keys)."""
     methods, problems, proofs = [], [], 0
-    for table in head_tables():
-        if qualified(table.name) not in ctx.catalog.tables:
+    for fk in contract.FOREIGN_KEYS:
+        if fk.table not in ctx.catalog.tables:
             continue
-        for fk in table.foreign_key_constraints:
-            columns = [column.name for column in fk.columns]
-            for column in fk.columns:
-                if column.nullable:
-                    continue
-                actual = ctx.catalog.columns.get(f"{qualified(table.name)}.{column.name}")
-                if actual is None or (not actual["nullable"] and not ctx.thorough):
-                    proofs += 1
-                    continue
-                methods.append(null_lookup_method(ctx.catalog, table.name, column.name))
-                count, ids = offending_rows(ctx.conn, qualified(table.name), f"t.{column.name} IS NULL")
-                if count:
-                    problems.append(
-                        f"{qualified(table.name)}: {describe_rows(count, ids)} with {column.name} NULL "
-                        f"(no {_referred(fk)} row)"
-                    )
-            if _enforced_foreign_key(ctx.catalog, table.name, columns, _referred(fk)) and not ctx.thorough:
+        actual = ctx.catalog.columns.get(f"{fk.table}.{fk.column}")
+        if actual is None:
+            continue  # foreign_keys and not_null name it
+        if contract.mandatory(ctx.catalog, fk):
+            if not actual["nullable"] and not ctx.thorough:
                 proofs += 1
-                continue
-            methods.append("scan")
-            count, ids = offending_rows(ctx.conn, qualified(table.name), _dangling_condition(fk))
-            if count:
-                problems.append(
-                    f"{qualified(table.name)}: {describe_rows(count, ids)} with a {', '.join(columns)} "
-                    f"that no {_referred(fk)} row has"
-                )
+            else:
+                methods.append(null_lookup_method(ctx.catalog, fk.table, fk.column))
+                count, ids = offending_rows(ctx.conn, fk.table, f"t.{fk.column} IS NULL")
+                if count:
+                    problems.append(f"{fk.table}: {describe_rows(count, ids)} with {fk.column} NULL (no {fk.referred} row)")
+        if contract.enforced_foreign_key(ctx.catalog, fk) and not ctx.thorough:
+            proofs += 1
+            continue
+        methods.append("scan")
+        count, ids = offending_rows(ctx.conn, fk.table, _dangling_condition(fk))
+        if count:
+            problems.append(
+                f"{fk.table}: {describe_rows(count, ids)} with a {fk.column} that no {fk.referred} row has"
+            )
     summary = "no orphaned rows" + (f" ({proofs} proved by valid constraints)" if proofs else "")
     finding = Finding("orphans", "no orphaned participants or messages", "pass", checks_cli.costliest(methods or ["catalog"]),
                       summary, problems)
     return _settle(finding, count_of(len(problems), "kind") + " of orphaned rows")
 
 
-def _dangling_condition(fk) -> str:
-    pairs = [(element.parent.name, element.column.name) for element in fk.elements]
-    not_null = " AND ".join(f"t.{child} IS NOT NULL" for child, _ in pairs)
-    match = " AND ".join(f"parent.{parent} = t.{child}" for child, parent in pairs)
-    return f"{not_null} AND NOT EXISTS (SELECT FROM {_referred(fk)} AS parent WHERE {match})"
+def _dangling_condition(fk: contract.ForeignKey) -> str:
+    return (
+        f"t.{fk.column} IS NOT NULL AND NOT EXISTS "
+        f"(SELECT FROM {fk.referred} AS parent WHERE parent.{fk.referred_column} = t.{fk.column})"
+    )
 
 
-def _enforced_foreign_key(catalog: Catalog, table: str, columns: list[str], referred: str) -> dict | None:
-    """A validated foreign key on these columns whose triggers fire: dangling rows are impossible."""
-    for key, constraint in catalog.constraints.items():
-        if (
-            key.startswith(f"{qualified(table)}.") and constraint["kind"] == "foreign key"
-            and constraint["columns"] == columns and constraint["referred"] == referred
-            and constraint["validated"] and constraint["triggers_enabled"]
-        ):
-            return constraint
-    return None
-
-
-def check_duplicate_seq(ctx: Context) -> Finding:
+def check_duplicate_seq(ctx: CheckContext) -> Finding:
     table = qualified(SEQ_TABLE)
-    key = _valid_unique_key(ctx.catalog, SEQ_TABLE, list(SEQ_SCOPE))
+    key = contract.valid_unique_key(ctx.catalog, contract.SEQ_KEY)
     title = "no duplicate seq within a chat"
     if key and not ctx.thorough:
         return Finding("duplicate_seq", title, "pass", "catalog", f"impossible: unique constraint {key} is valid")
@@ -343,77 +308,259 @@ def check_duplicate_seq(ctx: Context) -> Finding:
     return _settle(finding, "duplicate seq values (first few listed)")
 
 
-def _valid_unique_key(catalog: Catalog, table: str, columns: list[str]) -> str | None:
-    for key, constraint in catalog.constraints.items():
-        if (
-            key.startswith(f"{qualified(table)}.") and constraint["kind"] in ("unique", "primary key")
-            and constraint["columns"] == columns and constraint["validated"] and constraint["index_valid"]
-        ):
-            return key.rsplit(".", 1)[1]
-    return None
-
-
 def check_unique_constraints(ctx: Context) -> Finding:
-    expected = []
-    for table in head_tables():
-        expected.append((table, "primary key", None, [c.name for c in table.primary_key.columns]))
-        for constraint in table.constraints:
-            if isinstance(constraint, UniqueConstraint):
-                expected.append((table, "unique", constraint.name, [c.name for c in constraint.columns]))
+    keys = contract.UNIQUE_KEYS
     finding = Finding("unique_constraints", "primary and unique keys intact", "pass", "catalog",
-                      f"{len(expected)} keys intact")
-    for table, kind, name, columns in expected:
-        if _table_missing(ctx, table.name, finding):
+                      f"{len(keys)} keys intact")
+    for key in keys:
+        if _table_missing(ctx, key.table, finding):
             continue
-        found = {
-            key.rsplit(".", 1)[1]: c for key, c in ctx.catalog.constraints.items()
-            if key.startswith(f"{qualified(table.name)}.") and c["kind"] == kind and (name is None or key.endswith(f".{name}"))
-        }
-        label = f"{kind} {name or ''} ({', '.join(columns)}) on {qualified(table.name)}".replace("  ", " ")
-        if not found:
-            finding.problems.append(f"{label} is missing")
+        candidates = contract.unique_key_candidates(ctx.catalog, key)
+        if not candidates:
+            finding.problems.append(f"{key.label()} is missing")
             continue
-        constraint_name, actual = next(iter(found.items()))
-        if actual["columns"] != columns:
-            finding.problems.append(f"{kind} {constraint_name} is on ({', '.join(actual['columns'])}); expected ({', '.join(columns)})")
+        name, actual = candidates[0]
         if not actual["index_valid"]:
-            finding.problems.append(invalid_index_problem(f"{qualified(table.name)}.{actual['index']}")
-                                    + f"; {kind} {constraint_name} is not enforced")
+            finding.problems.append(
+                invalid_index_problem(f"{key.table}.{actual['index']}") + f"; {key.kind} {name} is not enforced"
+            )
+        elif not actual["validated"]:
+            finding.problems.append(f"{key.kind} {name} on {key.table} is NOT VALID: existing rows were never checked")
     return _settle(finding, count_of(len(finding.problems), "key problem"))
 
 
 def check_foreign_keys(ctx: Context) -> Finding:
-    expected = [(table, fk) for table in head_tables() for fk in table.foreign_key_constraints]
+    keys = contract.FOREIGN_KEYS
     finding = Finding("foreign_keys", "foreign keys exist and are validated", "pass", "catalog",
-                      f"{len(expected)} foreign keys validated")
-    for table, fk in expected:
-        if _table_missing(ctx, table.name, finding):
+                      f"{len(keys)} foreign keys validated")
+    for fk in keys:
+        if _table_missing(ctx, fk.table, finding):
             continue
-        columns = [column.name for column in fk.columns]
-        label = f"foreign key ({', '.join(columns)}) on {qualified(table.name)} → {_referred(fk)}"
-        candidates = {
-            key.rsplit(".", 1)[1]: c for key, c in ctx.catalog.constraints.items()
-            if key.startswith(f"{qualified(table.name)}.") and c["kind"] == "foreign key" and c["columns"] == columns
-        }
+        candidates = contract.foreign_key_candidates(ctx.catalog, fk)
         if not candidates:
-            finding.problems.append(f"{label} is missing")
+            elsewhere = sorted(
+                f"{key.rsplit('.', 1)[1]} → {c['referred']}" for key, c in ctx.catalog.constraints.items()
+                if key.rsplit(".", 1)[0] == fk.table and c["kind"] == "foreign key" and c["columns"] == [fk.column]
+            )
+            found = f" (found {', '.join(elsewhere)})" if elsewhere else ""
+            finding.problems.append(f"{fk.label()} is missing{found}")
             continue
-        name, actual = next(iter(sorted(candidates.items())))
-        if actual["referred"] != _referred(fk):
-            finding.problems.append(f"foreign key {name} references {actual['referred']}; expected {_referred(fk)}")
-        if (actual["on_delete"] or "NO ACTION") != (fk.ondelete or "NO ACTION"):
-            finding.problems.append(f"foreign key {name} is ON DELETE {actual['on_delete'] or 'NO ACTION'}; expected {fk.ondelete}")
+        name, actual = candidates[0]
         if not actual["validated"]:
-            finding.problems.append(f"foreign key {name} on {qualified(table.name)} is NOT VALID: existing rows were never checked")
+            finding.problems.append(f"foreign key {name} on {fk.table} is NOT VALID: existing rows were never checked")
         if not actual["triggers_enabled"]:
-            finding.problems.append(f"foreign key {name} on {qualified(table.name)} has its triggers disabled: it is not enforced")
+            finding.problems.append(f"foreign key {name} on {fk.table} has its triggers disabled: it is not enforced")
     return _settle(finding, count_of(len(finding.problems), "foreign key problem"))
 
 
-def _table_missing(ctx: Context, table: str, finding: Finding) -> bool:
-    if qualified(table) in ctx.catalog.tables:
+# --- privileges ----------------------------------------------------------------------
+
+
+def _roles_present(ctx: CheckContext, roles: tuple[str, ...]) -> list[str]:
+    return list(ctx.conn.execute(
+        text("SELECT rolname::text FROM pg_roles WHERE rolname = ANY(:roles) ORDER BY 1"), {"roles": list(roles)}
+    ).scalars())
+
+
+def held_table_privileges(ctx: CheckContext, role: str, tables: tuple[str, ...]) -> dict[str, list[str]]:
+    """{table: privileges} the role holds, effectively: granted to it, to PUBLIC or to a role it inherits,
+    on the table or on any of its columns (catalog only)."""
+    rows = ctx.conn.execute(
+        text(
+            """
+            SELECT t.name, p.privilege
+              FROM unnest(CAST(:tables AS text[])) AS t(name), unnest(CAST(:privileges AS text[])) AS p(privilege)
+             WHERE to_regclass(t.name) IS NOT NULL
+               AND (has_table_privilege(:role, to_regclass(t.name), p.privilege)
+                    OR (p.privilege = ANY(CAST(:column_privileges AS text[]))
+                        AND has_any_column_privilege(:role, to_regclass(t.name), p.privilege)))
+             ORDER BY 1, 2
+            """
+        ),
+        {"tables": list(tables), "privileges": list(contract.TABLE_PRIVILEGES), "role": role,
+         "column_privileges": list(contract.COLUMN_PRIVILEGES)},
+    ).all()
+    held: dict[str, list[str]] = {}
+    for table, privilege in rows:
+        held.setdefault(table, []).append(privilege)
+    return held
+
+
+def executable_functions(ctx: CheckContext, role: str, signatures: tuple[str, ...]) -> list[str]:
+    return list(ctx.conn.execute(
+        text(
+            "SELECT f.signature FROM unnest(CAST(:functions AS text[])) AS f(signature) "
+            "WHERE to_regprocedure(f.signature) IS NOT NULL "
+            "AND has_function_privilege(:role, to_regprocedure(f.signature), 'EXECUTE') ORDER BY 1"
+        ),
+        {"functions": list(signatures), "role": role},
+    ).scalars())
+
+
+def _granted_to(ctx: CheckContext, obj: str, role: str) -> set[str]:
+    value = ctx.catalog.grants.get(f"{obj} to {role}")
+    return {p.replace(" (grantable)", "") for p in (value or {}).get("privileges", "").split(", ") if p}
+
+
+def _through(ctx: CheckContext, obj: str, role: str, privileges: list[str]) -> str:
+    """Where a privilege the role holds comes from, when not from a grant to the role itself."""
+    direct = _granted_to(ctx, obj, role)
+    if set(privileges) <= direct:
+        return ""
+    public = _granted_to(ctx, obj, "PUBLIC")
+    if set(privileges) - direct <= public:
+        return " (through PUBLIC)"
+    return " (through a column grant or an inherited role)"
+
+
+def check_privileges(ctx: Context) -> Finding:
+    finding = Finding(
+        "privileges", "least privilege for the API roles", "pass", "catalog",
+        "anon holds nothing on the chat tables and functions; authenticated no TRUNCATE, TRIGGER, REFERENCES "
+        "or DELETE without a policy; PUBLIC cannot execute the API functions",
+    )
+    fixes = []
+    roles = _roles_present(ctx, ("anon", "authenticated"))
+    if "anon" in roles:
+        for table, privileges in held_table_privileges(ctx, "anon", contract.ANON_HOLDS_NOTHING_ON_TABLES).items():
+            finding.problems.append(
+                f"anon holds {', '.join(privileges)} on {table}{_through(ctx, f'table {table}', 'anon', privileges)}; "
+                "at head anon holds nothing on the chat tables"
+            )
+            fixes.append(f"REVOKE ALL ON TABLE {table} FROM anon")
+        for signature in executable_functions(ctx, "anon", contract.ANON_HOLDS_NOTHING_ON_FUNCTIONS):
+            finding.problems.append(
+                f"anon may execute {signature}{_through(ctx, f'function {signature}', 'anon', ['EXECUTE'])}; "
+                "at head it may not"
+            )
+            fixes.append(f"REVOKE EXECUTE ON FUNCTION {signature} FROM anon")
+    if "authenticated" in roles:
+        held = held_table_privileges(ctx, "authenticated", contract.TABLES)
+        for table in contract.TABLES:
+            never = [p for p in held.get(table, []) if p in contract.AUTHENTICATED_NEVER]
+            delete = "DELETE" in held.get(table, []) and not contract.delete_policies(ctx.catalog, table)
+            wrong = never + (["DELETE"] if delete else [])
+            if wrong:
+                why = "RLS does not cover TRUNCATE, TRIGGER or REFERENCES" if never else ""
+                if delete:
+                    why = "; ".join(filter(None, [why, "no policy allows DELETE"]))
+                finding.problems.append(
+                    f"authenticated holds {', '.join(sorted(wrong))} on {table}"
+                    f"{_through(ctx, f'table {table}', 'authenticated', wrong)} ({why})"
+                )
+                fixes.append(f"REVOKE {', '.join(sorted(wrong))} ON TABLE {table} FROM authenticated")
+    for signature in contract.PUBLIC_NEVER_EXECUTES:
+        if "EXECUTE" in _granted_to(ctx, f"function {signature}", "PUBLIC"):
+            finding.problems.append(f"PUBLIC may execute {signature}: every role may, anon included")
+            fixes.append(f"REVOKE EXECUTE ON FUNCTION {signature} FROM PUBLIC")
+    if fixes:
+        at_head = ctx.current_revision == ctx.head_revision
+        finding.fix = "; ".join(dict.fromkeys(fixes)) if at_head else "upgrade to head: the revisions set these privileges"
+    return _settle(finding, count_of(len(finding.problems), "privilege problem") + ": more than the head's least privilege")
+
+
+# --- what an interrupted revision left, and what the plan does not know -----------------------
+
+
+def check_leftovers(ctx: Context) -> Finding:
+    found = leftovers.find(ctx.conn, ctx.applied)
+    finding = Finding(
+        "leftovers", "nothing left by an interrupted revision", "pass", "catalog",
+        "no leftovers of an interrupted revision", [item.describe() for item in found],
+    )
+    if found:
+        finding.fix = (
+            "run the upgrade again (it completes the revision) or a downgrade (it removes them); "
+            "both clean up before their first step"
+        )
+    return _settle(finding, count_of(len(found), "leftover") + " of an interrupted revision")
+
+
+_CREATE_POLICY = re.compile(r"CREATE POLICY (\w+) ON (\w+\.\w+)")
+
+
+def known_names(environment: str) -> dict[str, set[str]]:
+    """What the plan knows on the chat tables, keyed like the Catalog.
+
+    Columns, indexes and constraints: models.py's names (only its names: its
+    types, defaults and actions are not judged), with PostgreSQL's default
+    names for the keys it leaves unnamed (<table>_pkey, <table>_<column>_fkey).
+    Policies: the baseline's (chat_migrations.baseline, frozen) and the
+    contract's (those 103 creates). Functions and triggers: the contract's.
+    """
+    columns, indexes, constraints = set(), set(), set()
+    for name in catalog_module.TABLES:
+        table, prefix = models.metadata.tables[name], qualified(name)
+        columns |= {f"{prefix}.{column.name}" for column in table.columns}
+        indexes |= {f"{prefix}.{index.name}" for index in table.indexes}
+        for constraint in table.constraints:
+            if constraint.name:
+                constraints.add(f"{prefix}.{constraint.name}")
+        constraints.add(f"{prefix}.{name}_pkey")
+        for fk in table.foreign_key_constraints:
+            constraints.add(f"{prefix}.{name}_{'_'.join(c.name for c in fk.columns)}_fkey")
+    indexes |= {index.key for index in contract.INDEXES}
+    policies = {f"{table}.{policy}" for table, names in contract.POLICIES.items() for policy in names}
+    if environment in baseline.ENVIRONMENTS:
+        policies |= {f"{table}.{policy}" for policy, table in _CREATE_POLICY.findall(baseline.create_sql(environment))}
+    return {
+        "column": columns, "index": indexes, "constraint": constraints, "policy": policies,
+        "function": set(contract.FUNCTIONS), "trigger": set(contract.TRIGGERS),
+    }
+
+
+def _migration_helper(name: str) -> bool:
+    """The migration's own temporary objects: the leftovers check reports them."""
+    return name.endswith((leftovers.HELPER_CHECK_SUFFIX, leftovers.REBUILD_SUFFIX))
+
+
+def unknown_objects(catalog: Catalog, environment: str) -> list[dict[str, str]]:
+    known = known_names(environment)
+    found = []
+
+    def add(kind: str, name: str, detail: str) -> None:
+        if name not in known[kind] and not _migration_helper(name):
+            found.append({"kind": kind, "name": name, "detail": detail})
+
+    for name, column in sorted(catalog.columns.items()):
+        add("column", name, f"{column['type']}{'' if column['nullable'] else ' NOT NULL'}")
+    for name, index in sorted(catalog.indexes.items()):
+        if not index["constraint"]:  # a constraint's index is reported with its constraint
+            add("index", name, index["definition"])
+    for name, constraint in sorted(catalog.constraints.items()):
+        add("constraint", name, constraint["definition"])
+    for name, policy in sorted(catalog.policies.items()):
+        add("policy", name, f"{policy['permissive'].lower()} FOR {policy['command']} TO {', '.join(policy['roles'])}")
+    for name, function in sorted(catalog.functions.items()):
+        if function["touches_messaging"]:
+            add("function", name, f"returns {function['returns']}")
+    for name, trigger in sorted(catalog.triggers.items()):
+        add("trigger", name, trigger["definition"])
+    return found
+
+
+def check_unknown_objects(ctx: Context) -> Finding:
+    found = unknown_objects(ctx.catalog, ctx.environment)
+    finding = Finding(
+        "unknown_objects", "objects the plan does not know", "pass", "catalog",
+        "nothing on the chat tables that the plan does not know",
+        [f"{o['kind']} {o['name']} ({o['detail']}): not the plan's; not judged" for o in found],
+        data={"objects": found} if found else None,
+    )
+    if found:
+        kinds = sorted({o["kind"] for o in found})
+        finding.status = "info"
+        finding.summary = (
+            f"{count_of(len(found), 'object')} the plan does not know ({', '.join(kinds)}): information, not judged"
+        )
+    return finding
+
+
+def _table_missing(ctx: CheckContext, table: str, finding: Finding) -> bool:
+    """``table`` qualified (public.chat_messages)."""
+    if table in ctx.catalog.tables:
         return False
-    problem = f"table {qualified(table)} is missing"
+    problem = f"table {table} is missing"
     if problem not in finding.problems:
         finding.problems.append(problem)
     return True
@@ -436,9 +583,12 @@ CHECKS: tuple[Callable[[Context], Finding], ...] = (
     check_duplicate_seq,
     check_unique_constraints,
     check_foreign_keys,
+    check_privileges,
+    check_leftovers,
+    check_unknown_objects,
 )
 # The head schema's own shape: left out when validating at the current revision.
-HEAD_ONLY_CHECKS = (check_not_null, check_functions)
+HEAD_ONLY_CHECKS = (check_not_null, check_functions, check_privileges)
 
 
 # --- the report ----------------------------------------------------------------------
@@ -480,6 +630,9 @@ class ValidateReport(checks_cli.FindingsReport):
             verdict = f"FAILED: {len(self.failed)} of {len(self.findings)} checks failed: {names}"
         else:
             verdict = f"OK: all {len(self.findings)} checks pass"
+            informed = [f.name for f in self.findings if f.status == "info"]
+            if informed:
+                verdict += f" (information: {', '.join(informed)})"
         return self.render_findings(header, STATUS_LABELS, verdict)
 
 
@@ -491,8 +644,8 @@ def validate(target: Target, *, thorough: bool = False, at_current_revision: boo
         proof = checks_cli.verify_identity(target, conn)
         ctx = Context(
             conn, catalog_module.read_catalog(conn), environment,
-            catalog_module.current_revision(conn), catalog_module.head_revision(environment), thorough,
-            at_current_revision,
+            catalog_module.current_revision(conn), catalog_module.head_revision(environment),
+            thorough=thorough, at_current_revision=at_current_revision,
         )
         findings = [checks_cli.timed(check, ctx) for check in checks]
         conn.rollback()
@@ -511,7 +664,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="scan the data checks that valid constraints already prove")
     parser.add_argument("--at-current-revision", action="store_true",
                         help="after a rollback: accept any revision of the history and run only the checks "
-                        "that hold at every revision (left out: not_null, functions, which indexes exist)")
+                        "that hold at every revision (left out: not_null, functions, privileges, which indexes exist)")
     checks_cli.add_json_flag(parser)
     return parser
 
