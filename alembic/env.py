@@ -16,7 +16,7 @@ from logging.config import fileConfig
 from alembic import context
 from alembic.util import CommandError
 from sqlalchemy import text
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from chat_migrations import baseline, faults, identity, leftovers, models, online_ddl, requirements, session
 from chat_migrations.environments import ConfigurationError, get_environment, load_environments, redact
@@ -65,6 +65,7 @@ def run_migrations_offline(environment, command: str) -> None:
 
 def run_migrations_online(environment, command: str) -> None:
     """Run against the environment's database, after it proved its identity."""
+    global plan
     plan = Plan(command)
     with session.migration_connection(
         environment, load_environments(), command=command, connectable=config.attributes.get("connection"),
@@ -73,12 +74,21 @@ def run_migrations_online(environment, command: str) -> None:
         context.configure(connection=connection, on_version_apply=plan.step_done, **COMMON_OPTIONS)
         plan.watch(context.get_context())
         faults.install(connection)
-        try:
-            online_ddl.run_with_lock_retries(run_revisions)
-        except KeyboardInterrupt:
-            raise CommandError(plan.interrupted()) from None
-        except DBAPIError as failure:
-            raise CommandError(plan.stopped(failure)) from None
+        with session.interruptible(connection) as interrupted:
+            try:
+                online_ddl.run_with_lock_retries(run_revisions)
+            except KeyboardInterrupt:
+                raise CommandError(plan.interrupted()) from None
+            except SQLAlchemyError as failure:
+                # A statement cancelled by Ctrl-C, or the connection SQLAlchemy invalidated
+                # when the interrupt struck mid-statement, is the interrupt, not a failure of its own.
+                if interrupted.is_set() or _caused_by(failure, KeyboardInterrupt):
+                    raise CommandError(plan.interrupted()) from None
+                # A lost connection surfaces again when alembic lets go of it (PendingRollbackError).
+                database_error = _caused_by(failure, DBAPIError)
+                if database_error:
+                    raise CommandError(plan.stopped(database_error)) from None
+                raise
     plan.report()
 
 
@@ -104,7 +114,16 @@ class Plan:
 
         def steps(heads, ctx):
             self.started_at = self.started_at or ",".join(heads) or "base"
-            steps = list(planned(heads, ctx))
+            try:
+                steps = list(planned(heads, ctx))
+            except CommandError:
+                raise
+            except Exception:  # alembic asserts on some arguments (an empty revision) instead of saying why
+                wanted = getattr(config.cmd_opts, "revision", None)
+                raise session.MigrationRefused(
+                    f"cannot {self.command} to {wanted!r}: name a revision (head, -1, an id from "
+                    f"alembic -n {config.config_ini_section} history); nothing was changed"
+                ) from None
             self._before_first(steps, ctx, heads)
             for step in steps:
                 self.running = self._name(step)
@@ -132,10 +151,10 @@ class Plan:
             unmet = [row[0] for row in self.connection.execute(text(query))]
             if unmet:
                 raise session.MigrationRefused(f"cannot upgrade: {'; '.join(unmet)}; nothing was changed")
-        if self.connection is not None and self.command in ("upgrade", "downgrade") and steps:
+        if self.connection is not None and self.command in ("upgrade", "downgrade"):
             upgraded = {step.revision.revision for step in steps if not step.is_downgrade and hasattr(step, "revision")}
             applied = {script.revision for script in context.script.iterate_revisions(heads, "base")} if heads else set()
-            leftovers.remove(self.connection, applied=applied, keep=upgraded)
+            leftovers.remove(self.connection, applied=applied, keep=upgraded, autocommit_block=ctx.autocommit_block)
 
     def _refuse_past_baseline_with_rows(self) -> None:
         holds_rows = self.connection.execute(
@@ -177,6 +196,8 @@ class Plan:
                 f"(any step of it outside a transaction is completed by the next upgrade or removed by the "
                 f"next downgrade){self._position()}"
             )
+        if self.done:
+            return f"interrupted after the revisions ran; they are recorded{self._position()}"
         return f"interrupted before any revision ran; nothing was changed{self._position()}"
 
     def stopped(self, failure: DBAPIError) -> str:
@@ -192,11 +213,22 @@ class Plan:
         return f"{self.command} stopped before any revision ran, nothing was changed: {reason}"
 
 
+def _caused_by(failure: BaseException, kind: type):
+    """``failure`` or the first exception of ``kind`` it was raised while handling, else None."""
+    seen = failure
+    while seen is not None:
+        if isinstance(seen, kind):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
 def _command() -> str:
     command = getattr(config.cmd_opts, "cmd", None)
     return command[0].__name__ if command else "upgrade"
 
 
+plan: Plan | None = None
 try:
     environment = get_environment(config.config_ini_section)
     session.settings = session.Settings.from_x_arguments(context.get_x_argument(as_dictionary=True))
@@ -209,6 +241,7 @@ except REFUSALS as refusal:
 except CommandError as failure:
     raise CommandError(redact(str(failure))) from None
 except KeyboardInterrupt:
-    raise CommandError("interrupted before connecting; nothing was changed") from None
+    # Outside the revisions: before connecting, or while letting the database go after them.
+    raise CommandError(plan.interrupted() if plan else "interrupted before connecting; nothing was changed") from None
 except DBAPIError as failure:
     raise CommandError(redact(f"stopped before any revision ran, nothing was changed: {session.first_line(failure)}")) from None

@@ -132,8 +132,9 @@ def make_database(cluster, templates):
     """make_database(env, kind="platform"|"observed"|"head", marked=True) -> Database, dropped after the test."""
     janitors = []
 
-    def make(environment: str, kind: str = "observed", *, marked: bool = True) -> Database:
-        template = templates["platform" if kind == "platform" else f"{kind}-{environment}"]
+    def make(environment: str, kind: str = "observed", *, marked: bool = True, copy_of: Database | None = None) -> Database:
+        """A fresh database of ``kind`` (or a copy of ``copy_of``, which nobody may be connected to)."""
+        template = copy_of.name if copy_of else templates["platform" if kind == "platform" else f"{kind}-{environment}"]
         name = f"t{next(_counter)}_{environment}_{kind}"
         janitor = DatabaseJanitor(
             user=OWNER, password=cluster.password, host="127.0.0.1", port=cluster.port,
@@ -141,7 +142,9 @@ def make_database(cluster, templates):
         )
         janitor.init()
         janitors.append(janitor)
-        if kind == "platform" and marked:
+        if copy_of:
+            pass
+        elif kind == "platform" and marked:
             cluster.mark(name, get_environment(environment))
         elif kind != "platform" and not marked:
             cluster.execute(name, "DELETE FROM migration_meta.database_identity")

@@ -30,6 +30,8 @@ def failed_line(result) -> str:
     assert result.returncode != 0, result.output
     assert len(lines) == 1, result.output
     assert "Traceback" not in result.output, result.output
+    # Printed once: not also logged as "ERROR [alembic.util.messaging] ...", no PL/pgSQL CONTEXT tail.
+    assert "ERROR [" not in result.output and "CONTEXT:" not in result.output, result.output
     return lines[0]
 
 

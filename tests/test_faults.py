@@ -7,6 +7,7 @@ real sessions: a blocker holding a lock, pg_terminate_backend, a second runner.
 from __future__ import annotations
 
 import threading
+import signal
 import time
 
 import pytest
@@ -223,8 +224,46 @@ def test_a_second_upgrade_that_cannot_wait_stops_naming_the_first(make_database)
     line = failed_line(second.output)
     assert f"another migration is running on staging's database (pid {first_pid}, application alembic:staging" in line
     assert "waited 1s, nothing was changed" in line
+    # While it waited it said so, naming whom it waited for.
+    assert f"waiting for the migration lock on staging's database, held by pid {first_pid}" in second.output
     assert first.returncode == 0, first_output
     assert db.revision() == head_of("staging")
+
+
+def test_ctrl_c_during_an_upgrade_is_one_line_saying_what_was_rolled_back(make_database):
+    db = make_database("staging")
+    before = db.schema()
+    migration, _, blocker = start_upgrade_held_mid_way(db)
+    try:
+        # What Ctrl-C sends, while the statement waits (up to its 60 s lock_timeout):
+        # the wait is cancelled at once, not when it ends.
+        started = time.monotonic()
+        migration.send_signal(signal.SIGINT)
+        output, _ = migration.communicate(timeout=30)
+        assert time.monotonic() - started < 10, output
+    finally:
+        blocker.close()
+    assert migration.returncode == 255, output
+    line = failed_line(output)
+    assert "interrupted during upgrade 002_function_updates_staging" in line and "rolled back" in line, line
+    assert "alembic -n staging current" in line
+    assert "KeyboardInterrupt" not in output and "PendingRollbackError" not in output and "ERROR [" not in output
+    assert db.revision() == "000_staging_baseline"
+    assert_same_schema(db.schema(), before, "staging after Ctrl-C")
+
+
+def test_a_lock_retry_says_whom_it_waits_for(make_database):
+    db = make_database("prod")
+    holder = Session(db, "nightly-report")
+    holder.run("LOCK TABLE public.chat_participants IN ACCESS SHARE MODE")
+    try:
+        result = db.alembic("-n", "prod", "-x", "lock_timeout=100ms", "-x", "lock_attempts=2", "upgrade", "001_schema_alignment",
+                            check=False)
+    finally:
+        holder.close()
+    assert result.returncode == 255
+    assert "not granted within 100 ms (blocked by pid" in result.output and "nightly-report" in result.output
+    assert "trying again in" in result.output or "starting the revision over in" in result.output
 
 
 @pytest.mark.parametrize(

@@ -36,7 +36,7 @@ def alembic(capsys, monkeypatch, db, *args: str, fault: str | None = None) -> tu
         alembic_main(["-c", str(ALEMBIC_INI), "-n", db.environment, *args])
         code = 0
     except SystemExit as exit_:
-        code = exit_.code if isinstance(exit_.code, int) else 1
+        code = exit_.code % 256 if isinstance(exit_.code, int) else 1
     finally:
         monkeypatch.delenv(faults.VARIABLE, raising=False)
     captured = capsys.readouterr()
@@ -56,7 +56,7 @@ def no_leftovers(db) -> None:
     assert db.scalar("SELECT count(*) FROM pg_index WHERE NOT indisvalid") == 0
 
 
-@pytest.mark.slow
+@pytest.mark.exhaustive
 @pytest.mark.parametrize("kind", ["sigint", "terminate"])
 @pytest.mark.parametrize("environment", ENVIRONMENTS)
 def test_an_upgrade_interrupted_at_any_statement_reruns_or_rolls_back_exactly(
@@ -69,14 +69,15 @@ def test_an_upgrade_interrupted_at_any_statement_reruns_or_rolls_back_exactly(
     statement = 0
     while True:
         statement += 1
-        rerun, rollback = make_database(environment), make_database(environment)
+        rerun = make_database(environment)
         code, output = alembic(capsys, monkeypatch, rerun, "upgrade", "head", fault=f"{kind}:{statement}")
         if code == 0:
             break  # past the last statement: the upgrade ran whole
         failed = [line for line in output.splitlines() if line.startswith("FAILED:")]
         assert len(failed) == 1 and "Traceback" not in output, output
-        assert "alembic -n" in failed[0] and "current" in failed[0], failed[0]
-        assert alembic(capsys, monkeypatch, rollback, "upgrade", "head", fault=f"{kind}:{statement}")[0] != 0
+        # It says where the database stands, or that nothing was changed.
+        assert ("alembic -n" in failed[0] and "current" in failed[0]) or "nothing was changed" in failed[0], failed[0]
+        rollback = make_database(environment, copy_of=rerun)  # the same interrupted state, twice
 
         code, output = alembic(capsys, monkeypatch, rerun, "upgrade", "head")
         assert code == 0, f"rerun after a fault at statement {statement}:\n{output}"

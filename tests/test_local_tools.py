@@ -95,3 +95,13 @@ def test_local_db_keeps_its_server_in_the_checkout_by_default():
 
     assert local_db.DEFAULT_DIR == REPO_ROOT / ".local-db" or "LOCAL_DB_DIR" in os.environ
     assert ".local-db" in (REPO_ROOT / ".gitignore").read_text()
+
+
+def test_after_activating_the_venv_alembic_works_from_any_directory(tmp_path):
+    # alembic's own message outside the checkout was "No 'script_location' key found".
+    result = subprocess.run(
+        ["bash", "-c", f"source '{REPO_ROOT}/.venv/bin/activate' && cd '{tmp_path}' && alembic -n prod history"],
+        capture_output=True, text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "000_prod_baseline" in result.stdout

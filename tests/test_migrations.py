@@ -103,6 +103,23 @@ def test_downgrading_past_the_baseline_refuses_while_the_tables_hold_rows(make_d
     assert db.revision() == f"000_{environment}_baseline"
 
 
+def test_downgrade_base_from_head_refuses_before_its_first_step(make_database, environment, psql):
+    # It used to roll back every revision above the baseline, then refuse at the baseline.
+    db = make_database(environment, "head")
+    before = (db.schema(), db.checksums(), db.revision())
+    result = db.alembic("-n", environment, "downgrade", "base", check=False)
+    assert result.returncode == 255
+    lines = [line for line in result.output.splitlines() if line.startswith("FAILED:")]
+    assert len(lines) == 1 and "refusing to downgrade past the baseline" in lines[0] and "nothing was changed" in lines[0]
+    assert "Running downgrade" not in result.output
+    assert (db.schema(), db.checksums(), db.revision()) == before
+    # The reviewed script refuses at its first statement after the guard, too.
+    script = db.alembic("-n", environment, "downgrade", f"{head_of(environment)}:base", "--sql").stdout
+    refused = psql(db, script, check=False)
+    assert refused.returncode != 0 and "refusing to downgrade past the baseline" in refused.stderr
+    assert (db.schema(), db.checksums(), db.revision()) == before
+
+
 def test_prod_rollback_keeps_the_sender_index_that_existed_before(make_database):
     db = make_database("prod")
     db.alembic("-n", "prod", "upgrade", "head")

@@ -7,6 +7,9 @@ models.py: no column is announced NOT NULL that no revision makes so.
 
 from __future__ import annotations
 
+from chat_migrations.cluster import pg_bindir
+from chat_migrations.postgres_binaries import version_of
+
 import psycopg2
 import pytest
 
@@ -64,7 +67,7 @@ def test_an_observed_prod_is_ready_and_shows_what_will_run(capsys, make_database
     assert {c["name"]: c["status"] for c in run.json["checks"] if c["name"] in (
         "requirements", "set_null_conflicts", "index_definitions", "leftovers")} == {
         "requirements": "ok", "set_null_conflicts": "ok", "index_definitions": "ok", "leftovers": "ok"}
-    assert run.check("server_version")["summary"].startswith("PostgreSQL 15")
+    assert run.check("server_version")["summary"].startswith(f"PostgreSQL {version_of(pg_bindir())}")
     assert run.check("identity")["summary"] == identity.describe_marker("prod")
     human = run_check(capsys, preflight, "-n", "prod", urls={"prod": db.url})
     assert human.out.rstrip().endswith("READY: no blockers (0 warnings)")

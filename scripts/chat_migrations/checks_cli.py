@@ -154,6 +154,12 @@ class Finding:
         return asdict(self)
 
 
+def count_of(count: int, noun: str) -> str:
+    """"1 index", "2 indexes", "3 statements"."""
+    plural = noun + ("es" if noun.endswith(("x", "s")) else "s")
+    return f"{count} {noun if count == 1 else plural}"
+
+
 def costliest(methods) -> str:
     return max(methods, key=METHODS.index, default="catalog")
 

@@ -176,12 +176,18 @@ def parse_url(url: "str | URL", *, source: str | None = None) -> URL:
         _register_secrets_of(make_url(text))
     except Exception:  # noqa: BLE001 - not parseable by SQLAlchemy
         pass
+    # And the whole of what stands between "USER:" and the last "@" (what an operator meant).
+    register_secret(text.partition("://")[2].rpartition("@")[0].partition(":")[2])
     with contextlib.suppress(ValueError):
         split = urlsplit(text)
         register_secret(split.password)
-        for key, value in parse_qsl(split.query):
+        for key, value in parse_qsl(text.partition("?")[2]):  # a '#' is no fragment to SQLAlchemy
             if key.lower() == "password":
                 register_secret(value)
+    for pair in text.partition("?")[2].split("&"):  # as written, before any decoding
+        key, _, value = pair.partition("=")
+        if unquote_plus(key).strip().lower() == "password":
+            register_secret(value)
     if not _SCHEME.match(text):
         raise refuse(f"expected {EXPECTED_FORM}")
     if _CONTROL.search(text):

@@ -41,15 +41,17 @@ _DROP_TIMEOUT_MS = 3_600_000
 @dataclass(frozen=True)
 class Leftover:
     revision: str | None  # None: no snapshot names its revision
-    kind: str  # "snapshot", "index", "check"
-    name: str  # snapshot: kind/object; index: schema.index; check: table.constraint
-    table: str | None = None
+    kind: str  # "snapshot", "index", "redefined index", "not null", "check"
+    name: str  # snapshot: kind/object; an index: schema.index; not null: table.column; check: table.constraint
+    table: str | None = None  # check, not null: the table; redefined index: the definition to put back
 
     def describe(self) -> str:
         owner = f"revision {self.revision}" if self.revision else "an interrupted revision"
         what = {
             "snapshot": f"rollback snapshot {self.name}",
             "index": f"index {self.name}",
+            "redefined index": f"index {self.name}, whose recorded definition is not back",
+            "not null": f"NOT NULL on {self.name}",
             "check": f"helper check {self.name}",
         }[self.kind]
         return f"{what}, left by {owner}, which is not applied"
@@ -68,12 +70,26 @@ def find(conn: Connection, applied: set[str]) -> list[Leftover]:
     for row in stale:
         found.append(Leftover(row.revision, "snapshot", f"{row.object_kind}/{row.object_name}"))
         if row.object_kind == "index":
-            built = conn.execute(text("SELECT to_regclass(:name) IS NOT NULL"), {"name": row.object_name}).scalar()
-            if built and not row.snapshot.get("existed"):
+            current = conn.execute(
+                text("SELECT pg_get_indexdef(to_regclass(:name))"), {"name": row.object_name}
+            ).scalar()
+            if current is not None and not row.snapshot.get("existed"):
                 found.append(Leftover(row.revision, "index", row.object_name))
+            elif row.snapshot.get("existed") and current != row.snapshot.get("definition"):
+                # A definition being converged: the old one was dropped, or not yet put back.
+                found.append(Leftover(row.revision, "redefined index", row.object_name, row.snapshot["definition"]))
             rebuild = row.object_name + REBUILD_SUFFIX
             if conn.execute(text("SELECT to_regclass(:name) IS NOT NULL"), {"name": rebuild}).scalar():
                 found.append(Leftover(row.revision, "index", rebuild))
+        elif row.object_kind == "column" and not row.snapshot.get("not_null"):
+            table, column = row.object_name.rsplit(".", 1)
+            # The revision's transaction committed its SET NOT NULL when a concurrent
+            # step of the same revision began, and was interrupted after that.
+            if conn.execute(
+                text("SELECT attnotnull FROM pg_attribute WHERE attrelid = to_regclass(:t) AND attname = :c"),
+                {"t": table, "c": column},
+            ).scalar():
+                found.append(Leftover(row.revision, "not null", row.object_name, table))
     checks = conn.execute(
         text(
             """
@@ -92,35 +108,44 @@ def find(conn: Connection, applied: set[str]) -> list[Leftover]:
     return found
 
 
-def remove(conn: Connection, *, applied: set[str], keep: set[str]) -> list[Leftover]:
-    """Remove the leftovers of revisions neither applied nor about to be upgraded (``keep``)."""
+def remove(conn: Connection, *, applied: set[str], keep: set[str], autocommit_block) -> list[Leftover]:
+    """Remove the leftovers of revisions neither applied nor about to be upgraded (``keep``).
+
+    ``autocommit_block`` is the migration context's: concurrent drops run outside a transaction.
+    """
     removable = [item for item in find(conn, applied) if item.revision not in keep]
     if not removable:
         return []
-    original = conn.get_isolation_level()
-    conn.commit()
-    conn.execution_options(isolation_level="AUTOCOMMIT")
-    try:
+    from .session import settings  # the run's own values, which RESET would not bring back
+
+    # Before the first revision no transaction is alembic's: end the one these reads began.
+    if conn.in_transaction():
+        conn.commit()
+    with autocommit_block():
         conn.execute(text(f"SET statement_timeout = {_DROP_TIMEOUT_MS}"))
         for item in removable:
             log.info("removing %s", item.describe())
             if item.kind == "index":
                 conn.execute(text(f"SET lock_timeout = {_DROP_TIMEOUT_MS}"))
                 conn.execute(text(f"DROP INDEX CONCURRENTLY IF EXISTS {_quoted(item.name)}"))
+            elif item.kind == "redefined index":
+                from .online_ddl import converge_index  # online_ddl imports this module
+
+                converge_index(item.name.split(".", 1)[1], item.table)
+            elif item.kind == "not null":
+                conn.execute(text(f"SET lock_timeout = {settings.lock_timeout_ms}"))
+                table, column = item.name.rsplit(".", 1)
+                conn.execute(text(f'ALTER TABLE {_quoted(table)} ALTER COLUMN "{column}" DROP NOT NULL'))
             elif item.kind == "check":
                 # A catalog change under ACCESS EXCLUSIVE: wait briefly, like every migration lock.
-                conn.execute(text("SET lock_timeout = '500ms'"))
+                conn.execute(text(f"SET lock_timeout = {settings.lock_timeout_ms}"))
                 table, check = item.name.rsplit(".", 1)
                 conn.execute(text(f'ALTER TABLE {_quoted(table)} DROP CONSTRAINT IF EXISTS "{check}"'))
         stale_revisions = sorted({item.revision for item in removable if item.kind == "snapshot"})
         if stale_revisions:
             conn.execute(text(f"DELETE FROM {bookkeeping.SNAPSHOTS} WHERE revision = ANY(:r)"), {"r": stale_revisions})
-    finally:
-        from .session import settings  # the run's own values, which RESET would not bring back
-
         conn.execute(text(f"SET lock_timeout = {settings.lock_timeout_ms}"))
         conn.execute(text(f"SET statement_timeout = {settings.statement_timeout_ms}"))
-        conn.execution_options(isolation_level=original)
     return removable
 
 

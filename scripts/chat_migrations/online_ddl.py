@@ -236,12 +236,12 @@ def create_index_concurrently(revision: str, index: str, table: str, columns: st
             op.execute(f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {index} ON {table} USING btree ({columns})")
             _set_timeouts(statement_ms=None)
         else:
-            _converge_index(index, expected)
+            converge_index(index, expected)
         op.execute(_fail_if_invalid_sql(name))
 
 
-def _converge_index(index: str, definition: str) -> None:
-    """Online: make ``public.index`` valid with ``definition`` (pg_get_indexdef's form)."""
+def converge_index(index: str, definition: str) -> None:
+    """Online, in an autocommit block: make ``public.index`` valid with ``definition`` (pg_get_indexdef's form)."""
     name, temporary = f"public.{index}", index + leftovers.REBUILD_SUFFIX
     state, current = _index_state(name)
     if state == "valid" and current == definition:
@@ -311,7 +311,7 @@ def drop_index_concurrently(revision: str, index: str, table: str) -> None:
         elif recorded is not None and recorded.get("definition") and _index_state(name)[1] != recorded["definition"]:
             log.info("%s: rebuilding the definition it had before this revision: %s", name, recorded["definition"])
             with op.get_context().autocommit_block():
-                _converge_index(index, recorded["definition"])
+                converge_index(index, recorded["definition"])
         else:
             # Existed before the upgrade as it is, or no record of it (a stamped database): keep it.
             log.info("keeping %s: it existed before this revision's upgrade (or nothing recorded it)", name)

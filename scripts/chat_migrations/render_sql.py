@@ -39,6 +39,7 @@ from alembic.util import CommandError
 
 from . import alembic_cli, catalog, identity
 from .environments import ConfigurationError, Environment, get_environment, load_environments
+from .checks_cli import count_of
 from .lock_classes import Classification, classify, leading_comments, segments, split_statements
 
 DEFAULT_OUT = Path("rendered-sql")
@@ -487,10 +488,10 @@ def main(argv: list[str] | None = None) -> int:
         for file in files:
             kind = "run alone" if file.part.run_alone else "guarded"
             flag = f", {file.unknown_locks} UNKNOWN lock(s)" if file.unknown_locks else ""
-            print(f"  {file.name}  ({kind}, {len(file.part.statements)} statements{flag})")
+            print(f"  {file.name}  ({kind}, {count_of(len(file.part.statements), 'statement')}{flag})")
             unknown += file.unknown_locks
     if unknown:
-        print(f"render-sql: {unknown} statement(s) have no lock classification: review them by hand", file=sys.stderr)
+        print(f"render-sql: {count_of(unknown, 'statement')} without a lock classification: review them by hand", file=sys.stderr)
         return EXIT_UNKNOWN_LOCKS
     return EXIT_OK
 

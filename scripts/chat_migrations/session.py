@@ -8,8 +8,12 @@ creates the bookkeeping schema when the command is going to write.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import re
+import signal
+import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -267,6 +271,48 @@ def advisory_lock_holder(conn: Connection) -> str:
     if row is None:
         return "holder not visible to this role"
     return f"pid {row.pid}, application {row.app}, connected for {row.connected_for}"
+
+
+@contextmanager
+def interruptible(conn: Connection) -> Iterator[threading.Event]:
+    """Ctrl-C cancels the statement the migration is waiting on, instead of waiting for it to end.
+
+    psycopg2 blocks in libpq with the interpreter's signal handlers unable to
+    run, so a SIGINT would take effect only when the statement finishes (an
+    index build: up to its 1 h timeout). A watcher thread wakes on the signal
+    (signal.set_wakeup_fd) and asks the server to cancel the statement; the
+    interrupt then surfaces as KeyboardInterrupt or as the cancelled
+    statement's error, and the yielded event tells env.py which it was.
+    """
+    interrupted = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield interrupted
+        return
+    read_end, write_end = os.pipe()
+    os.set_blocking(write_end, False)
+    previous = signal.set_wakeup_fd(write_end)
+    dbapi_connection = conn.connection.dbapi_connection
+
+    def watch() -> None:
+        while True:
+            received = os.read(read_end, 1)
+            if not received or received == b"\0":
+                return
+            if received[0] == signal.SIGINT:
+                interrupted.set()
+                with contextlib.suppress(Exception):
+                    dbapi_connection.cancel()
+
+    watcher = threading.Thread(target=watch, name="interrupt-watcher", daemon=True)
+    watcher.start()
+    try:
+        yield interrupted
+    finally:
+        signal.set_wakeup_fd(previous)
+        os.write(write_end, b"\0")
+        watcher.join(timeout=5)
+        os.close(write_end)
+        os.close(read_end)
 
 
 def first_line(exc: BaseException) -> str:

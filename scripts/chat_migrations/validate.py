@@ -59,7 +59,7 @@ from sqlalchemy import text
 from . import baseline, checks_cli, contract, leftovers, models
 from . import catalog as catalog_module
 from .catalog import Catalog, qualified
-from .checks_cli import Finding, Target
+from .checks_cli import Finding, Target, count_of
 from .contract import CheckContext
 
 SEQ_TABLE, SEQ_COLUMN, SEQ_SCOPE = "chat_messages", "seq", contract.SEQ_KEY.columns
@@ -90,10 +90,6 @@ def offending_rows(conn, table: str, condition: str) -> tuple[int, list[str]]:
         return 0, []
     count = conn.execute(text(f"SELECT count(*) FROM {table} AS t WHERE {condition}")).scalar()
     return count, sorted(ids)
-
-
-def count_of(count: int, noun: str) -> str:
-    return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
 def describe_rows(count: int, ids: list[str]) -> str:
@@ -200,8 +196,11 @@ def check_functions(ctx: Context) -> Finding:
 def check_indexes(ctx: Context) -> Finding:
     # Which indexes exist depends on the revision; that none is INVALID does not.
     expected = () if ctx.at_current_revision else contract.INDEXES
-    finding = Finding("indexes", "indexes exist and are valid", "pass", "catalog",
-                      f"{len(expected)} indexes as the revisions build them; none INVALID")
+    summary = (
+        f"{count_of(len(expected), 'index')} as the revisions build them; none INVALID" if expected
+        else "no INVALID index (which indexes exist depends on the revision)"
+    )
+    finding = Finding("indexes", "indexes exist and are valid", "pass", "catalog", summary)
     for index in expected:
         if _table_missing(ctx, index.table, finding):
             continue
