@@ -71,7 +71,7 @@ def run_migrations_online(environment, command: str) -> None:
         environment, load_environments(), command=command, connectable=config.attributes.get("connection"),
     ) as connection:
         plan.connection = connection
-        context.configure(connection=connection, on_version_apply=plan.step_done, **COMMON_OPTIONS)
+        context.configure(connection=connection, **COMMON_OPTIONS)
         plan.watch(context.get_context())
         faults.install(connection)
         with session.interruptible(connection) as interrupted:
@@ -107,6 +107,8 @@ class Plan:
         self.done: list[tuple[str, float]] = []
         self.running: str | None = None
         self.started_at: str | None = None
+        # What the leftovers removal set out to remove, once it has (it changes the database).
+        self.cleaned: str | None = None
 
     def watch(self, migration_context) -> None:
         # The work function yields the steps lazily, one before each runs.
@@ -116,9 +118,7 @@ class Plan:
             self.started_at = self.started_at or ",".join(heads) or "base"
             try:
                 steps = list(planned(heads, ctx))
-            except CommandError:
-                raise
-            except Exception:  # alembic asserts on some arguments (an empty revision) instead of saying why
+            except AssertionError:  # alembic asserts on some arguments (an empty revision) instead of saying why
                 wanted = getattr(config.cmd_opts, "revision", None)
                 raise session.MigrationRefused(
                     f"cannot {self.command} to {wanted!r}: name a revision (head, -1, an id from "
@@ -128,6 +128,9 @@ class Plan:
             for step in steps:
                 self.running = self._name(step)
                 yield step
+                # Resumed only once alembic committed the step (on_version_apply runs before that).
+                self.done.append((self.running, time.monotonic() - self.mark))
+                self.mark = time.monotonic()
                 self.running = None
 
         migration_context._migrations_fn = steps
@@ -154,7 +157,12 @@ class Plan:
         if self.connection is not None and self.command in ("upgrade", "downgrade"):
             upgraded = {step.revision.revision for step in steps if not step.is_downgrade and hasattr(step, "revision")}
             applied = {script.revision for script in context.script.iterate_revisions(heads, "base")} if heads else set()
-            leftovers.remove(self.connection, applied=applied, keep=upgraded, autocommit_block=ctx.autocommit_block)
+            removable = leftovers.removable(self.connection, applied=applied, keep=upgraded)
+            if removable:
+                self.cleaned = "the leftovers of an interrupted revision (" + "; ".join(
+                    item.describe() for item in removable) + ")"
+                leftovers.remove(self.connection, removable, autocommit_block=ctx.autocommit_block)
+                self.cleaned = None
 
     def _refuse_past_baseline_with_rows(self) -> None:
         holds_rows = self.connection.execute(
@@ -174,12 +182,6 @@ class Plan:
             return f"{'upgrade' if step.is_upgrade else 'downgrade'} {step.revision.revision}"
         return f"stamp {','.join(step.to_revisions) or 'base'}"
 
-    def step_done(self, *, step, **_) -> None:
-        now = time.monotonic()
-        kind = "stamp" if step.is_stamp else ("upgrade" if step.is_upgrade else "downgrade")
-        self.done.append((f"{kind} {step.up_revision_id or 'base'}", now - self.mark))
-        self.mark = now
-
     def report(self) -> None:
         for name, seconds in self.done:
             log.info("%s took %.1fs", name, seconds)
@@ -188,16 +190,25 @@ class Plan:
         finished = f"; finished: {', '.join(name for name, _ in self.done)}" if self.done else ""
         return f"{finished}. See where it stands: alembic -n {config.config_ini_section} current"
 
+    def _unfinished(self) -> str:
+        if self.running.startswith("downgrade"):
+            return (
+                "(a step of it outside a transaction, a concurrent index drop, may be done already: "
+                "rerun the same downgrade to finish it; an upgrade would not rebuild what it dropped)"
+            )
+        return "(any step of it outside a transaction is completed by the next upgrade of it, or removed by a downgrade)"
+
     def interrupted(self) -> str:
         self.report()
         if self.running:
             return (
                 f"interrupted during {self.running}: its transaction was rolled back and it is not recorded "
-                f"(any step of it outside a transaction is completed by the next upgrade or removed by the "
-                f"next downgrade){self._position()}"
+                f"{self._unfinished()}{self._position()}"
             )
         if self.done:
             return f"interrupted after the revisions ran; they are recorded{self._position()}"
+        if self.cleaned:
+            return f"interrupted before any revision ran, while removing {self.cleaned}{self._position()}"
         return f"interrupted before any revision ran; nothing was changed{self._position()}"
 
     def stopped(self, failure: DBAPIError) -> str:
@@ -208,8 +219,10 @@ class Plan:
         if self.running:
             return (
                 f"migration stopped during {self.running}: its transaction was rolled back and it is not "
-                f"recorded: {reason}{self._position()}"
+                f"recorded {self._unfinished()}: {reason}{self._position()}"
             )
+        if self.cleaned:
+            return f"{self.command} stopped before any revision ran, while removing {self.cleaned}: {reason}{self._position()}"
         return f"{self.command} stopped before any revision ran, nothing was changed: {reason}"
 
 

@@ -386,6 +386,8 @@ def test_any_url_is_parsed_or_refused_and_never_shows_its_password(generated, so
         else:
             message = ""
         shown = {password, written} if written else set()  # the password is in the URL
+        # A URL is read stripped: whitespace at its end is no part of a password written last.
+        shown = {form.rstrip() if url.endswith(form) else form for form in shown}
         hidden = [form for form in shown if len(form) >= 4 and form not in without_password]
         for form in hidden:
             assert form not in masked, (url, masked)

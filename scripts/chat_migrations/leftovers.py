@@ -108,14 +108,14 @@ def find(conn: Connection, applied: set[str]) -> list[Leftover]:
     return found
 
 
-def remove(conn: Connection, *, applied: set[str], keep: set[str], autocommit_block) -> list[Leftover]:
-    """Remove the leftovers of revisions neither applied nor about to be upgraded (``keep``).
+def removable(conn: Connection, *, applied: set[str], keep: set[str]) -> list[Leftover]:
+    """The leftovers of revisions neither applied nor about to be upgraded (``keep``), which reuse theirs."""
+    return [item for item in find(conn, applied) if item.revision not in keep]
 
-    ``autocommit_block`` is the migration context's: concurrent drops run outside a transaction.
-    """
-    removable = [item for item in find(conn, applied) if item.revision not in keep]
-    if not removable:
-        return []
+
+def remove(conn: Connection, removable: list[Leftover], *, autocommit_block) -> None:
+    """Undo ``removable``; ``autocommit_block`` is the migration context's (concurrent drops run outside a transaction)."""
+    from . import online_ddl  # it imports this module
     from .session import settings  # the run's own values, which RESET would not bring back
 
     # Before the first revision no transaction is alembic's: end the one these reads began.
@@ -129,24 +129,18 @@ def remove(conn: Connection, *, applied: set[str], keep: set[str], autocommit_bl
                 conn.execute(text(f"SET lock_timeout = {_DROP_TIMEOUT_MS}"))
                 conn.execute(text(f"DROP INDEX CONCURRENTLY IF EXISTS {_quoted(item.name)}"))
             elif item.kind == "redefined index":
-                from .online_ddl import converge_index  # online_ddl imports this module
-
-                converge_index(item.name.split(".", 1)[1], item.table)
-            elif item.kind == "not null":
+                online_ddl.converge_index(item.name.split(".", 1)[1], item.table)
+            else:
+                # Catalog changes under ACCESS EXCLUSIVE: short waits and retries, like every migration lock.
                 conn.execute(text(f"SET lock_timeout = {settings.lock_timeout_ms}"))
-                table, column = item.name.rsplit(".", 1)
-                conn.execute(text(f'ALTER TABLE {_quoted(table)} ALTER COLUMN "{column}" DROP NOT NULL'))
-            elif item.kind == "check":
-                # A catalog change under ACCESS EXCLUSIVE: wait briefly, like every migration lock.
-                conn.execute(text(f"SET lock_timeout = {settings.lock_timeout_ms}"))
-                table, check = item.name.rsplit(".", 1)
-                conn.execute(text(f'ALTER TABLE {_quoted(table)} DROP CONSTRAINT IF EXISTS "{check}"'))
+                table, name = item.name.rsplit(".", 1)
+                action = f'ALTER COLUMN "{name}" DROP NOT NULL' if item.kind == "not null" else f'DROP CONSTRAINT IF EXISTS "{name}"'
+                online_ddl.execute(f"ALTER TABLE {_quoted(table)} {action}", table=table, in_transaction=False)
         stale_revisions = sorted({item.revision for item in removable if item.kind == "snapshot"})
         if stale_revisions:
             conn.execute(text(f"DELETE FROM {bookkeeping.SNAPSHOTS} WHERE revision = ANY(:r)"), {"r": stale_revisions})
         conn.execute(text(f"SET lock_timeout = {settings.lock_timeout_ms}"))
         conn.execute(text(f"SET statement_timeout = {settings.statement_timeout_ms}"))
-    return removable
 
 
 def _quoted(qualified_name: str) -> str:

@@ -220,11 +220,13 @@ def create_index_concurrently(revision: str, index: str, table: str, columns: st
     """
     name = f"public.{index}"
     expected = index_definition(index, table, columns)
+    if _offline():
+        # Before anything of the revision commits (stepping out of the transaction does).
+        op.execute(_refuse_other_definition_sql(name, expected))
     op.execute(snapshots.record_index_sql(revision, name))
     # CONCURRENTLY cannot run inside a transaction block.
     with op.get_context().autocommit_block():
         if _offline():
-            op.execute(_refuse_other_definition_sql(name, expected))
             # A script cannot branch around DROP INDEX CONCURRENTLY, so its
             # repair drops the INVALID leftover plainly: ACCESS EXCLUSIVE for a
             # catalog change, under the run's short lock_timeout.
@@ -410,33 +412,47 @@ def describe_progress(row) -> str:
 
 
 def set_not_null(revision: str, table: str, *columns: str) -> None:
-    """Make ``columns`` of ``table`` NOT NULL with only brief ACCESS EXCLUSIVE locks.
+    """Make ``columns`` of ``table`` NOT NULL with only brief ACCESS EXCLUSIVE locks (see set_not_null_on)."""
+    set_not_null_on(revision, {table: columns})
 
-    The helper CHECKs are added and validated in their own transactions (the
-    validation scan holds only SHARE UPDATE EXCLUSIVE, which blocks no reads or
-    writes); SET NOT NULL and the helpers' removal run in the revision's
-    transaction. If any column has NULLs, every helper is removed again and the
-    upgrade stops naming the rows: nothing is changed. A run interrupted
-    half-way leaves at most validated helper checks, which the next run reuses.
+
+def set_not_null_on(revision: str, columns_by_table: dict[str, tuple[str, ...]]) -> None:
+    """Make the columns of several tables NOT NULL, as one step: call it once per revision.
+
+    The helper CHECKs of every table are added and validated first, in their
+    own transactions (the validation scan holds only SHARE UPDATE EXCLUSIVE,
+    which blocks no reads or writes); then SET NOT NULL and the helpers'
+    removal run in the revision's transaction. If any column has NULLs, every
+    helper is removed again and the upgrade stops naming the rows before any
+    SET NOT NULL: nothing is changed. (Two calls in one revision would commit
+    the first's SET NOT NULL when the second steps out of the transaction.) A
+    run interrupted half-way leaves at most validated helper checks, which the
+    next run reuses.
     """
-    checks = {column: _not_null_check_name(table, column) for column in columns}
+    checks = {
+        (table, column): _not_null_check_name(table, column)
+        for table, columns in columns_by_table.items() for column in columns
+    }
     with op.get_context().autocommit_block():
-        for column in columns:
+        for table, column in checks:
             op.execute(snapshots.record_column_sql(revision, table, column))
-        for column, check in checks.items():
+        for (table, column), check in checks.items():
             execute(_add_check_sql(table, column, check), table=table, in_transaction=False)
         op.execute("SELECT set_config('migration.not_null_violation', '', false)")
         _set_timeouts(statement_ms=VALIDATE_STATEMENT_TIMEOUT_MS, lock_ms=NON_BLOCKING_LOCK_TIMEOUT_MS)
-        for column, check in checks.items():
+        for (table, column), check in checks.items():
             op.execute(_validate_sql(table, column, check))
         _set_timeouts(statement_ms=None)
-        op.execute(_undo_on_violation_sql(revision, table, checks))
+        for table in columns_by_table:
+            op.execute(_undo_on_violation_sql(
+                revision, table, {column: check for (t, column), check in checks.items() if t == table}
+            ))
         op.execute(
             "DO $report$ BEGIN IF current_setting('migration.not_null_violation') <> '' THEN "
             "RAISE EXCEPTION 'cannot add NOT NULL:%; fix or delete those rows, then rerun. Nothing was changed', "
             "current_setting('migration.not_null_violation'); END IF; END $report$"
         )
-    for column, check in checks.items():
+    for (table, column), check in checks.items():
         # Only where the helper check was added and validated: a column left
         # nullable (a foreign key that sets it NULL) is never scanned for it.
         execute(
@@ -451,7 +467,7 @@ def set_not_null(revision: str, table: str, *columns: str) -> None:
             table=table,
         )
     if not _offline():
-        for column in columns:
+        for table, column in checks:
             if op.get_bind().execute(text(f"SELECT {set_null_conflict_sql(table, column)}")).scalar():
                 log.info(
                     "%s.%s stays nullable: a foreign key sets it NULL when its row is deleted "

@@ -107,7 +107,7 @@ class MigrationRefused(Exception):
 
 
 # Commands that only read: they write neither the marker nor the bookkeeping schema.
-READ_ONLY_COMMANDS = frozenset({"current", "check", "heads", "history", "show", "branches"})
+READ_ONLY_COMMANDS = frozenset({"current", "check", "heads", "history", "show", "branches", "revision"})
 
 
 @contextmanager

@@ -81,7 +81,9 @@ SELECT {literal(revision)}, 'function', {literal(signature)},
            'definition', pg_get_functiondef(p.oid),
            'owner', pg_get_userbyid(p.proowner),
            'acl_is_default', p.proacl IS NULL,
-           'acl', {acl_json_sql("p.proacl")},
+           -- A NULL ACL stands for the default one: recorded as what it grants, so the
+           -- downgrade puts that back (pg_dump reads both alike).
+           'acl', {acl_json_sql("coalesce(p.proacl, acldefault('f', p.proowner))")},
            'comment', obj_description(p.oid, 'pg_proc'))
        END
   FROM (SELECT to_regprocedure({literal(signature)}) AS oid) AS target
@@ -94,7 +96,7 @@ def _apply_privileges_plpgsql(signature: str) -> str:
     sig = literal(signature)
     return f"""
         EXECUTE format('ALTER FUNCTION %s OWNER TO %I', {sig}, s->>'owner');
-        IF NOT (s->>'acl_is_default')::boolean THEN
+        IF jsonb_array_length(s->'acl') > 0 OR NOT (s->>'acl_is_default')::boolean THEN
             -- Rebuild the ACL in its recorded order so it reads back identically:
             -- every grantee loses everything first, or a grant that is still there
             -- (one Supabase's default privileges made) would keep its place while
@@ -210,8 +212,7 @@ BEGIN
     ELSE
         EXECUTE 'DROP FUNCTION IF EXISTS ' || {literal(signature)};
     END IF;
-    DELETE FROM {SNAPSHOTS} WHERE revision = {literal(revision)}
-       AND object_kind = 'function' AND object_name = {literal(signature)};
+    {forget_sql(revision, 'function', signature)};
 END
 $restore$"""
 
@@ -227,8 +228,7 @@ BEGIN
     {_snapshot_lookup(revision, 'function', signature)}
     IF coalesce((s->>'existed')::boolean, false) AND to_regprocedure({literal(signature)}) IS NOT NULL THEN{_apply_privileges_plpgsql(signature)}
     END IF;
-    DELETE FROM {SNAPSHOTS} WHERE revision = {literal(revision)}
-       AND object_kind = 'function' AND object_name = {literal(signature)};
+    {forget_sql(revision, 'function', signature)};
 END
 $restore$"""
 

@@ -41,10 +41,12 @@ requires = requirements.Requirements(
 
 
 def upgrade() -> None:
-    online_ddl.set_not_null(revision, "public.chat_participants", "chat_id", "user_id")
+    # The concurrent step first: stepping out of the transaction commits what came
+    # before it, so the SET NOT NULL comes last and commits with the revision.
     online_ddl.create_index_concurrently(
         revision, "idx_chat_messages_sender_id", "public.chat_messages", "sender_id"
     )
+    online_ddl.set_not_null(revision, "public.chat_participants", "chat_id", "user_id")
 
 
 def downgrade() -> None:

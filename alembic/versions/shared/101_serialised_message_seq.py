@@ -12,9 +12,10 @@ commit: every insert succeeds, seqs are unique, gapless and in commit order.
 Senders to different chats do not wait for each other. A seq sent by the
 client is ignored (it could open a gap). search_path is pinned (Supabase lint
 function_search_path_mutable). CREATE OR REPLACE keeps the trigger, owner and
-comment; the previous definition and ACL are recorded first. Nobody but the
-owner keeps EXECUTE on it: a trigger function is never called by a user, and
-Supabase's default privileges had granted it to anon.
+comment; the previous definition and ACL are recorded first. PUBLIC and the
+API roles (anon, authenticated, service_role) lose EXECUTE on it: a trigger
+function is never called by a user, and Supabase's default privileges had
+granted it to all of them.
 Locks: none on tables (CREATE OR REPLACE FUNCTION updates its catalog row).
 One transaction. At run time the trigger serialises senders per chat only.
 Downgrade verified: tests/test_migrations.py (dump before upgrade equals dump

@@ -14,8 +14,8 @@ participant change any message of the chat. This revision:
   get_unread_count and get_latest_seq with the same names, arguments and
   return types: search_path = '', a caller check (p_user_id = auth.uid() and
   participation in p_chat_id, else SQLSTATE 42501 and nothing changed;
-  service_role acts for anyone), EXECUTE for authenticated and service_role
-  only. The two mark functions stay SECURITY DEFINER (they change other
+  service_role acts for anyone); of PUBLIC and the API roles only
+  authenticated and service_role may execute them. The two mark functions stay SECURITY DEFINER (they change other
   participants' messages); the two readers become SECURITY INVOKER;
 * replaces every policy of the three tables with one permissive policy per
   command in the (select auth.uid()) form; a sender updates only their own

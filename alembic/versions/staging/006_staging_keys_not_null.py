@@ -36,8 +36,10 @@ requires = requirements.Requirements(
 
 
 def upgrade() -> None:
-    online_ddl.set_not_null(revision, "public.chat_participants", "chat_id", "user_id")
-    online_ddl.set_not_null(revision, "public.chat_messages", "chat_id", "sender_id")
+    # One step for both tables: rows violating either stop it before any SET NOT NULL.
+    online_ddl.set_not_null_on(
+        revision, {"public.chat_participants": ("chat_id", "user_id"), "public.chat_messages": ("chat_id", "sender_id")}
+    )
 
 
 def downgrade() -> None:
