@@ -124,6 +124,10 @@ def templates(cluster):
         cluster.create_database(head, template=name)
         alembic_cli.run("-n", env, "upgrade", "head", urls={env: cluster.url(head)})
         names[f"head-{env}"] = head
+    for template in names.values():
+        # Nothing left for autovacuum to do there: a worker on a template stops a clone,
+        # and only the platform's superuser may end one.
+        cluster.execute(template, "VACUUM ANALYZE", admin=True)
     return names
 
 
@@ -140,7 +144,15 @@ def make_database(cluster, templates):
             user=OWNER, password=cluster.password, host="127.0.0.1", port=cluster.port,
             dbname=name, template_dbname=template,
         )
-        janitor.init()
+        if copy_of:
+            # An autovacuum worker may be on the source: only the platform's superuser may end it.
+            cluster.execute(
+                "postgres", f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{copy_of.name}'",
+                admin=True,
+            )
+            cluster.create_database(name, template=copy_of.name)
+        else:
+            janitor.init()
         janitors.append(janitor)
         if copy_of:
             pass

@@ -130,7 +130,7 @@ def remove(conn: Connection, removable: list[Leftover], *, autocommit_block) -> 
                 conn.execute(text(f"DROP INDEX CONCURRENTLY IF EXISTS {_quoted(item.name)}"))
             elif item.kind == "redefined index":
                 online_ddl.converge_index(item.name.split(".", 1)[1], item.table)
-            else:
+            elif item.kind in ("not null", "check"):
                 # Catalog changes under ACCESS EXCLUSIVE: short waits and retries, like every migration lock.
                 conn.execute(text(f"SET lock_timeout = {settings.lock_timeout_ms}"))
                 table, name = item.name.rsplit(".", 1)

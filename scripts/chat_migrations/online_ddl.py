@@ -429,10 +429,26 @@ def set_not_null_on(revision: str, columns_by_table: dict[str, tuple[str, ...]])
     run interrupted half-way leaves at most validated helper checks, which the
     next run reuses.
     """
-    checks = {
+    prepare_not_null(revision, columns_by_table)
+    finish_not_null(columns_by_table)
+
+
+def _helper_checks(columns_by_table: dict[str, tuple[str, ...]]) -> dict[tuple[str, str], str]:
+    return {
         (table, column): _not_null_check_name(table, column)
         for table, columns in columns_by_table.items() for column in columns
     }
+
+
+def prepare_not_null(revision: str, columns_by_table: dict[str, tuple[str, ...]]) -> None:
+    """The first half of set_not_null_on: record, add and validate the helper checks, or refuse.
+
+    Outside the revision's transaction. A revision with another concurrent step
+    runs it between this and finish_not_null, so rows that violate stop the
+    revision before that step changes anything, and the SET NOT NULL still
+    commits with the revision.
+    """
+    checks = _helper_checks(columns_by_table)
     with op.get_context().autocommit_block():
         for table, column in checks:
             op.execute(snapshots.record_column_sql(revision, table, column))
@@ -452,6 +468,11 @@ def set_not_null_on(revision: str, columns_by_table: dict[str, tuple[str, ...]])
             "RAISE EXCEPTION 'cannot add NOT NULL:%; fix or delete those rows, then rerun. Nothing was changed', "
             "current_setting('migration.not_null_violation'); END IF; END $report$"
         )
+
+
+def finish_not_null(columns_by_table: dict[str, tuple[str, ...]]) -> None:
+    """The second half of set_not_null_on, in the revision's transaction: SET NOT NULL, proved by the checks."""
+    checks = _helper_checks(columns_by_table)
     for (table, column), check in checks.items():
         # Only where the helper check was added and validated: a column left
         # nullable (a foreign key that sets it NULL) is never scanned for it.

@@ -40,13 +40,18 @@ requires = requirements.Requirements(
 )
 
 
+KEYS = {"public.chat_participants": ("chat_id", "user_id")}
+
+
 def upgrade() -> None:
-    # The concurrent step first: stepping out of the transaction commits what came
-    # before it, so the SET NOT NULL comes last and commits with the revision.
+    # Rows that violate stop the revision first; the concurrent step comes next,
+    # because stepping out of the transaction commits what came before it; the
+    # SET NOT NULL comes last and commits with the revision.
+    online_ddl.prepare_not_null(revision, KEYS)
     online_ddl.create_index_concurrently(
         revision, "idx_chat_messages_sender_id", "public.chat_messages", "sender_id"
     )
-    online_ddl.set_not_null(revision, "public.chat_participants", "chat_id", "user_id")
+    online_ddl.finish_not_null(KEYS)
 
 
 def downgrade() -> None:
