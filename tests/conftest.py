@@ -27,7 +27,7 @@ import pytest
 from pytest_postgresql.janitor import DatabaseJanitor
 
 from chat_migrations import alembic_cli, baseline, catalog, seed
-from chat_migrations.cluster import OWNER, Cluster, pg_bindir
+from chat_migrations.cluster import ADMIN, OWNER, Cluster, pg_bindir
 from chat_migrations.environments import get_environment, libpq_command
 from chat_migrations.environments import REPO_ROOT
 from chat_migrations.fingerprints import data_checksums, first_difference, schema_dump
@@ -140,25 +140,17 @@ def make_database(cluster, templates):
         """A fresh database of ``kind`` (or a copy of ``copy_of``, which nobody may be connected to)."""
         template = copy_of.name if copy_of else templates["platform" if kind == "platform" else f"{kind}-{environment}"]
         name = f"t{next(_counter)}_{environment}_{kind}"
+        # Making and dropping databases is the platform's work (its superuser may end an
+        # autovacuum worker on the template, which postgres may not); the database is postgres's.
         janitor = DatabaseJanitor(
-            user=OWNER, password=cluster.password, host="127.0.0.1", port=cluster.port,
-            dbname=name, template_dbname=template,
+            user=ADMIN, host=str(cluster.socket_dir), port=cluster.port, dbname=name, template_dbname=template,
         )
-        if copy_of:
-            # An autovacuum worker may be on the source: only the platform's superuser may end it.
-            cluster.execute(
-                "postgres", f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{copy_of.name}'",
-                admin=True,
-            )
-            cluster.create_database(name, template=copy_of.name)
-        else:
-            janitor.init()
+        janitor.init()
+        cluster.execute("postgres", f'ALTER DATABASE "{name}" OWNER TO {OWNER}', admin=True)
         janitors.append(janitor)
-        if copy_of:
-            pass
-        elif kind == "platform" and marked:
+        if copy_of is None and kind == "platform" and marked:
             cluster.mark(name, get_environment(environment))
-        elif kind != "platform" and not marked:
+        elif copy_of is None and kind != "platform" and not marked:
             cluster.execute(name, "DELETE FROM migration_meta.database_identity")
         return Database(cluster, name, environment)
 
