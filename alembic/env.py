@@ -2,7 +2,7 @@
 
 ``alembic -n prod ...`` or ``alembic -n staging ...`` picks the environment
 (``config.config_ini_section``). This file only chooses it, gets its guarded
-connection (identity check, timeouts, advisory lock: chat_migrations.session),
+connection (identity check, timeouts, advisory lock: chat_migrations.runtime.session),
 looks at the plan of steps before the first one runs (a downgrade past the
 baseline, leftovers of an interrupted run), and runs the revisions, one
 transaction per revision. ``-x key=value`` tunes the waits (README, "Lock
@@ -18,8 +18,10 @@ from alembic.util import CommandError
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
-from chat_migrations import baseline, faults, identity, leftovers, models, online_ddl, requirements, session
-from chat_migrations.environments import ConfigurationError, get_environment, load_environments, redact
+from chat_migrations.frozen import baseline
+from chat_migrations.runtime import faults, identity, leftovers, online_ddl, requirements, session
+from chat_migrations.schema import models
+from chat_migrations.runtime.environments import ConfigurationError, get_environment, load_environments, redact
 
 config = context.config
 if config.config_file_name is not None:

@@ -1,6 +1,6 @@
 """Fixtures: one real PostgreSQL per test session, a fresh database per test.
 
-The server is the project's own throwaway cluster (chat_migrations.cluster),
+The server is the project's own throwaway cluster (chat_migrations.harness.cluster),
 built the way Supabase builds a project: the superuser ``supabase_admin``
 only builds the platform; every migration, check and test query runs as the
 NOSUPERUSER ``postgres`` with its password, as on hosted Supabase.
@@ -26,11 +26,13 @@ from dataclasses import dataclass
 import pytest
 from pytest_postgresql.janitor import DatabaseJanitor
 
-from chat_migrations import alembic_cli, baseline, catalog, seed
-from chat_migrations.cluster import ADMIN, OWNER, Cluster, pg_bindir
-from chat_migrations.environments import get_environment, libpq_command
-from chat_migrations.environments import REPO_ROOT
-from chat_migrations.fingerprints import data_checksums, first_difference, schema_dump
+from chat_migrations.harness import alembic_cli, seed
+from chat_migrations.frozen import baseline
+from chat_migrations.checks import catalog
+from chat_migrations.harness.cluster import ADMIN, OWNER, Cluster, pg_bindir
+from chat_migrations.runtime.environments import get_environment, libpq_command
+from chat_migrations.runtime.environments import REPO_ROOT
+from chat_migrations.harness.fingerprints import data_checksums, first_difference, schema_dump
 
 ENVIRONMENTS = baseline.ENVIRONMENTS
 _counter = itertools.count()

@@ -18,8 +18,11 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.pool import NullPool
 
-from chat_migrations import adopt, alembic_cli, baseline, catalog, checks_cli, requirements
-from chat_migrations.environments import REPO_ROOT
+from chat_migrations.checks import adopt, catalog, checks_cli
+from chat_migrations.harness import alembic_cli
+from chat_migrations.frozen import baseline
+from chat_migrations.runtime import requirements
+from chat_migrations.runtime.environments import REPO_ROOT
 
 DIFFERENCE_KEYS = {"section", "object", "kind", "detail", "classification", "why", "fix"}
 
@@ -76,7 +79,7 @@ def test_the_committed_baseline_is_the_catalog_of_a_freshly_built_baseline_datab
         fresh = adopt.serialize(adopt.picture(catalog.read_catalog(conn)))
     committed = adopt.baseline_file(environment).read_text()
     assert committed == fresh, (
-        f"{adopt.baseline_file(environment)} is stale: python -m chat_migrations.adopt --write-baselines"
+        f"{adopt.baseline_file(environment)} is stale: python -m chat_migrations.checks.adopt --write-baselines"
     )
 
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import pytest
 
-from chat_migrations import alembic_cli
-from chat_migrations.environments import REPO_ROOT, mask_url
+from chat_migrations.harness import alembic_cli
+from chat_migrations.runtime.environments import REPO_ROOT, mask_url
 
 from .conftest import head_of
 
@@ -165,7 +165,7 @@ def test_the_url_is_read_from_env_local(tmp_path, make_database):
 
 
 def test_an_unreachable_server_is_one_line_with_the_password_masked(cluster):
-    from chat_migrations.cluster import free_port
+    from chat_migrations.harness.cluster import free_port
 
     url = f"postgresql://postgres:hunter2-secret@127.0.0.1:{free_port()}/postgres"
     line = failed_line(alembic_cli.run("-n", "prod", "current", urls={"prod": url}, check=False))

@@ -15,7 +15,7 @@ import time
 import psycopg2.errors
 import pytest
 
-from chat_migrations import messaging_functions
+from chat_migrations.schema import messaging_functions
 
 from .supabase_api import new_chat, new_users
 

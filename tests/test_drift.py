@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from chat_migrations import drift
+from chat_migrations.checks import drift
 
 from .test_validate import assert_same_shape, documented_json, run_check
 

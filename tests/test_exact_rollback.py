@@ -8,7 +8,7 @@ downgrade their pg_dump --schema-only equals the original.
 
 from __future__ import annotations
 
-from chat_migrations import baseline
+from chat_migrations.frozen import baseline
 
 from .conftest import assert_same_schema, head_of
 

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from chat_migrations import alembic_cli
+from chat_migrations.harness import alembic_cli
 
 from .conftest import assert_same_schema, head_of, project_with_shared_revision
 
@@ -298,7 +298,7 @@ def test_rows_violating_a_not_null_about_to_be_added_stop_the_upgrade_with_their
 TWO_TABLE_REVISION = '''
 """Takes ACCESS EXCLUSIVE on two tables in one transaction, participants first (test only)."""
 
-from chat_migrations import online_ddl
+from chat_migrations.runtime import online_ddl
 
 revision = "101_test_two_tables"
 down_revision = "100_converged"

@@ -11,7 +11,7 @@ itself must end with one FAILED line that says where the database stands.
 
 The runs are the real alembic command line, in this process (alembic.config.main)
 so that a few hundred of them stay cheap; the fault comes from
-chat_migrations.faults.
+chat_migrations.runtime.faults.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from __future__ import annotations
 import pytest
 from alembic.config import main as alembic_main
 
-from chat_migrations import faults
-from chat_migrations.environments import ALEMBIC_INI, load_environments
+from chat_migrations.runtime import faults
+from chat_migrations.runtime.environments import ALEMBIC_INI, load_environments
 
 from .conftest import ENVIRONMENTS, assert_same_schema
 

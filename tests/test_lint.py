@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from chat_migrations import alembic_cli
-from chat_migrations.environments import REPO_ROOT
+from chat_migrations.harness import alembic_cli
+from chat_migrations.runtime.environments import REPO_ROOT
 
 from .conftest import ENVIRONMENTS, revisions_in_order
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import psycopg2
 import pytest
 
-from chat_migrations import validate
+from chat_migrations.checks import validate
 
 from .conftest import ENVIRONMENTS, assert_same_schema, head_of
 from .supabase_api import new_chat, new_users

@@ -10,8 +10,8 @@ import time
 import tempfile
 from pathlib import Path
 
-from chat_migrations import alembic_cli
-from chat_migrations.environments import REPO_ROOT
+from chat_migrations.harness import alembic_cli
+from chat_migrations.runtime.environments import REPO_ROOT
 
 
 def run(*command: str, **kwargs) -> subprocess.CompletedProcess:
@@ -91,7 +91,7 @@ def test_local_db_refuses_a_folder_it_did_not_make(tmp_path):
 
 
 def test_local_db_keeps_its_server_in_the_checkout_by_default():
-    from chat_migrations import local_db
+    from chat_migrations.harness import local_db
 
     assert local_db.DEFAULT_DIR == REPO_ROOT / ".local-db" or "LOCAL_DB_DIR" in os.environ
     assert ".local-db" in (REPO_ROOT / ".gitignore").read_text()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import time
 
-from chat_migrations import alembic_cli
+from chat_migrations.harness import alembic_cli
 
 from .conftest import revisions_in_order
 from .test_faults import Session, wait_for

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import pytest
 
-from chat_migrations import alembic_cli, baseline
-from chat_migrations.environments import REPO_ROOT
+from chat_migrations.harness import alembic_cli
+from chat_migrations.frozen import baseline
+from chat_migrations.runtime.environments import REPO_ROOT
 
 from .conftest import assert_same_schema, head_of, project_with_shared_revision, revisions_in_order
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import pytest
 
-from chat_migrations import alembic_cli, lock_classes
+from chat_migrations.harness import alembic_cli
+from chat_migrations.review import lock_classes
 
 from .conftest import ENVIRONMENTS, assert_same_schema, revisions_in_order
 

@@ -22,8 +22,10 @@ from alembic.config import main as alembic_main
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from chat_migrations import adopt, alembic_cli, drift, environments, preflight, validate
-from chat_migrations.environments import ALEMBIC_INI, load_environments
+from chat_migrations.checks import adopt, drift, preflight, validate
+from chat_migrations.harness import alembic_cli
+from chat_migrations.runtime import environments
+from chat_migrations.runtime.environments import ALEMBIC_INI, load_environments
 
 # Every character that means something in a URL, a shell or a .env file.
 SECRET = "p/w?x#y@z:%&=+ $!'\"\\;sEcReT"

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from chat_migrations import postgres_binaries
-from chat_migrations.postgres_binaries import PostgresBinariesNotFound, bindir, version_of
+from chat_migrations.harness import postgres_binaries
+from chat_migrations.harness.postgres_binaries import PostgresBinariesNotFound, bindir, version_of
 
 
 def fake_programs(bin_dir: Path, version: str, *, debian: bool = False) -> Path:
@@ -200,7 +200,7 @@ def test_version_of_reads_pg_config_or_postgres(tmp_path):
 
 def test_run_as_a_module_it_prints_the_bin_directory(tmp_path):
     env = {**os.environ, "PG_BINDIR": str(tmp_path / "bin")}
-    command = [sys.executable, "-m", "chat_migrations.postgres_binaries"]
+    command = [sys.executable, "-m", "chat_migrations.harness.postgres_binaries"]
     printed = subprocess.run([*command, "17"], env=env, capture_output=True, text=True, check=True)
     assert printed.stdout == f"{tmp_path / 'bin'}\n"
     env = {**env, "PG_BINDIR": "", "PG_VERSION": "latest"}

@@ -1,19 +1,20 @@
 """scripts/preflight: what would stop `upgrade head` is reported before anything runs, with its fix.
 
 And what the pending revisions will change, judged from what they promise
-(chat_migrations.contract, their ``requires`` and ``access``), never from
+(chat_migrations.schema.contract, their ``requires`` and ``access``), never from
 models.py: no column is announced NOT NULL that no revision makes so.
 """
 
 from __future__ import annotations
 
-from chat_migrations.cluster import pg_bindir
-from chat_migrations.postgres_binaries import version_of
+from chat_migrations.harness.cluster import pg_bindir
+from chat_migrations.harness.postgres_binaries import version_of
 
 import psycopg2
 import pytest
 
-from chat_migrations import catalog, identity, preflight
+from chat_migrations.checks import catalog, preflight
+from chat_migrations.runtime import identity
 
 from .test_validate import assert_same_shape, documented_json, run_check
 

@@ -16,7 +16,7 @@ from pytest_alembic.tests import (  # noqa: F401  (collected as tests here)
 from sqlalchemy import create_engine
 from sqlalchemy.pool import NullPool
 
-from chat_migrations.environments import ALEMBIC_INI, parse_url
+from chat_migrations.runtime.environments import ALEMBIC_INI, parse_url
 
 from .conftest import ENVIRONMENTS
 

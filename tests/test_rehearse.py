@@ -8,9 +8,9 @@ import subprocess
 
 import pytest
 
-from chat_migrations import rehearse
-from chat_migrations.checks_cli import environment_target
-from chat_migrations.environments import REPO_ROOT, load_environments
+from chat_migrations.harness import rehearse
+from chat_migrations.checks.checks_cli import environment_target
+from chat_migrations.runtime.environments import REPO_ROOT, load_environments
 
 REHEARSE = REPO_ROOT / "scripts" / "rehearse"
 _clones = itertools.count()

@@ -18,9 +18,10 @@ from pathlib import Path
 import psycopg2
 import pytest
 
-from chat_migrations import identity, lock_classes, render_sql
-from chat_migrations.cluster import pg_bindir
-from chat_migrations.environments import REPO_ROOT, get_environment, libpq_command
+from chat_migrations.runtime import identity
+from chat_migrations.review import lock_classes, render_sql
+from chat_migrations.harness.cluster import pg_bindir
+from chat_migrations.runtime.environments import REPO_ROOT, get_environment, libpq_command
 
 from .conftest import ENVIRONMENTS, assert_same_schema, revisions_in_order
 
@@ -291,7 +292,7 @@ def test_a_previous_rendering_is_replaced_but_a_folder_with_other_files_is_refus
     assert (out / "prod" / "notes.txt").read_text() == "mine\n"
 
 
-# --- statement -> lock (chat_migrations.lock_classes) ----------------------------------------
+# --- statement -> lock (chat_migrations.review.lock_classes) ----------------------------------------
 
 AE, SUE = lock_classes.ACCESS_EXCLUSIVE, lock_classes.SHARE_UPDATE_EXCLUSIVE
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 import psycopg2.errors
 import pytest
 
-from chat_migrations import messaging_functions
-from chat_migrations.fingerprints import first_difference
+from chat_migrations.schema import messaging_functions
+from chat_migrations.harness.fingerprints import first_difference
 
 from . import supabase_lint
 from .supabase_api import new_chat, new_users

@@ -14,8 +14,8 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from psycopg2.extensions import parse_dsn
 
-from chat_migrations import environments
-from chat_migrations.environments import ConfigurationError, Environment
+from chat_migrations.runtime import environments
+from chat_migrations.runtime.environments import ConfigurationError, Environment
 
 # Every character that means something in a URL, and the ones .env files and shells treat specially.
 SPECIAL_PASSWORDS = [

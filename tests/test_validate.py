@@ -1,10 +1,10 @@
 """scripts/validate: every check fails, naming the object, on a database that breaks exactly it.
 
-It judges what the revisions promise (chat_migrations.contract), so what they
+It judges what the revisions promise (chat_migrations.schema.contract), so what they
 never promised (a constraint's name, an extra index, a default, an ON DELETE
 action) passes, and what the plan does not know is reported as information.
 
-Also the plumbing the three operator checks share (chat_migrations.checks_cli):
+Also the plumbing the three operator checks share (chat_migrations.checks.checks_cli):
 the read-only session enforced by the server, exit code 2 with one line and
 the password masked, and the JSON shape the README documents. The helpers
 and fixtures here are imported by test_preflight.py and test_drift.py.
@@ -21,9 +21,12 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
-from chat_migrations import alembic_cli, bulk_load, catalog, checks_cli, contract, drift, identity, preflight, validate
-from chat_migrations.cluster import free_port
-from chat_migrations.environments import REPO_ROOT
+from chat_migrations.harness import alembic_cli, bulk_load
+from chat_migrations.checks import catalog, checks_cli, drift, preflight, validate
+from chat_migrations.schema import contract
+from chat_migrations.runtime import identity
+from chat_migrations.harness.cluster import free_port
+from chat_migrations.runtime.environments import REPO_ROOT
 
 from .conftest import Database
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import yaml
 
-from chat_migrations.environments import REPO_ROOT, load_environments
+from chat_migrations.runtime.environments import REPO_ROOT, load_environments
 
 WORKFLOWS = REPO_ROOT / ".github" / "workflows"
 MIGRATE = WORKFLOWS / "migrate.yml"

@@ -8,7 +8,7 @@ import sys
 
 from alembic.util import CommandError
 
-from chat_migrations.environments import ConfigurationError, get_environment
+from chat_migrations.runtime.environments import ConfigurationError, get_environment
 
 
 def _requested_environment() -> str | None:

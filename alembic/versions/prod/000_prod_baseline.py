@@ -5,7 +5,7 @@ Why: the plan's "Detailed Schema Comparison" and "Query Evidence". Prod has
 chat_messages.chat_id/sender_id and chat_participants.chat_id/user_id
 nullable, mark_messages_as_read returning TABLE(updated_count bigint),
 get_unread_count, and both idx_chat_messages_sender_id and
-idx_chat_messages_reply_to. The DDL lives in chat_migrations.baseline (frozen).
+idx_chat_messages_reply_to. The DDL lives in chat_migrations.frozen.baseline (frozen).
 Locks: only on new objects (an empty database). The live database is never
 upgraded through this revision: it is adopted with
 ``alembic -n prod stamp 000_prod_baseline`` (README, "Adopting a live database").
@@ -20,7 +20,7 @@ from typing import Sequence, Union
 
 from alembic import op
 
-from chat_migrations import baseline
+from chat_migrations.frozen import baseline
 
 revision: str = "000_prod_baseline"
 down_revision: Union[str, Sequence[str], None] = None

@@ -26,7 +26,7 @@ Revises: 000_prod_baseline
 
 from typing import Sequence, Union
 
-from chat_migrations import online_ddl, requirements
+from chat_migrations.runtime import online_ddl, requirements
 
 revision: str = "001_schema_alignment"
 down_revision: Union[str, Sequence[str], None] = "000_prod_baseline"

@@ -24,7 +24,7 @@ Revises: 001_schema_alignment
 
 from typing import Sequence, Union
 
-from chat_migrations import online_ddl, requirements
+from chat_migrations.runtime import online_ddl, requirements
 
 revision: str = "005_prod_message_keys_not_null"
 down_revision: Union[str, Sequence[str], None] = "001_schema_alignment"

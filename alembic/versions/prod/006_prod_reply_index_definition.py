@@ -22,7 +22,7 @@ Revises: 005_prod_message_keys_not_null
 
 from typing import Sequence, Union
 
-from chat_migrations import online_ddl, requirements
+from chat_migrations.runtime import online_ddl, requirements
 
 revision: str = "006_prod_reply_index_definition"
 down_revision: Union[str, Sequence[str], None] = "005_prod_message_keys_not_null"

@@ -20,7 +20,7 @@ from typing import Sequence, Union
 
 from alembic import op
 
-from chat_migrations import api_access, requirements, snapshots
+from chat_migrations.runtime import api_access, requirements, snapshots
 
 revision: str = "007_prod_unread_count_privileges"
 down_revision: Union[str, Sequence[str], None] = "006_prod_reply_index_definition"

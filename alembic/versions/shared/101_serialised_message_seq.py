@@ -30,7 +30,8 @@ from typing import Sequence, Union
 
 from alembic import op
 
-from chat_migrations import api_access, converged, requirements, snapshots
+from chat_migrations.runtime import api_access, requirements, snapshots
+from chat_migrations.frozen import converged
 
 revision: str = "101_serialised_message_seq"
 down_revision: Union[str, Sequence[str], None] = "100_converged"

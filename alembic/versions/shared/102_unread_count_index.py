@@ -21,7 +21,7 @@ Revises: 101_serialised_message_seq
 
 from typing import Sequence, Union
 
-from chat_migrations import online_ddl, requirements
+from chat_migrations.runtime import online_ddl, requirements
 
 revision: str = "102_unread_count_index"
 down_revision: Union[str, Sequence[str], None] = "101_serialised_message_seq"

@@ -51,7 +51,8 @@ from typing import Sequence, Union
 
 from alembic import op
 
-from chat_migrations import api_access, converged, online_ddl, policy_snapshots, requirements, snapshots
+from chat_migrations.runtime import api_access, online_ddl, policy_snapshots, requirements, snapshots
+from chat_migrations.frozen import converged
 
 revision: str = "103_messaging_security"
 down_revision: Union[str, Sequence[str], None] = "102_unread_count_index"

@@ -30,7 +30,8 @@ from typing import Sequence, Union
 
 from alembic import op
 
-from chat_migrations import api_access, baseline, requirements, snapshots
+from chat_migrations.runtime import api_access, requirements, snapshots
+from chat_migrations.frozen import baseline
 
 revision: str = "002_function_updates_staging"
 down_revision: Union[str, Sequence[str], None] = "000_staging_baseline"

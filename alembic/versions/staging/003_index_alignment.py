@@ -18,7 +18,7 @@ Revises: 002_function_updates_staging
 
 from typing import Sequence, Union
 
-from chat_migrations import online_ddl, requirements
+from chat_migrations.runtime import online_ddl, requirements
 
 revision: str = "003_index_alignment"
 down_revision: Union[str, Sequence[str], None] = "002_function_updates_staging"

@@ -17,7 +17,7 @@ Revises: 003_index_alignment
 
 from typing import Sequence, Union
 
-from chat_migrations import online_ddl, requirements
+from chat_migrations.runtime import online_ddl, requirements
 
 revision: str = "005_staging_sender_index"
 down_revision: Union[str, Sequence[str], None] = "003_index_alignment"

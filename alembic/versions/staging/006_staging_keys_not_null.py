@@ -21,7 +21,7 @@ Revises: 005_staging_sender_index
 
 from typing import Sequence, Union
 
-from chat_migrations import online_ddl, requirements
+from chat_migrations.runtime import online_ddl, requirements
 
 revision: str = "006_staging_keys_not_null"
 down_revision: Union[str, Sequence[str], None] = "005_staging_sender_index"

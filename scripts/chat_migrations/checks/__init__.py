@@ -1,0 +1,2 @@
+"""The read-only checks an operator runs: validate, preflight, drift, adopt.
+"""

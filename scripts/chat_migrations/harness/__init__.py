@@ -1,0 +1,2 @@
+"""The harness: local clusters, lookalike databases, seed data, bulk load, rehearsal, the local job, benchmarks.
+"""

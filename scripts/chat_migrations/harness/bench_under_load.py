@@ -1,0 +1,312 @@
+"""scripts/benchmark-under-load: the migration on production-sized data, under application traffic.
+
+A benchmark, not a test: it takes many minutes and its numbers depend on the
+machine. It loads both lookalikes with ``--messages`` messages (chats of very
+different sizes, participants with read positions), runs an application
+workload against both from several connections (as Supabase's API does: role
+``authenticated`` with the caller's JWT claims), and while it runs drives the
+real CLI: ``alembic upgrade head`` on staging and prod, then ``downgrade`` of
+both back to their baselines. It records the application's latency (p50, p99,
+max) and errors before, during and after, each revision's time, and the floor:
+the plan's plain DDL on an idle copy of the same data.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import re
+import statistics
+import sys
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psycopg2
+
+from chat_migrations.harness import alembic_cli, bulk_load
+from chat_migrations.frozen import baseline
+from chat_migrations.harness.cluster import Cluster
+
+WORKLOAD = ("send", "mark_read", "unread_count", "latest_page")
+# The plan's statements, run plainly (blocking DDL) on an idle copy: the floor.
+PLAIN_DDL = {
+    "prod": {
+        "001_schema_alignment": "ALTER TABLE public.chat_participants ALTER COLUMN chat_id SET NOT NULL, "
+        "ALTER COLUMN user_id SET NOT NULL; CREATE INDEX IF NOT EXISTS idx_chat_messages_sender_id "
+        "ON public.chat_messages (sender_id)",
+        "005_prod_message_keys_not_null": "ALTER TABLE public.chat_messages ALTER COLUMN chat_id SET NOT NULL, "
+        "ALTER COLUMN sender_id SET NOT NULL",
+    },
+    "staging": {
+        "002_function_updates_staging": f"DROP FUNCTION {baseline.MARK_MESSAGES_AS_READ};"
+        f"{baseline.MARK_MESSAGES_AS_READ_RETURNING_COUNT}{baseline.MARK_MESSAGES_AS_READ_GRANTS}"
+        f"{baseline.GET_UNREAD_COUNT_FUNCTION}",
+        "003_index_alignment": "CREATE INDEX idx_chat_messages_reply_to ON public.chat_messages (reply_to_message_id)",
+        "005_staging_sender_index": "CREATE INDEX idx_chat_messages_sender_id ON public.chat_messages (sender_id)",
+    },
+}
+
+
+@dataclass
+class Sample:
+    at: float
+    environment: str
+    operation: str
+    latency: float
+    error: str | None = None
+
+
+@dataclass
+class Recorder:
+    samples: list[Sample] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def add(self, sample: Sample) -> None:
+        with self.lock:
+            self.samples.append(sample)
+
+
+class ApplicationWorker(threading.Thread):
+    """One client connection doing what the frontend does, in a loop, as a participant."""
+
+    def __init__(self, url: str, environment: str, participants, recorder: Recorder, stop: threading.Event, seed: int):
+        super().__init__(daemon=True)
+        self.url, self.environment, self.participants = url, environment, participants
+        self.recorder, self.stop_event, self.rng = recorder, stop, random.Random(seed)
+
+    def run(self) -> None:
+        conn = None
+        while not self.stop_event.is_set():
+            if conn is None:
+                try:
+                    conn = psycopg2.connect(self.url, application_name="app")
+                except psycopg2.OperationalError as problem:
+                    self._record(time.monotonic(), "connect", problem)
+                    time.sleep(0.2)
+                    continue
+            chat_id, user_id = self.rng.choice(self.participants)
+            operation = self.rng.choices(WORKLOAD, weights=(3, 2, 3, 4))[0]
+            started = time.monotonic()
+            try:
+                with conn.cursor() as cur:
+                    cur.execute("SET LOCAL ROLE authenticated")
+                    cur.execute(
+                        "SELECT set_config('request.jwt.claims', %s, true)",
+                        (json.dumps({"sub": user_id, "role": "authenticated"}),),
+                    )
+                    self._operate(cur, operation, chat_id, user_id)
+                conn.commit()
+                self._record(started, operation, None)
+            except psycopg2.OperationalError as problem:
+                # The connection is gone (a restart, a terminated backend): count it, reconnect.
+                self._record(started, operation, problem)
+                conn.close()
+                conn = None
+            except psycopg2.Error as problem:
+                conn.rollback()
+                self._record(started, operation, problem)
+        if conn is not None:
+            conn.close()
+
+    def _record(self, started: float, operation: str, problem: Exception | None) -> None:
+        error = None
+        if problem is not None:
+            detail = getattr(problem, "pgerror", None) or str(problem)
+            error = f"{type(problem).__name__}: {detail.strip().splitlines()[0] if detail.strip() else ''}"
+        self.recorder.add(Sample(started, self.environment, operation, time.monotonic() - started, error))
+
+    @staticmethod
+    def _operate(cur, operation: str, chat_id: str, user_id: str) -> None:
+        if operation == "send":
+            cur.execute(
+                "INSERT INTO public.chat_messages (chat_id, sender_id, message_text, client_generated_id) "
+                "VALUES (%s, %s, 'benchmark message', %s)",
+                (chat_id, user_id, str(uuid.uuid4())),
+            )
+        elif operation == "mark_read":
+            cur.execute("SELECT public.mark_messages_as_read(%s, %s)", (chat_id, user_id))
+        elif operation == "unread_count":
+            # Staging has no get_unread_count before 002: the frontend's fallback is a plain count.
+            cur.execute("SELECT to_regprocedure('public.get_unread_count(uuid, uuid)') IS NOT NULL")
+            if cur.fetchone()[0]:
+                cur.execute("SELECT public.get_unread_count(%s, %s)", (chat_id, user_id))
+            else:
+                cur.execute(
+                    "SELECT count(*) FROM public.chat_messages WHERE chat_id = %s AND sender_id <> %s "
+                    "AND deleted_at IS NULL AND status <> 'read'",
+                    (chat_id, user_id),
+                )
+        else:
+            cur.execute(
+                "SELECT id, seq, sender_id, message_text, status, created_at FROM public.chat_messages "
+                "WHERE chat_id = %s AND deleted_at IS NULL ORDER BY seq DESC LIMIT 50",
+                (chat_id,),
+            )
+        cur.fetchall() if cur.description else None
+
+
+def sample_participants(url: str, count: int = 5000) -> list[tuple[str, str]]:
+    conn = psycopg2.connect(url)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(
+                "SELECT chat_id::text, user_id::text FROM public.chat_participants "
+                "WHERE chat_id IS NOT NULL AND user_id IS NOT NULL ORDER BY random() LIMIT %s",
+                (count,),
+            )
+            return cur.fetchall()
+    finally:
+        conn.close()
+
+
+def summarize(samples: list[Sample]) -> dict:
+    latencies = sorted(s.latency * 1000 for s in samples if s.error is None)
+    errors = [s for s in samples if s.error is not None]
+    if not latencies:
+        return {"operations": len(samples), "errors": len(errors)}
+    return {
+        "operations": len(samples),
+        "errors": len(errors),
+        "p50_ms": round(statistics.median(latencies), 1),
+        "p99_ms": round(latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))], 1),
+        "max_ms": round(latencies[-1], 1),
+        "error_kinds": sorted({e.error for e in errors})[:5],
+    }
+
+
+def run_alembic(urls, *args) -> tuple[float, float, dict[str, float], str]:
+    started = time.monotonic()
+    result = alembic_cli.run(*args, urls=urls, check=False)
+    ended = time.monotonic()
+    if result.returncode != 0:
+        raise RuntimeError(f"alembic {' '.join(args)} failed:\n{result.output}")
+    steps = {f"{m.group(1)} {m.group(2)}": float(m.group(3)) for m in re.finditer(r"(upgrade|downgrade) (\S+) took ([\d.]+)s", result.output)}
+    return started, ended, steps, result.output
+
+
+def floor_times(cluster: Cluster, environment: str, source: str) -> dict[str, float]:
+    """The plan's plain DDL on an idle copy of the same data, one statement group per revision."""
+    copy = f"floor_{environment}"
+    cluster.drop_database(copy)
+    cluster.create_database(copy, template=source)
+    times = {}
+    conn = cluster.connect(copy)
+    try:
+        for revision, sql in PLAIN_DDL[environment].items():
+            started = time.monotonic()
+            with conn.cursor() as cur:
+                cur.execute(sql)
+            times[revision] = round(time.monotonic() - started, 2)
+    finally:
+        conn.close()
+        cluster.drop_database(copy)
+    return times
+
+
+def plot(samples: list[Sample], windows: list[tuple[str, float, float]], origin: float, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(12, 5))
+    for environment, colour in (("staging", "tab:blue"), ("prod", "tab:orange")):
+        points = [(s.at - origin, s.latency * 1000) for s in samples if s.environment == environment and s.error is None]
+        axes.scatter([p[0] for p in points], [p[1] for p in points], s=2, alpha=0.35, color=colour, label=f"{environment} queries")
+    failed = [(s.at - origin, s.latency * 1000) for s in samples if s.error is not None]
+    if failed:
+        axes.scatter([p[0] for p in failed], [p[1] for p in failed], s=12, marker="x", color="red", label="errors")
+    for label, start, end in windows:
+        axes.axvspan(start - origin, end - origin, alpha=0.12, color="grey")
+        axes.text(start - origin, axes.get_ylim()[1] * 0.9, label, rotation=90, fontsize=7, va="top")
+    axes.set_yscale("log")
+    axes.set_xlabel("seconds since the workload started")
+    axes.set_ylabel("application query latency (ms, log)")
+    axes.set_title("Application latency while the migration runs (grey: alembic commands)")
+    axes.legend(loc="upper right", markerscale=4)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="scripts/benchmark-under-load", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--messages", type=int, default=10_000_000, help="messages per environment (default 10,000,000)")
+    parser.add_argument("--workers", type=int, default=4, help="application connections per environment (default 4)")
+    parser.add_argument("--quiet-seconds", type=float, default=30.0, help="traffic before and after the migration (default 30)")
+    parser.add_argument("--output", type=Path, default=Path("benchmark-under-load"), help="folder for results.json and latency.png")
+    args = parser.parse_args(argv)
+    args.output.mkdir(parents=True, exist_ok=True)
+
+    cluster = Cluster.start()
+    print(f"server on port {cluster.port}, data in {cluster.root}", flush=True)
+    recorder, stop, workers = Recorder(), threading.Event(), []
+    try:
+        databases = {env: f"bench_{env}" for env in ("staging", "prod")}
+        urls = {}
+        for env, database in databases.items():
+            started = time.monotonic()
+            cluster.create_observed_database(database, env)
+            urls[env] = cluster.passfile_url(database)
+            bulk_load.load(urls[env], messages=args.messages)
+            alembic_cli.run("-n", env, "-x", f"mark_as={env}", "stamp", f"000_{env}_baseline", urls={env: urls[env]})
+            print(f"loaded {env}: {args.messages:,} messages in {time.monotonic() - started:.0f}s", flush=True)
+        floors = {env: floor_times(cluster, env, database) for env, database in databases.items()}
+        print(f"floor (plain DDL, idle copy): {floors}", flush=True)
+
+        workers = [
+            ApplicationWorker(urls[env], env, sample_participants(urls[env]), recorder, stop, seed=n)
+            for env in databases
+            for n in range(args.workers)
+        ]
+        origin = time.monotonic()
+        for worker in workers:
+            worker.start()
+        time.sleep(args.quiet_seconds)
+        migration_started = time.monotonic()
+        windows, revision_times = [], {}
+        for direction in ("upgrade", "downgrade"):
+            for env in ("staging", "prod"):
+                target = "head" if direction == "upgrade" else f"000_{env}_baseline"
+                start, end, steps, _ = run_alembic({env: urls[env]}, "-n", env, direction, target)
+                windows.append((f"{env} {direction}", start, end))
+                revision_times.update({f"{env}: {step}": seconds for step, seconds in steps.items()})
+                print(f"{env} {direction} {target}: {end - start:.1f}s {steps}", flush=True)
+        migration_ended = time.monotonic()
+        time.sleep(args.quiet_seconds)
+        stop.set()
+        for worker in workers:
+            worker.join(timeout=30)
+
+        phases = {
+            "before": [s for s in recorder.samples if s.at < migration_started],
+            "during": [s for s in recorder.samples if migration_started <= s.at < migration_ended],
+            "after": [s for s in recorder.samples if s.at >= migration_ended],
+        }
+        results = {
+            "messages_per_environment": args.messages,
+            "workers_per_environment": args.workers,
+            "latency": {phase: summarize(samples) for phase, samples in phases.items()},
+            "latency_by_operation_during": {
+                op: summarize([s for s in phases["during"] if s.operation == op]) for op in WORKLOAD
+            },
+            "revision_seconds_under_load": revision_times,
+            "floor_seconds_plain_ddl_idle": floors,
+            "alembic_windows_seconds": [(label, round(s - origin, 1), round(e - origin, 1)) for label, s, e in windows],
+        }
+        (args.output / "results.json").write_text(json.dumps(results, indent=2))
+        plot(recorder.samples, windows, origin, args.output / "latency.png")
+        print(json.dumps(results, indent=2))
+        return 0
+    finally:
+        stop.set()
+        for worker in workers:
+            worker.join(timeout=30)
+        cluster.stop(remove=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,35 @@
+"""Staging and prod lookalikes on a throwaway server, at their observed pre-migration states.
+
+Built the way the live databases are adopted: the observed schema is created
+without Alembic, realistic rows are added, and ``alembic stamp`` records the
+baseline (README, "Adopting a live database").
+"""
+
+from __future__ import annotations
+
+from chat_migrations.harness import alembic_cli, seed
+from chat_migrations.frozen import baseline
+from chat_migrations.harness.cluster import Cluster
+
+DATABASES = {env: f"chat_{env}" for env in baseline.ENVIRONMENTS}
+
+
+def create(cluster: Cluster, *, messages: int = 183) -> dict[str, str]:
+    """Create both lookalikes; returns {environment: url}."""
+    urls = {}
+    for env, database in DATABASES.items():
+        cluster.create_observed_database(database, env)
+        cluster.execute(database, seed.seed_sql(messages=messages))
+        # The password stays in the cluster's password file, so these URLs are safe to print.
+        urls[env] = cluster.passfile_url(database)
+    for env in DATABASES:
+        # A local database has no Supabase URL to prove it: the operator's -x mark_as does.
+        alembic_cli.run("-n", env, "-x", f"mark_as={env}", "stamp", f"000_{env}_baseline", urls=urls)
+    return urls
+
+
+def export_lines(urls: dict[str, str]) -> str:
+    from chat_migrations.runtime.environments import load_environments
+
+    environments = load_environments()
+    return "\n".join(f"export {environments[env].url_env}='{url}'" for env, url in urls.items())
