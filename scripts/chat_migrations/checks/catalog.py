@@ -28,7 +28,6 @@ from sqlalchemy.engine import Connection
 from chat_migrations.runtime import bookkeeping
 from chat_migrations.schema import models
 from chat_migrations.runtime.environments import ALEMBIC_INI
-from chat_migrations.runtime.session import BOOKKEEPING_SCHEMA
 
 SCHEMA = "public"
 TABLES = models.MESSAGING_TABLES

@@ -30,6 +30,7 @@ from sqlalchemy.pool import NullPool
 from chat_migrations.runtime import identity
 from chat_migrations.runtime.session import first_line
 from chat_migrations.runtime.environments import ConfigurationError, Environment, get_environment, load_environments, mask_url, parse_url, redact
+from chat_migrations.errors import ChatMigrationsError, CannotRun
 
 EXIT_OK, EXIT_FAILED, EXIT_CANNOT_RUN = 0, 1, 2
 
@@ -40,10 +41,6 @@ CHECK_STATEMENT_TIMEOUT = "15min"
 
 # How much each way of proving a check costs, cheapest first.
 METHODS = ("catalog", "index", "scan")
-
-
-class CannotRun(Exception):
-    """The command could not do its job (exit 2); the message is one line, safe to print."""
 
 
 @dataclass(frozen=True)
@@ -206,7 +203,7 @@ def run_command(command: str, build_report: Callable[[], Report], as_json: bool)
     """Build the report and print it; any reason it could not be built is exit 2, one line."""
     try:
         report = build_report()
-    except (ConfigurationError, CannotRun, identity.WrongDatabase) as error:
+    except ChatMigrationsError as error:
         return _cannot_run(command, str(error), as_json)
     except DBAPIError as error:
         return _cannot_run(command, f"stopped by the database: {first_line(error)}", as_json)

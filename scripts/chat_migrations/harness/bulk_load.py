@@ -21,7 +21,7 @@ in the tests), which makes loading ten million rows minutes instead of tens
 of minutes. It ends with VACUUM ANALYZE, so the planner and the visibility map
 see what a long-lived table would have.
 
-    python -m chat_migrations.harness.bulk_load --url postgresql://... --messages 10000000
+    chat-migrations bulk-load --url postgresql://... --messages 10000000
 """
 
 from __future__ import annotations
@@ -35,17 +35,14 @@ from typing import Callable
 import psycopg2
 from psycopg2 import errors
 
-from chat_migrations.runtime.environments import ConfigurationError, libpq_url, mask_url
+from chat_migrations.runtime.environments import libpq_url, mask_url
+from chat_migrations.errors import ChatMigrationsError, LoadError
 
 # The k-th chat gets a share proportional to 1 / k**ZIPF_EXPONENT.
 ZIPF_EXPONENT = 1.0
 BATCH_MESSAGES = 500_000
 LARGE_CHATS = 10  # the largest chats are big groups
 LARGE_CHAT_MEMBERS = 200
-
-
-class LoadError(Exception):
-    """The load could not start (one line)."""
 
 
 @dataclass
@@ -235,7 +232,7 @@ def _prepare_session(cur, conn) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m chat_migrations.harness.bulk_load", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="chat-migrations bulk-load", description=__doc__.split("\n\n")[0])
     parser.add_argument("--url", required=True, help="the database to fill (a throwaway one)")
     parser.add_argument("--messages", type=int, default=10_000_000, help="messages to add (default 10,000,000)")
     parser.add_argument("--chats", type=int, help="chats (default: messages / 100)")
@@ -244,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         summary = load(args.url, messages=args.messages, chats=args.chats, users=args.users,
                        progress=lambda line: print(line, file=sys.stderr, flush=True))
-    except (LoadError, ConfigurationError) as error:
+    except ChatMigrationsError as error:
         print(f"ERROR: {error}", file=sys.stderr)
         return 2
     print(

@@ -32,6 +32,7 @@ from psycopg2 import sql
 from chat_migrations.frozen import baseline
 from chat_migrations.harness import postgres_binaries
 from chat_migrations.runtime.environments import REPO_ROOT
+from chat_migrations.errors import ClusterError
 
 PLATFORM_DIR = REPO_ROOT / "scripts" / "supabase_platform"
 PLATFORM_CLUSTER_SQL = PLATFORM_DIR / "cluster.sql"
@@ -40,10 +41,6 @@ PLATFORM_DATABASE_SQL = PLATFORM_DIR / "database.sql"
 ADMIN = "supabase_admin"
 # The role the project runs as, as on hosted Supabase.
 OWNER = "postgres"
-
-
-class ClusterError(Exception):
-    pass
 
 
 def pg_bindir() -> Path:

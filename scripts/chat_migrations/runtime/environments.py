@@ -25,15 +25,12 @@ from urllib.parse import quote, quote_plus, unquote, unquote_plus, urlsplit, par
 from dotenv import dotenv_values
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
+from chat_migrations.errors import ConfigurationError
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 ALEMBIC_INI = REPO_ROOT / "alembic.ini"
 ENV_LOCAL = ".env.local"
 NO_ENVIRONMENT_SECTION = "alembic"
-
-
-class ConfigurationError(Exception):
-    """A problem the operator must fix before anything can run (one line)."""
 
 
 @dataclass(frozen=True)

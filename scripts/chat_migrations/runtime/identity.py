@@ -27,15 +27,12 @@ from sqlalchemy.engine import URL, Connection
 
 from chat_migrations.runtime import bookkeeping
 from chat_migrations.runtime.environments import Environment
+from chat_migrations.errors import WrongDatabase
 
 MARKER = bookkeeping.IDENTITY
 
 _SUPABASE_HOST = re.compile(r"(?:db\.)?(?P<ref>[a-z0-9]{20})\.supabase\.(?:co|com|net|in)")
 _POOLER_USER = re.compile(r"[^.]+\.(?P<ref>[a-z0-9]{20})")
-
-
-class WrongDatabase(Exception):
-    """The database is not the chosen environment's: nothing was changed."""
 
 
 def supabase_ref_of(url: URL) -> str | None:

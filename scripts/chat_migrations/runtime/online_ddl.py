@@ -26,6 +26,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
 from chat_migrations.runtime import leftovers, session, snapshots
+from chat_migrations.errors import LockBudgetSpent
 
 log = logging.getLogger("chat_migrations")
 
@@ -44,10 +45,6 @@ VALIDATE_STATEMENT_TIMEOUT_MS = 3_600_000
 # build half-way, leaving an INVALID index; a validation whenever autovacuum
 # holds the table), so they wait as long as the step may run. Unit: ms.
 NON_BLOCKING_LOCK_TIMEOUT_MS = INDEX_BUILD_STATEMENT_TIMEOUT_MS
-
-
-class LockBudgetSpent(Exception):
-    """A lock-taking step gave up; nothing of the revision in progress was applied."""
 
 
 class LockNotGranted(Exception):

@@ -27,6 +27,7 @@ from sqlalchemy.pool import NullPool
 from chat_migrations.runtime import bookkeeping, identity
 from chat_migrations.schema import tables
 from chat_migrations.runtime.environments import ConfigurationError, Environment, mask_url, parse_url
+from chat_migrations.errors import MigrationRefused
 
 log = logging.getLogger("chat_migrations")
 
@@ -99,12 +100,6 @@ def _parse_setting(field: str, raw: str):
 
 # Set by env.py for the running command; the revisions' helpers read it.
 settings = Settings()
-
-
-
-
-class MigrationRefused(Exception):
-    """The run stopped before changing anything (one line, safe to print)."""
 
 
 # Commands that only read: they write neither the marker nor the bookkeeping schema.
