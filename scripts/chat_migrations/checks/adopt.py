@@ -35,7 +35,6 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from sqlalchemy import text
-from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection
 
 from chat_migrations.frozen import baseline
@@ -44,6 +43,7 @@ from chat_migrations.schema import contract
 from chat_migrations.runtime import requirements
 from chat_migrations.checks.catalog import Catalog, current_revision, read_catalog, script_directory
 from chat_migrations.checks.checks_cli import Target
+from chat_migrations.runtime.sqlnames import identifier
 
 BASELINES_DIR = Path(__file__).resolve().parents[1] / "frozen" / "baselines"
 HARMLESS, HANDLED, BLOCKING = "harmless", "handled", "blocking"
@@ -564,7 +564,7 @@ def _anything(d: Delta, ctx: Context) -> Facts | None:
 
 
 def _column_fix(d: Delta, ctx: Context, facts: Facts) -> str:
-    table, column, want = _sql_name(d.table), _ident(d.object.rsplit(".", 1)[1]), d.expected
+    table, column, want = identifier(d.table), identifier(d.object.rsplit(".", 1)[1]), d.expected
     if d.kind == "missing":
         clauses = [want["type"]] + ([] if want["nullable"] else ["NOT NULL"])
         if want["default"] is not None:
@@ -578,9 +578,9 @@ def _seq_fix(d: Delta, ctx: Context, facts: Facts) -> str:
         return (f"create {contract.ASSIGN_MESSAGE_SEQ} and its trigger as chat_migrations/baseline.py does "
                 "(101_serialised_message_seq then replaces the function's body)")
     definition = d.expected["definition"] + ";"
-    name, table = _ident(d.object.rsplit(".", 1)[1]), _sql_name(d.table)
+    name, table = identifier(d.object.rsplit(".", 1)[1]), identifier(d.table)
     if facts.get("stand_in"):
-        return f"ALTER TRIGGER {_ident(facts['stand_in'])} ON {table} RENAME TO {name};"
+        return f"ALTER TRIGGER {identifier(facts['stand_in'])} ON {table} RENAME TO {name};"
     if d.actual is None:
         return definition
     if d.changed == ("enabled",):
@@ -589,13 +589,13 @@ def _seq_fix(d: Delta, ctx: Context, facts: Facts) -> str:
 
 
 def _unique_fix(d: Delta, ctx: Context, facts: Facts) -> str:
-    table, name = _sql_name(d.table), _ident(facts["name"])
+    table, name = identifier(d.table), identifier(facts["name"])
     if d.section == "indexes":  # the constraint is there, its index INVALID
-        return f"REINDEX INDEX CONCURRENTLY {_sql_name(d.object)};"
+        return f"REINDEX INDEX CONCURRENTLY {identifier(d.object)};"
     existing = _live_unique_index(ctx, d.table, facts["columns"])
     if existing:
-        return f"ALTER TABLE {table} ADD CONSTRAINT {name} UNIQUE USING INDEX {_ident(existing)};"
-    columns = ", ".join(_ident(c) for c in facts["columns"])
+        return f"ALTER TABLE {table} ADD CONSTRAINT {name} UNIQUE USING INDEX {identifier(existing)};"
+    columns = ", ".join(identifier(c) for c in facts["columns"])
     return (
         f"CREATE UNIQUE INDEX CONCURRENTLY {name} ON {table} ({columns}); "
         f"ALTER TABLE {table} ADD CONSTRAINT {name} UNIQUE USING INDEX {name};  "
@@ -613,8 +613,8 @@ def _live_unique_index(ctx: Context, table: str, columns: list[str]) -> str | No
 
 
 def _owner_fix(d: Delta, ctx: Context, facts: Facts) -> str:
-    name = _sql_name(d.object) if d.section == "tables" else _function_sql_name(d.object)
-    return f"ALTER {facts['what']} {name} OWNER TO {_ident(ctx.user)};  -- as {facts['owner']} or a superuser"
+    name = identifier(d.object) if d.section == "tables" else _functionidentifier(d.object)
+    return f"ALTER {facts['what']} {name} OWNER TO {identifier(ctx.user)};  -- as {facts['owner']} or a superuser"
 
 
 # The classification, first match wins: blocking rules first, the catch-all last.
@@ -705,17 +705,9 @@ def _value(value: Any) -> str:
     return "none" if value is None else str(value)
 
 
-def _ident(name: str) -> str:
-    return postgresql.dialect().identifier_preparer.quote(name)
-
-
-def _sql_name(qualified_name: str) -> str:
-    return ".".join(_ident(part) for part in qualified_name.split("."))
-
-
-def _function_sql_name(signature: str) -> str:
+def _functionidentifier(signature: str) -> str:
     name, arguments = signature.split("(", 1)
-    return f"{_sql_name(name)}({arguments}"
+    return f"{identifier(name)}({arguments}"
 
 
 def compare(conn: Connection, environment: str) -> list[Difference]:

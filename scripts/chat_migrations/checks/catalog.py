@@ -26,11 +26,11 @@ from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection
 
 from chat_migrations.runtime import bookkeeping
-from chat_migrations.schema import models
+from chat_migrations.schema import tables as chat_tables
 from chat_migrations.runtime.environments import ALEMBIC_INI
 
 SCHEMA = "public"
-TABLES = models.MESSAGING_TABLES
+TABLES = chat_tables.NAMES
 
 # A messaging function is one whose body names a messaging table, or the
 # function of a trigger on one (word boundaries: \m and \M in PostgreSQL).

@@ -47,11 +47,12 @@ from typing import Any, Callable, ClassVar
 from sqlalchemy import text
 
 from chat_migrations.runtime import api_access, identity, leftovers, online_ddl, requirements, session
-from chat_migrations.checks import checks_cli, validate
+from chat_migrations.checks import checks_cli, common
 from chat_migrations.schema import contract
 from chat_migrations.checks import catalog as catalog_module
 from chat_migrations.checks.catalog import qualified
-from chat_migrations.checks.checks_cli import Finding, Target
+from chat_migrations.checks.checks_cli import Finding, Target, count_of
+from chat_migrations.runtime.sqlnames import identifier
 from chat_migrations.schema.contract import CheckContext
 
 MINIMUM_SERVER_VERSION_NUM = 120000
@@ -154,10 +155,10 @@ def check_requirements(ctx: Context) -> Finding:
     declared = [revision for revision, _ in checks]
     if not unmet:
         return Finding("requirements", title, "ok", "catalog",
-                       f"every requirement of the {validate.count_of(len(declared), 'pending revision')} "
+                       f"every requirement of the {count_of(len(declared), 'pending revision')} "
                        "declaring one holds")
     return Finding(
-        "requirements", title, "blocker", "catalog", f"{validate.count_of(len(unmet), 'unmet requirement')}",
+        "requirements", title, "blocker", "catalog", f"{count_of(len(unmet), 'unmet requirement')}",
         unmet,
         fix="the upgrade refuses, changing nothing, until these hold: restore what the live schema lacks "
         "(or differs in), or tell the project, whose revisions assume it",
@@ -213,11 +214,11 @@ def check_not_null_violations(ctx: Context) -> Finding:
         return Finding("not_null_violations", title, "ok", "catalog", "no column becomes NOT NULL")
     methods, problems, data = [], [], []
     for key in keys:
-        methods.append(validate.null_lookup_method(ctx.catalog, key.table, key.column))
-        count, ids = validate.offending_rows(ctx.conn, key.table, f"t.{key.column} IS NULL")
+        methods.append(common.null_lookup_method(ctx.catalog, key.table, key.column))
+        count, ids = common.offending_rows(ctx.conn, key.table, f"t.{identifier(key.column)} IS NULL")
         data.append({"column": key.name, "null_rows": count, "sample_ids": ids})
         if count:
-            problems.append(f"{key.name}: {validate.describe_rows(count, ids)} with NULL")
+            problems.append(f"{key.name}: {common.describe_rows(count, ids)} with NULL")
     names = ", ".join(key.name.removeprefix("public.") for key in keys)
     finding = Finding(
         "not_null_violations", title, "blocker" if problems else "ok", checks_cli.costliest(methods),
@@ -256,7 +257,7 @@ def check_set_null_conflicts(ctx: Context) -> Finding:
                        "no NOT NULL key has a foreign key that sets it NULL", data={"keys": []})
     return Finding(
         "set_null_conflicts", title, "warning", "catalog",
-        f"{validate.count_of(len(problems), 'key')} where NOT NULL meets ON DELETE SET NULL", problems,
+        f"{count_of(len(problems), 'key')} where NOT NULL meets ON DELETE SET NULL", problems,
         fix="keeping the key nullable is the careful choice (CASCADE would delete other people's history, "
         "NO ACTION would block the delete); to have it NOT NULL, change the foreign key's ON DELETE first",
         data={"keys": data},
@@ -264,7 +265,7 @@ def check_set_null_conflicts(ctx: Context) -> Finding:
 
 
 def check_orphans(ctx: Context) -> Finding:
-    finding = validate.check_orphans(ctx)
+    finding = common.check_orphans(ctx)
     if finding.problems:
         finding.status = "warning"
         finding.fix = "delete or repair those rows: the app cannot show them and RLS cannot protect them"
@@ -287,7 +288,7 @@ def check_invalid_indexes(ctx: Context) -> Finding:
         return Finding("invalid_indexes", "no INVALID indexes", "ok", "catalog", f"{len(ctx.catalog.indexes)} indexes valid")
     rebuilt = {name: _rebuilt_by(ctx, name) for name in invalid if _rebuilt_by(ctx, name)}
     blocking = [name for name in invalid if name not in rebuilt]
-    problems = [validate.invalid_index_problem(name) for name in blocking] + [
+    problems = [common.invalid_index_problem(name) for name in blocking] + [
         f"index {name.rsplit('.', 1)[1]} on {name.rsplit('.', 1)[0]} is INVALID: {', '.join(by)} drops and "
         "rebuilds it concurrently" for name, by in rebuilt.items()
     ]
@@ -322,7 +323,7 @@ def check_index_definitions(ctx: Context) -> Finding:
         return Finding("index_definitions", title, "ok", "catalog",
                        "every index the revisions build is absent or as they build it", data={"indexes": []})
     return Finding("index_definitions", title, "info", "catalog",
-                   f"{validate.count_of(len(problems), 'index')} under the expected name with another definition",
+                   f"{count_of(len(problems), 'index')} under the expected name with another definition",
                    problems, data={"indexes": data})
 
 
@@ -333,7 +334,7 @@ def check_leftovers(ctx: Context) -> Finding:
                        "no leftovers of an interrupted revision")
     return Finding(
         "leftovers", "nothing left by an interrupted revision", "warning", "catalog",
-        f"{validate.count_of(len(found), 'leftover')} of an interrupted revision",
+        f"{count_of(len(found), 'leftover')} of an interrupted revision",
         [item.describe() for item in found],
         fix="the next upgrade completes them; a downgrade removes them",
     )
@@ -353,7 +354,7 @@ def check_caller_changes(ctx: Context) -> Finding:
             changes += [{"revision": script.revision, "change": line}
                         for line in api_access.changes(script.revision, access, grants, policies)]
     summary = (
-        f"{validate.count_of(len(changes), 'change')} for the API roles" if changes else "no change for the API roles"
+        f"{count_of(len(changes), 'change')} for the API roles" if changes else "no change for the API roles"
     )
     return Finding("caller_changes", "what changes for anon, authenticated and service_role", "info", "catalog",
                    summary, [c["change"] for c in changes], data={"changes": changes})
@@ -462,9 +463,9 @@ class PreflightReport(checks_cli.FindingsReport):
         warnings = len([f for f in self.findings if f.status == "warning"])
         if self.blockers:
             names = ", ".join(f.name for f in self.blockers)
-            verdict = f"BLOCKED: {validate.count_of(len(self.blockers), 'blocker')}: {names}"
+            verdict = f"BLOCKED: {count_of(len(self.blockers), 'blocker')}: {names}"
         else:
-            verdict = f"READY: no blockers ({validate.count_of(warnings, 'warning')})"
+            verdict = f"READY: no blockers ({count_of(warnings, 'warning')})"
         return self.render_findings([f"preflight {self.target.label}: {self.target.masked_url}"], STATUS_LABELS, verdict)
 
 

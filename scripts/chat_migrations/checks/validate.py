@@ -63,11 +63,12 @@ from chat_migrations.runtime import leftovers
 from chat_migrations.checks import catalog as catalog_module
 from chat_migrations.checks.catalog import Catalog, qualified
 from chat_migrations.checks.checks_cli import Finding, Target, count_of
+from chat_migrations.runtime.sqlnames import identifier
 from chat_migrations.schema.contract import CheckContext
+from chat_migrations.checks.common import SAMPLE_IDS, check_orphans, settle, describe_rows, invalid_index_problem, null_lookup_method, offending_rows
 
 SEQ_TABLE, SEQ_COLUMN, SEQ_SCOPE = "chat_messages", "seq", contract.SEQ_KEY.columns
 
-SAMPLE_IDS = 5
 STATUS_LABELS = {"pass": "pass", "fail": "FAIL", "info": "info"}
 
 
@@ -78,31 +79,6 @@ class Context(CheckContext):
 
 
 # --- data queries -----------------------------------------------------------------
-
-
-def offending_rows(conn, table: str, condition: str) -> tuple[int, list[str]]:
-    """How many rows of ``table`` match ``condition``, and a few of their ids.
-
-    The sample query stops at the first rows it finds; the count runs only when
-    there are some, so a clean table is read once.
-    """
-    ids = conn.execute(
-        text(f"SELECT t.id::text FROM {table} AS t WHERE {condition} LIMIT {SAMPLE_IDS}")
-    ).scalars().all()
-    if not ids:
-        return 0, []
-    count = conn.execute(text(f"SELECT count(*) FROM {table} AS t WHERE {condition}")).scalar()
-    return count, sorted(ids)
-
-
-def describe_rows(count: int, ids: list[str]) -> str:
-    more = ", …" if count > len(ids) else ""
-    return f"{count_of(count, 'row')} (ids: {', '.join(ids)}{more})"
-
-
-def null_lookup_method(catalog: Catalog, table: str, column: str) -> str:
-    """``table`` bare (chat_messages) or qualified (public.chat_messages)."""
-    return "index" if catalog.leading_index(table.split(".")[-1], column) else "scan"
 
 
 # --- the checks --------------------------------------------------------------------
@@ -119,7 +95,7 @@ def check_revision(ctx: Context) -> Finding:
             finding.problems.append(
                 f"at revision {current or 'none'}, which {ctx.environment}'s history does not contain"
             )
-        return _settle(finding, f"not at a revision of {ctx.environment}'s history")
+        return settle(finding, f"not at a revision of {ctx.environment}'s history")
     finding = Finding("revision", "at the head revision", "pass", "catalog", f"at head {head}")
     if current is None:
         finding.problems.append(
@@ -129,7 +105,7 @@ def check_revision(ctx: Context) -> Finding:
     elif current != head:
         behind = "" if ctx.known_revision else f", which {ctx.environment}'s history does not contain"
         finding.problems.append(f"at revision {current}{behind}; {ctx.environment}'s head is {head}")
-    return _settle(finding, f"not at head {head}")
+    return settle(finding, f"not at head {head}")
 
 
 def check_not_null(ctx: Context) -> Finding:
@@ -151,7 +127,7 @@ def check_not_null(ctx: Context) -> Finding:
     if by_design and not finding.problems:
         finding.summary = f"{len(keys) - len(by_design)} of {len(keys)} keys NOT NULL; " + "; ".join(by_design)
     finding.data = {"nullable_by_design": by_design} if by_design else None
-    return _settle(finding, f"{len(finding.problems)} of {len(keys)} keys are not NOT NULL")
+    return settle(finding, f"{len(finding.problems)} of {len(keys)} keys are not NOT NULL")
 
 
 def check_seq(ctx: Context) -> Finding:
@@ -167,7 +143,7 @@ def check_seq(ctx: Context) -> Finding:
     finding = Finding("seq", "every message has a seq", "pass", method, "every message has a seq")
     if count:
         finding.problems.append(f"{table}: {describe_rows(count, ids)} without a seq")
-    return _settle(finding, f"{count_of(count, 'message')} without a seq")
+    return settle(finding, f"{count_of(count, 'message')} without a seq")
 
 
 def check_functions(ctx: Context) -> Finding:
@@ -193,7 +169,7 @@ def check_functions(ctx: Context) -> Finding:
         wrong = [f"{key} is {actual[key]!r}, expected {value!r}" for key, value in expected.items() if actual[key] != value]
         if wrong:
             finding.problems.append(f"trigger {name}: {'; '.join(wrong)}")
-    return _settle(finding, count_of(len(finding.problems), "function or trigger problem"))
+    return settle(finding, count_of(len(finding.problems), "function or trigger problem"))
 
 
 def check_indexes(ctx: Context) -> Finding:
@@ -221,14 +197,7 @@ def check_indexes(ctx: Context) -> Finding:
             finding.problems.append(invalid_index_problem(name))
     if ctx.at_current_revision:
         finding.summary = "no INVALID index"
-    return _settle(finding, count_of(len(finding.problems), "index problem"))
-
-
-def invalid_index_problem(name: str) -> str:
-    return (
-        f"index {name.rsplit('.', 1)[1]} on {name.rsplit('.', 1)[0]} is INVALID (an interrupted concurrent "
-        "build): it is maintained on every write but never used; rebuild it"
-    )
+    return settle(finding, count_of(len(finding.problems), "index problem"))
 
 
 def check_realtime(ctx: Context) -> Finding:
@@ -248,46 +217,7 @@ def check_realtime(ctx: Context) -> Finding:
             )
         if contract.REALTIME_PUBLICATION not in actual["publications"]:
             finding.problems.append(f"{table} is not in publication {contract.REALTIME_PUBLICATION}")
-    return _settle(finding, count_of(len(finding.problems), "Realtime problem"))
-
-
-def check_orphans(ctx: CheckContext) -> Finding:
-    """No row points to a missing parent, and no mandatory reference is NULL (the contract's foreign keys)."""
-    methods, problems, proofs = [], [], 0
-    for fk in contract.FOREIGN_KEYS:
-        if fk.table not in ctx.catalog.tables:
-            continue
-        actual = ctx.catalog.columns.get(f"{fk.table}.{fk.column}")
-        if actual is None:
-            continue  # foreign_keys and not_null name it
-        if contract.mandatory(ctx.catalog, fk):
-            if not actual["nullable"] and not ctx.thorough:
-                proofs += 1
-            else:
-                methods.append(null_lookup_method(ctx.catalog, fk.table, fk.column))
-                count, ids = offending_rows(ctx.conn, fk.table, f"t.{fk.column} IS NULL")
-                if count:
-                    problems.append(f"{fk.table}: {describe_rows(count, ids)} with {fk.column} NULL (no {fk.referred} row)")
-        if contract.enforced_foreign_key(ctx.catalog, fk) and not ctx.thorough:
-            proofs += 1
-            continue
-        methods.append("scan")
-        count, ids = offending_rows(ctx.conn, fk.table, _dangling_condition(fk))
-        if count:
-            problems.append(
-                f"{fk.table}: {describe_rows(count, ids)} with a {fk.column} that no {fk.referred} row has"
-            )
-    summary = "no orphaned rows" + (f" ({proofs} proved by valid constraints)" if proofs else "")
-    finding = Finding("orphans", "no orphaned participants or messages", "pass", checks_cli.costliest(methods or ["catalog"]),
-                      summary, problems)
-    return _settle(finding, count_of(len(problems), "kind") + " of orphaned rows")
-
-
-def _dangling_condition(fk: contract.ForeignKey) -> str:
-    return (
-        f"t.{fk.column} IS NOT NULL AND NOT EXISTS "
-        f"(SELECT FROM {fk.referred} AS parent WHERE parent.{fk.referred_column} = t.{fk.column})"
-    )
+    return settle(finding, count_of(len(finding.problems), "Realtime problem"))
 
 
 def check_duplicate_seq(ctx: CheckContext) -> Finding:
@@ -296,10 +226,10 @@ def check_duplicate_seq(ctx: CheckContext) -> Finding:
     title = "no duplicate seq within a chat"
     if key and not ctx.thorough:
         return Finding("duplicate_seq", title, "pass", "catalog", f"impossible: unique constraint {key} is valid")
-    scope = ", ".join(SEQ_SCOPE)
+    scope = ", ".join(map(identifier, SEQ_SCOPE))
     duplicates = ctx.conn.execute(
         text(
-            f"SELECT {scope}, count(*) FROM {table} WHERE {SEQ_COLUMN} IS NOT NULL "
+            f"SELECT {scope}, count(*) FROM {identifier(table)} WHERE {identifier(SEQ_COLUMN)} IS NOT NULL "
             f"GROUP BY {scope} HAVING count(*) > 1 ORDER BY {scope} LIMIT {SAMPLE_IDS}"
         )
     ).all()
@@ -307,7 +237,7 @@ def check_duplicate_seq(ctx: CheckContext) -> Finding:
     for *values, count in duplicates:
         where = ", ".join(f"{name} {value}" for name, value in zip(SEQ_SCOPE[:-1], values[:-1]))
         finding.problems.append(f"{table}: {where} has {SEQ_COLUMN} {values[-1]} on {count} messages")
-    return _settle(finding, "duplicate seq values (first few listed)")
+    return settle(finding, "duplicate seq values (first few listed)")
 
 
 def check_unique_constraints(ctx: Context) -> Finding:
@@ -328,7 +258,7 @@ def check_unique_constraints(ctx: Context) -> Finding:
             )
         elif not actual["validated"]:
             finding.problems.append(f"{key.kind} {name} on {key.table} is NOT VALID: existing rows were never checked")
-    return _settle(finding, count_of(len(finding.problems), "key problem"))
+    return settle(finding, count_of(len(finding.problems), "key problem"))
 
 
 def check_foreign_keys(ctx: Context) -> Finding:
@@ -352,7 +282,7 @@ def check_foreign_keys(ctx: Context) -> Finding:
             finding.problems.append(f"foreign key {name} on {fk.table} is NOT VALID: existing rows were never checked")
         if not actual["triggers_enabled"]:
             finding.problems.append(f"foreign key {name} on {fk.table} has its triggers disabled: it is not enforced")
-    return _settle(finding, count_of(len(finding.problems), "foreign key problem"))
+    return settle(finding, count_of(len(finding.problems), "foreign key problem"))
 
 
 # --- privileges ----------------------------------------------------------------------
@@ -429,7 +359,7 @@ def check_privileges(ctx: Context) -> Finding:
                 f"anon holds {', '.join(privileges)} on {table}{_through(ctx, f'table {table}', 'anon', privileges)}; "
                 "at head anon holds nothing on the chat tables"
             )
-            fixes.append(f"REVOKE ALL ON TABLE {table} FROM anon")
+            fixes.append(f"REVOKE ALL ON TABLE {identifier(table)} FROM anon")
         for signature in executable_functions(ctx, "anon", contract.ANON_HOLDS_NOTHING_ON_FUNCTIONS):
             finding.problems.append(
                 f"anon may execute {signature}{_through(ctx, f'function {signature}', 'anon', ['EXECUTE'])}; "
@@ -450,7 +380,7 @@ def check_privileges(ctx: Context) -> Finding:
                     f"authenticated holds {', '.join(sorted(wrong))} on {table}"
                     f"{_through(ctx, f'table {table}', 'authenticated', wrong)} ({why})"
                 )
-                fixes.append(f"REVOKE {', '.join(sorted(wrong))} ON TABLE {table} FROM authenticated")
+                fixes.append(f"REVOKE {', '.join(sorted(wrong))} ON TABLE {identifier(table)} FROM authenticated")
     for signature in contract.PUBLIC_NEVER_EXECUTES:
         if "EXECUTE" in _granted_to(ctx, f"function {signature}", "PUBLIC"):
             finding.problems.append(f"PUBLIC may execute {signature}: every role may, anon included")
@@ -458,7 +388,7 @@ def check_privileges(ctx: Context) -> Finding:
     if fixes:
         at_head = ctx.current_revision == ctx.head_revision
         finding.fix = "; ".join(dict.fromkeys(fixes)) if at_head else "upgrade to head: the revisions set these privileges"
-    return _settle(finding, count_of(len(finding.problems), "privilege problem") + ": more than the head's least privilege")
+    return settle(finding, count_of(len(finding.problems), "privilege problem") + ": more than the head's least privilege")
 
 
 # --- what an interrupted revision left, and what the plan does not know -----------------------
@@ -475,7 +405,7 @@ def check_leftovers(ctx: Context) -> Finding:
             "run the upgrade again (it completes the revision) or a downgrade (it removes them); "
             "both clean up before their first step"
         )
-    return _settle(finding, count_of(len(found), "leftover") + " of an interrupted revision")
+    return settle(finding, count_of(len(found), "leftover") + " of an interrupted revision")
 
 
 _CREATE_POLICY = re.compile(r"CREATE POLICY (\w+) ON (\w+\.\w+)")
@@ -566,12 +496,6 @@ def _table_missing(ctx: CheckContext, table: str, finding: Finding) -> bool:
     if problem not in finding.problems:
         finding.problems.append(problem)
     return True
-
-
-def _settle(finding: Finding, failed_summary: str) -> Finding:
-    if finding.problems:
-        finding.status, finding.summary = "fail", failed_summary
-    return finding
 
 
 CHECKS: tuple[Callable[[Context], Finding], ...] = (

@@ -13,13 +13,12 @@ import subprocess
 from chat_migrations.harness.cluster import pg_bindir
 from chat_migrations.runtime.environments import libpq_command
 from chat_migrations.runtime.session import BOOKKEEPING_SCHEMA
+from chat_migrations.runtime.sqlnames import identifier
+from chat_migrations.schema.tables import QUALIFIED as CHAT_TABLES
 
 # Lines that differ between any two dumps of equal schemas: pg_dump's version
 # banner and the random key of its \restrict guard (PostgreSQL 15.14+).
 _NOISE = re.compile(r"^(-- Dumped (from database|by pg_dump) version .*|\\(un)?restrict .*)$")
-
-MESSAGING_TABLES = ("public.chats", "public.chat_participants", "public.chat_messages")
-
 
 def schema_dump(url: str) -> str:
     """``pg_dump --schema-only`` without the bookkeeping schema and without noise."""
@@ -42,11 +41,11 @@ def first_difference(before: str, after: str, labels: tuple[str, str] = ("before
     return "\n".join(diff[: hunk_ends[0]] if hunk_ends else diff)
 
 
-def data_checksums(connection, tables=MESSAGING_TABLES) -> dict[str, tuple[int, str]]:
+def data_checksums(connection, tables=CHAT_TABLES) -> dict[str, tuple[int, str]]:
     """Row count and md5 of every row's text, in id order, per table (psycopg2 connection)."""
     sums = {}
     with connection.cursor() as cur:
         for table in tables:
-            cur.execute(f"SELECT count(*), md5(coalesce(string_agg(t::text, '|' ORDER BY t.id), '')) FROM {table} t")
+            cur.execute(f"SELECT count(*), md5(coalesce(string_agg(t::text, '|' ORDER BY t.id), '')) FROM {identifier(table)} t")
             sums[table] = tuple(cur.fetchone())
     return sums

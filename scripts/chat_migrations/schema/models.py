@@ -23,6 +23,8 @@ from sqlalchemy import (
     text,
 )
 
+from chat_migrations.schema import tables
+
 metadata = MetaData()
 
 # auth.users belongs to the Supabase platform; declared only as a foreign-key target.
@@ -81,11 +83,8 @@ chat_messages = Table(
 # Declared apart because the column list is an expression (seq DESC).
 Index("idx_chat_messages_chat_id_seq_desc", chat_messages.c.chat_id, chat_messages.c.seq.desc())
 
-MESSAGING_TABLES = ("chats", "chat_participants", "chat_messages")
-
-
 def include_object(obj, name, type_, reflected, compare_to) -> bool:
     """Compare only the messaging tables of the public schema."""
     if type_ == "table":
-        return obj.schema in (None, "public") and name in MESSAGING_TABLES
+        return obj.schema in (None, tables.SCHEMA) and name in tables.NAMES
     return True
