@@ -8,6 +8,7 @@ import subprocess
 
 import pytest
 
+from chat_migrations.checks import validate
 from chat_migrations.harness import rehearse
 from chat_migrations.checks.checks_cli import environment_target
 from chat_migrations.runtime.environments import REPO_ROOT, load_environments
@@ -85,13 +86,17 @@ def test_rows_that_block_the_upgrade_fail_the_rehearsal_where_they_block_it(make
     assert source_state(source) == before
 
 
-def test_a_missing_command_is_a_failed_step_not_a_skipped_one(make_database, rehearsal_on, monkeypatch, tmp_path):
-    monkeypatch.setattr(rehearse, "VALIDATE", tmp_path / "validate")
+def test_a_check_that_cannot_run_is_a_failed_step_not_a_skipped_one(make_database, rehearsal_on, monkeypatch):
+    def cannot_run(argv, *, urls):
+        print("validate: cannot run: the clone went away")
+        return 2
+    monkeypatch.setattr(validate, "main", cannot_run)
     rehearsal = rehearsal_on(make_database("staging"), "staging")
     assert rehearsal.run() == rehearse.EXIT_FAILED
     results = {r.name: r for r in rehearsal.results}
     assert results["validate"].outcome == "FAIL"
-    assert "command not found" in results["validate"].detail
+    assert "scripts/validate -n staging exited 2" in results["validate"].detail
+    assert "the clone went away" in results["validate"].detail
     # validate only checks: the rollback rehearsal goes on without it.
     assert results["compare with the schema before the upgrade"].outcome == "PASS"
 

@@ -231,12 +231,17 @@ def _prepare_session(cur, conn) -> bool:
         return False
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="chat-migrations bulk-load", description=__doc__.split("\n\n")[0])
     parser.add_argument("--url", required=True, help="the database to fill (a throwaway one)")
     parser.add_argument("--messages", type=int, default=10_000_000, help="messages to add (default 10,000,000)")
     parser.add_argument("--chats", type=int, help="chats (default: messages / 100)")
     parser.add_argument("--users", type=int, help="users (default: messages / 200)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     try:
         summary = load(args.url, messages=args.messages, chats=args.chats, users=args.users,

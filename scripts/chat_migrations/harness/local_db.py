@@ -87,7 +87,7 @@ def status(root: Path) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="scripts/local-db",
         description="Start a throwaway PostgreSQL with staging and prod lookalikes and print their URLs.",
@@ -95,6 +95,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("command", choices=["start", "stop", "status"])
     parser.add_argument("--dir", type=Path, default=DEFAULT_DIR, help=f"where the server lives (default {DEFAULT_DIR}, or $LOCAL_DB_DIR)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return {"start": start, "stop": stop, "status": status}[args.command](args.dir.resolve())

@@ -30,13 +30,13 @@ the statement that needs it.
 from __future__ import annotations
 
 import argparse
-import os
+import io
 import re
 import subprocess
 import sys
 import tempfile
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
@@ -46,20 +46,19 @@ from psycopg2 import sql
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
+from chat_migrations import cli
 from chat_migrations.harness import alembic_cli
 from chat_migrations.checks import checks_cli
 from chat_migrations.runtime import identity
 from chat_migrations.checks.checks_cli import Target
 from chat_migrations.harness.cluster import Cluster, pg_bindir
-from chat_migrations.runtime.environments import REPO_ROOT, Environment, libpq_command, mask_url
+from chat_migrations.runtime.environments import Environment, libpq_command, mask_url
 from chat_migrations.harness.fingerprints import first_difference, schema_dump
 from chat_migrations.runtime.session import BOOKKEEPING_SCHEMA, first_line
 from chat_migrations.errors import ChatMigrationsError, SetupFailed
 
 EXIT_OK, EXIT_FAILED, EXIT_CANNOT_RUN = checks_cli.EXIT_OK, checks_cli.EXIT_FAILED, checks_cli.EXIT_CANNOT_RUN
 
-PREFLIGHT = REPO_ROOT / "scripts" / "preflight"
-VALIDATE = REPO_ROOT / "scripts" / "validate"
 BOOKKEEPING_TABLES = (f"{BOOKKEEPING_SCHEMA}.alembic_version", f"{BOOKKEEPING_SCHEMA}.rollback_snapshots", f"{BOOKKEEPING_SCHEMA}.database_identity")
 READ_ONLY_SESSION = "-c default_transaction_read_only=on"
 OUTPUT_TAIL_LINES = 12
@@ -108,12 +107,12 @@ class Rehearsal:
             return self._run_in(Path(folder))
 
     def _run_in(self, workdir: Path) -> int:
-        """run(), with ``workdir`` for the dumps and as the commands' (empty of .env.local) directory."""
+        """run(), with ``workdir`` for the dumps."""
         # (name, action, whether the steps after it need it to have passed)
         steps: list[tuple[str, Callable[[], str], bool]] = [
-            ("preflight", lambda: self._command(PREFLIGHT, workdir), False),
+            ("preflight", lambda: self._check("preflight"), False),
             ("upgrade head", lambda: self._alembic("upgrade", "head"), True),
-            ("validate", lambda: self._command(VALIDATE, workdir), False),
+            ("validate", lambda: self._check("validate"), False),
             ("downgrade to the source's revision", lambda: self._alembic("downgrade", self.start_revision), True),
             ("compare with the schema before the upgrade", lambda: self._compare(original), True),
             ("upgrade head again", lambda: self._alembic("upgrade", "head"), True),
@@ -193,29 +192,27 @@ class Rehearsal:
         process = alembic_cli.start("-n", self.environment.name, *args, urls={self.environment.name: self.clone_url})
         return self._finish(process, f"alembic -n {self.environment.name} {' '.join(args)}")
 
-    def _command(self, script: Path, workdir: Path) -> str:
-        """scripts/preflight or scripts/validate against the clone; missing counts as failed."""
-        label = f"scripts/{script.name} -n {self.environment.name}"
-        if not os.access(script, os.X_OK):
-            raise StepFailed(f"{label}: command not found at {script}")
-        process = subprocess.Popen(
-            [str(script), "-n", self.environment.name], cwd=workdir, env=self._environment_variables(),
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        )
-        return self._finish(process, label)
-
-    def _environment_variables(self) -> dict[str, str]:
-        """This process's environment with only the clone's URL: no command can reach another database."""
-        return alembic_cli.environment_with({self.environment.name: self.clone_url})
+    def _check(self, command: str) -> str:
+        """scripts/preflight or scripts/validate against the clone, in this process (only the clone's URL)."""
+        output = io.StringIO()
+        with redirect_stdout(output), redirect_stderr(output):
+            code = cli.command(command).main(["-n", self.environment.name], urls={self.environment.name: self.clone_url})
+        return self._echo(f"scripts/{command} -n {self.environment.name}", output.getvalue().splitlines(), code)
 
     def _finish(self, process: subprocess.Popen, label: str) -> str:
-        """Echo the command's output as it comes; raise StepFailed on a non-zero exit."""
-        self.say(f"  $ {label}")
+        """Echo a subprocess's output as it comes; raise StepFailed on a non-zero exit."""
         lines = []
+        self.say(f"  $ {label}")
         for line in process.stdout:
             lines.append(line.rstrip("\n"))
             self.say(f"    {lines[-1]}")
-        code = process.wait()
+        return self._echo(label, lines, process.wait(), echoed=True)
+
+    def _echo(self, label: str, lines: list[str], code: int, *, echoed: bool = False) -> str:
+        if not echoed:
+            self.say(f"  $ {label}")
+            for line in lines:
+                self.say(f"    {line}")
         if code != 0:
             tail = "\n".join(lines[-OUTPUT_TAIL_LINES:])
             raise StepFailed(f"{label} exited {code}\n{tail}")
@@ -387,7 +384,7 @@ UPDATE public.chat_messages m SET reply_to_message_id = NULL
 """
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="scripts/rehearse",
         description="Rehearse the migration on a throwaway clone of an environment's schema: "
@@ -399,6 +396,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--from-url", metavar="URL", help="read this database instead of the environment's URL variable")
     parser.add_argument("--sample-rows", type=int, metavar="N", help="also copy up to N messages with their chats and participants")
     parser.add_argument("--keep", action="store_true", help="leave the throwaway server running and print how to reach it")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.sample_rows is not None and args.sample_rows < 1:
         parser.error("--sample-rows must be at least 1")
