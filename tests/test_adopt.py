@@ -24,19 +24,12 @@ from chat_migrations.frozen import baseline
 from chat_migrations.runtime import requirements
 from chat_migrations.runtime.environments import REPO_ROOT
 
+from . import test_validate
+
 DIFFERENCE_KEYS = {"section", "object", "kind", "detail", "classification", "why", "fix"}
 
 
-@dataclass
-class Run:
-    code: int
-    out: str
-    err: str
-
-    @property
-    def json(self) -> dict:
-        return json.loads(self.out)
-
+class Run(test_validate.Run):
     def differences(self) -> set[tuple[str, str, str, str]]:
         return {(d["section"], d["object"], d["kind"], d["classification"]) for d in self.json["differences"]}
 

@@ -814,15 +814,13 @@ def adopt(target: Target) -> AdoptReport:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="scripts/adopt",
-        description="Compare, read-only, a database Alembic did not create with the baseline it would be stamped at.",
-        epilog="Exit 0: adoptable (or already adopted); 1: blocking differences; 2: could not run.",
+    parser = checks_cli.command_parser(
+        "adopt",
+        "Compare, read-only, a database Alembic did not create with the baseline it would be stamped at.",
+        "Exit 0: adoptable (or already adopted); 1: blocking differences; 2: could not run.",
     )
-    parser.add_argument("-n", "--name", metavar="ENVIRONMENT", help="the environment (an alembic.ini section)")
     parser.add_argument("--write-baselines", action="store_true",
                         help=f"rebuild {BASELINES_DIR.name}/<env>.json on a throwaway local server, then exit")
-    checks_cli.add_json_flag(parser)
     return parser
 
 

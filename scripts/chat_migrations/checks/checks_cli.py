@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import sys
@@ -256,3 +257,12 @@ def render_findings(findings: list[Finding], status_labels: dict[str, str]) -> s
 
 def add_json_flag(parser) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON document (shape: README) instead of a table")
+
+
+def command_parser(command: str, description: str, exit_codes: str, *, environment: bool = True) -> argparse.ArgumentParser:
+    """The parser every read-only command starts from: its usage, exit codes, ``-n ENV`` and ``--json``."""
+    parser = argparse.ArgumentParser(prog=f"scripts/{command}", description=description, epilog=exit_codes)
+    if environment:
+        parser.add_argument("-n", "--name", metavar="ENVIRONMENT", help="the environment (an alembic.ini section)")
+    add_json_flag(parser)
+    return parser

@@ -261,16 +261,16 @@ def drift(a: Target, b: Target, *, differences_only: bool = False) -> DriftRepor
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="scripts/drift",
-        description="Compare the messaging schema of two databases, as the plan's comparison tables.",
-        epilog="A and B: an environment name (prod, staging) or a postgresql:// URL. "
+    parser = checks_cli.command_parser(
+        "drift",
+        "Compare the messaging schema of two databases, as the plan's comparison tables.",
+        "A and B: an environment name (prod, staging) or a postgresql:// URL. "
         "Exit 0: no drift; 1: drift; 2: could not run.",
+        environment=False,
     )
     parser.add_argument("a", metavar="A")
     parser.add_argument("b", metavar="B")
     parser.add_argument("--differences-only", action="store_true", help="leave the matching rows out")
-    checks_cli.add_json_flag(parser)
     return parser
 
 

@@ -495,18 +495,16 @@ def preflight(target: Target, *, long_transaction_seconds: float | None = None) 
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="scripts/preflight",
-        description="Report, read-only, what must hold before `alembic -n ENV upgrade head`.",
-        epilog="Exit 0: no blockers (warnings allowed); 1: blockers, each with its fix; 2: could not run.",
+    parser = checks_cli.command_parser(
+        "preflight",
+        "Report, read-only, what must hold before `alembic -n ENV upgrade head`.",
+        "Exit 0: no blockers (warnings allowed); 1: blockers, each with its fix; 2: could not run.",
     )
-    parser.add_argument("-n", "--name", metavar="ENVIRONMENT", help="the environment (an alembic.ini section)")
     parser.add_argument(
         "--long-transaction-seconds", type=float, metavar="S",
         help=f"how old a transaction must be to be reported (default: the migration's lock-wait budget, "
         f"{lock_wait_budget_seconds():.0f} s)",
     )
-    checks_cli.add_json_flag(parser)
     return parser
 
 

@@ -580,18 +580,16 @@ def validate(target: Target, *, thorough: bool = False, at_current_revision: boo
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="scripts/validate",
-        description="Prove, read-only, that the environment's database is the converged head schema.",
-        epilog="Exit 0: every check passes; 1: a check fails; 2: could not run.",
+    parser = checks_cli.command_parser(
+        "validate",
+        "Prove, read-only, that the environment's database is the converged head schema.",
+        "Exit 0: every check passes; 1: a check fails; 2: could not run.",
     )
-    parser.add_argument("-n", "--name", metavar="ENVIRONMENT", help="the environment (an alembic.ini section)")
     parser.add_argument("--thorough", action="store_true",
                         help="scan the data checks that valid constraints already prove")
     parser.add_argument("--at-current-revision", action="store_true",
                         help="after a rollback: accept any revision of the history and run only the checks "
                         "that hold at every revision (left out: not_null, functions, privileges, which indexes exist)")
-    checks_cli.add_json_flag(parser)
     return parser
 
 
