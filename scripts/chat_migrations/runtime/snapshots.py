@@ -187,14 +187,7 @@ def restore_function_sql(revision: str, signature: str, fallback_definition: str
             f"BEGIN {drop} EXCEPTION WHEN dependent_objects_still_exist THEN NULL; END; "
             f"EXECUTE {literal(fallback_definition)};"
         )
-    return f"""DO $restore$
-DECLARE
-    s jsonb;
-    item jsonb;
-    grantee_name text;
-BEGIN
-    {_snapshot_lookup(revision, 'function', signature)}
-    IF s IS NULL THEN
+    return _function_restore_block(revision, signature, f"""IF s IS NULL THEN
         RAISE NOTICE 'no snapshot of % from revision %: restoring the project''s previous definition',
             {literal(signature)}, {literal(revision)};
         {fallback}
@@ -211,14 +204,19 @@ BEGIN
         END;{_apply_privileges_plpgsql(signature)}
     ELSE
         EXECUTE 'DROP FUNCTION IF EXISTS ' || {literal(signature)};
-    END IF;
-    {forget_sql(revision, 'function', signature)};
-END
-$restore$"""
+    END IF;""")
 
 
 def restore_function_privileges_sql(revision: str, signature: str) -> str:
     """Put back the owner, ACL (in its order) and comment ``revision`` recorded; the definition is left alone."""
+    return _function_restore_block(revision, signature, (
+        f"IF coalesce((s->>'existed')::boolean, false) AND to_regprocedure({literal(signature)}) IS NOT NULL "
+        f"THEN{_apply_privileges_plpgsql(signature)}\n    END IF;"
+    ))
+
+
+def _function_restore_block(revision: str, signature: str, body: str) -> str:
+    """The DO block both restores run: read the snapshot into ``s``, run ``body``, forget the snapshot."""
     return f"""DO $restore$
 DECLARE
     s jsonb;
@@ -226,8 +224,7 @@ DECLARE
     grantee_name text;
 BEGIN
     {_snapshot_lookup(revision, 'function', signature)}
-    IF coalesce((s->>'existed')::boolean, false) AND to_regprocedure({literal(signature)}) IS NOT NULL THEN{_apply_privileges_plpgsql(signature)}
-    END IF;
+    {body}
     {forget_sql(revision, 'function', signature)};
 END
 $restore$"""
