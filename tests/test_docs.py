@@ -341,7 +341,8 @@ def commands_page_problems(page: str) -> list[str]:
     def section_of(command: str) -> str | None:
         label = command if command in MODULE_COMMANDS else f"scripts/{command}"
         for heading, body in sections.items():
-            if f"`{label}`" in heading:
+            # `scripts/NAME`, or for a command without a wrapper its `python -m MODULE`
+            if f"`{label}`" in heading or f"`python -m {COMMANDS.get(command, '-')}`" in heading:
                 return body
         return None
 
