@@ -73,12 +73,11 @@ def run_script(name: str, *args: str, urls: dict[str, str] | None = None, cwd=No
 
 
 def documented_json(marker: str) -> dict:
-    """The first JSON example after ``marker`` in the README's section on the operator checks."""
-    readme = (REPO_ROOT / "README.md").read_text()
-    section = readme.split("\n## Validate, preflight and drift\n", 1)[1].split("\n## ", 1)[0]
-    assert marker in section, f"README's section does not mention {marker!r}"
-    block = re.search(r"```json\n(.*?)\n```", section.split(marker, 1)[1], re.S)
-    assert block, f"README gives no JSON example after {marker!r}"
+    """The first JSON example after ``marker`` in docs/json-shapes.md."""
+    page = (REPO_ROOT / "docs" / "json-shapes.md").read_text()
+    assert marker in page, f"docs/json-shapes.md does not mention {marker!r}"
+    block = re.search(r"```json\n(.*?)\n```", page.split(marker, 1)[1], re.S)
+    assert block, f"docs/json-shapes.md gives no JSON example after {marker!r}"
     return json.loads(block.group(1))
 
 

@@ -256,7 +256,7 @@ def render_findings(findings: list[Finding], status_labels: dict[str, str]) -> s
 
 
 def add_json_flag(parser) -> None:
-    parser.add_argument("--json", action="store_true", help="print one JSON document (shape: README) instead of a table")
+    parser.add_argument("--json", action="store_true", help="print one JSON document (shape: docs/json-shapes.md) instead of a table")
 
 
 def command_parser(command: str, description: str, exit_codes: str, *, environment: bool = True) -> argparse.ArgumentParser:
