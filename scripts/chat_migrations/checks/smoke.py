@@ -279,6 +279,7 @@ class Run:
     # {message id: status} before the smoke changed it, and the user's last_read_at before.
     changed: dict[str, str] = field(default_factory=dict)
     last_read_before: Any = None
+    checked_before_writing: str = ""
 
     def missing(self, revision: str | None, what: str) -> str | None:
         """Why a step cannot apply here (``what`` holds from ``revision`` on), or None when it does."""
@@ -481,18 +482,24 @@ def check_status_progression(run: Run) -> Finding:
                          "sent -> delivered -> read, updated_count = rows changed, never back")
 
 
-def _caller_refusals(run: Run, steps: Steps, role: str, user: str | None, chat: str, acting_for: str,
-                     anon_unread: str | None = None) -> None:
-    """The caller-checked functions, called by ``role``/``user`` on ``chat`` for ``acting_for``: each refused."""
-    reason = run.missing(CALLER_CHECKS, "refused")
-    for function in ("mark_messages_as_read", "mark_messages_as_delivered", "get_unread_count"):
-        why = reason
+def _caller_refusals(run: Run, steps: Steps, role: str, user: str | None, chat: str, acting_for: str, *,
+                     anon_unread: str | None = None, latest_seq: bool = False) -> None:
+    """The caller-checked functions, called by ``role``/``user`` on ``chat`` for ``acting_for``: each refused.
+
+    ``anon_unread``: where anon lost get_unread_count in this history (before the caller checks).
+    """
+    calls = {function: {"p_chat_id": chat, "p_user_id": acting_for}
+             for function in ("mark_messages_as_read", "mark_messages_as_delivered", "get_unread_count")}
+    if latest_seq:
+        calls["get_latest_seq"] = {"p_chat_id": chat}
+    for function, arguments in calls.items():
+        why = run.missing(CALLER_CHECKS, "refused")
         if function == "get_unread_count":
-            why = _unread_reason(run) or (run.missing(anon_unread, "refused") if anon_unread else reason)
+            why = _unread_reason(run) or (run.missing(anon_unread, "refused") if anon_unread else why)
         if why:
             steps.skip(function, why)
         else:
-            steps.refused(function, run.api.rpc(role, user, function, p_chat_id=chat, p_user_id=acting_for))
+            steps.refused(function, run.api.rpc(role, user, function, **arguments))
 
 
 def check_refuse_other_user(run: Run) -> Finding:
@@ -540,12 +547,7 @@ def check_refuse_non_participant(run: Run) -> Finding:
     else:
         steps.skip("join it", "the user is in every chat: tried on a chat id that does not exist")
         steps.skip("send to it", "the user is in every chat: tried on a chat id that does not exist")
-    _caller_refusals(run, steps, "authenticated", me, outside, me)
-    reason = run.missing(CALLER_CHECKS, "refused")
-    if reason:
-        steps.skip("get_latest_seq", reason)
-    else:
-        steps.refused("get_latest_seq", run.api.rpc("authenticated", me, "get_latest_seq", p_chat_id=outside))
+    _caller_refusals(run, steps, "authenticated", me, outside, me, latest_seq=True)
     return steps.finding("refuse_non_participant", "refused: a chat the user is not in",
                          "not read, joined, sent to, marked or counted")
 
@@ -556,12 +558,7 @@ def check_refuse_anon(run: Run) -> Finding:
     read = run.api.call("anon", None, "SELECT id FROM public.chat_messages WHERE chat_id = %s LIMIT 1", (chat,))
     steps.expect("read messages", read.refused or read.rows == [], "refused or nothing", read.describe())
     steps.refused("send", run.api.send("anon", None, chat, sender=me))
-    _caller_refusals(run, steps, "anon", None, chat, me, anon_unread=run.since(ANON_UNREAD_REFUSED))
-    reason = run.missing(CALLER_CHECKS, "anon may not execute it")
-    if reason:
-        steps.skip("get_latest_seq", reason)
-    else:
-        steps.refused("get_latest_seq", run.api.rpc("anon", None, "get_latest_seq", p_chat_id=chat))
+    _caller_refusals(run, steps, "anon", None, chat, me, anon_unread=run.since(ANON_UNREAD_REFUSED), latest_seq=True)
     _nothing_changed(run, steps, before, last_read)
     return steps.finding("refuse_anon", "refused: anon", "reads nothing, sends nothing, calls no function")
 
@@ -637,8 +634,8 @@ def pick_cast(api: Api) -> Cast:
     return Cast(chat, user, other, outside or str(uuid.uuid4()), outside is not None)
 
 
-def refuse_traces(api: Api) -> None:
-    """Stop (exit 2) before writing when a write would leave what no rollback undoes."""
+def refuse_traces(api: Api) -> str:
+    """Stop (exit 2) before writing when a write would leave what no rollback undoes; say what was checked."""
     tables = list(WRITTEN_TABLES)
     sequences = api.rows(
         "SELECT DISTINCT d.refobjid::regclass::text AS sequence, a.attrelid::regclass::text || '.' || a.attname AS used_by "
@@ -666,6 +663,7 @@ def refuse_traces(api: Api) -> None:
     if triggers:
         raise CannotRun(f"writing would fire trigger {', '.join(triggers)}, which the plan does not know: what it "
                         "does outside the database would not be rolled back, so the smoke does not write")
+    return f"no column default or identity of {', '.join(tables)} calls nextval; no trigger but the plan's fires"
 
 
 def check_no_trace(run: Run) -> Finding:
@@ -685,8 +683,11 @@ def check_no_trace(run: Run) -> Finding:
     latest = api.scalar("SELECT coalesce(max(seq), 0) FROM public.chat_messages WHERE chat_id = %s", (run.cast.chat,))
     steps.expect("latest seq", latest == run.latest_before, run.latest_before,
                  latest if latest == run.latest_before else f"{latest} (a message committed since by a real user shows too)")
-    return steps.finding("no_trace", "everything rolled back", "the messages gone, every changed row and the seq as before",
-                         method="index")
+    # Sequences are not transactional: refuse_traces made sure no write calls nextval.
+    steps.expect("sequences", bool(run.checked_before_writing), "no nextval (checked before writing)",
+                 run.checked_before_writing)
+    return steps.finding("no_trace", "everything rolled back",
+                         "the messages gone, every changed row and the seq as before, no sequence used", method="index")
 
 
 # --- the report ---------------------------------------------------------------------------------
@@ -752,9 +753,9 @@ def smoke(target: Target) -> SmokeReport:
             with dbapi.cursor(cursor_factory=RealDictCursor) as cur:
                 api = Api(cur)
                 cast = pick_cast(api)
-                refuse_traces(api)
+                checked = refuse_traces(api)
                 dbapi.rollback()
-                run = Run(api, environment, current, applied, cast)
+                run = Run(api, environment, current, applied, cast, checked_before_writing=checked)
                 findings = _in_rolled_back_transaction(dbapi, run)
                 findings.append(checks_cli.timed(check_no_trace, run))
         except psycopg2.Error as error:
