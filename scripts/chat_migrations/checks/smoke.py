@@ -29,8 +29,8 @@ as them the way Supabase's API does, and as ``anon``:
                            publishes INSERT, UPDATE and DELETE, with REPLICA
                            IDENTITY FULL (the old row in UPDATE/DELETE payloads)
  no_trace                  after the rollback: the messages sent are gone, every
-                           row changed is back, the chat's latest seq is back,
-                           no sequence advanced
+                           row changed is back, the chat's latest seq is back;
+                           no write called nextval (checked before writing)
 
 It works at every revision of the history: the functions differ (staging's
 mark_messages_as_read returns void and get_unread_count is missing before
@@ -358,12 +358,18 @@ def _set_difference(seen: dict, expected: dict) -> str:
                                  f"not chats {', '.join(missing)}" if missing else "") if p)
 
 
+def _inserted(outcome: Outcome) -> str:
+    if outcome.error is None and len(outcome.rows) == 1:
+        return f"message {outcome.rows[0]['id']}"
+    return outcome.describe()
+
+
 def check_send(run: Run) -> Finding:
     steps, chat, me = Steps(), run.cast.chat, run.cast.user
     run.latest_before = run.api.scalar("SELECT coalesce(max(seq), 0) FROM public.chat_messages WHERE chat_id = %s", (chat,))
     run.last_read_before = _last_read_at(run)
     sent = run.api.send("authenticated", me, chat)
-    if steps.expect("insert", sent.error is None and len(sent.rows) == 1, "the new row returned", sent.describe()):
+    if steps.expect("insert", sent.error is None and len(sent.rows) == 1, "the new row returned", _inserted(sent)):
         run.sent = sent.rows[0]
         steps.expect("seq", run.sent["seq"] == run.latest_before + 1, f"{run.latest_before + 1} (the chat's next)",
                      run.sent["seq"])
@@ -379,7 +385,7 @@ def check_reply(run: Run) -> Finding:
         steps.skip("reply", "no message to reply to: send failed")
         return steps.finding("reply", "reply to it", "")
     reply = run.api.send("authenticated", run.cast.other, chat, reply_to_message_id=run.sent["id"])
-    if steps.expect("insert", reply.error is None and len(reply.rows) == 1, "the reply returned", reply.describe()):
+    if steps.expect("insert", reply.error is None and len(reply.rows) == 1, "the reply returned", _inserted(reply)):
         run.reply = reply.rows[0]
         after = run.sent["seq"] + 1 if isinstance(run.sent["seq"], int) else "a seq (the message it replies to has none)"
         steps.expect("seq", run.reply["seq"] == after, after, run.reply["seq"])
