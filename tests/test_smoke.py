@@ -15,7 +15,8 @@ import re
 import pytest
 
 from chat_migrations.checks import smoke
-from chat_migrations.harness.fingerprints import MESSAGING_TABLES, data_checksums
+from chat_migrations.harness.fingerprints import data_checksums
+from chat_migrations.schema.tables import QUALIFIED as CHAT_TABLES
 
 from .conftest import assert_same_schema
 from .test_validate import run_check, run_script
@@ -44,7 +45,7 @@ def traces(db) -> tuple:
     """What the smoke must not change: the schema, the rows, every sequence (as the platform sees them)."""
     conn = db.connect()
     try:
-        rows = data_checksums(conn, (*MESSAGING_TABLES, "auth.users"))
+        rows = data_checksums(conn, (*CHAT_TABLES, "auth.users"))
     finally:
         conn.close()
     sequences = db.query("SELECT schemaname || '.' || sequencename, last_value FROM pg_sequences ORDER BY 1", admin=True)

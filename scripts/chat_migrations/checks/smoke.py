@@ -65,11 +65,11 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar
 
 import psycopg2
-import psycopg2.errors
 from psycopg2.extras import RealDictCursor
 
 from chat_migrations.checks import catalog, checks_cli
-from chat_migrations.checks.checks_cli import CannotRun, Finding, Target, count_of
+from chat_migrations.checks.checks_cli import Finding, Target, count_of
+from chat_migrations.errors import CannotRun
 from chat_migrations.runtime.session import first_line
 from chat_migrations.schema import contract
 
@@ -785,15 +785,12 @@ def _in_rolled_back_transaction(dbapi, run: Run) -> list[Finding]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="scripts/smoke",
-        description="The frontend's calls, as a real participant of an existing chat and as anon, "
+    return checks_cli.command_parser(
+        "smoke",
+        "The frontend's calls, as a real participant of an existing chat and as anon, "
         "in a transaction that is rolled back.",
-        epilog="Exit 0: no check failed; 1: a check failed; 2: could not run.",
+        "Exit 0: no check failed; 1: a check failed; 2: could not run.",
     )
-    parser.add_argument("-n", "--name", metavar="ENVIRONMENT", help="the environment (an alembic.ini section)")
-    checks_cli.add_json_flag(parser)
-    return parser
 
 
 def main(argv: list[str] | None = None, *, urls: dict[str, str] | None = None) -> int:
