@@ -88,12 +88,13 @@ def test_smoke_passes_as_far_as_the_revision_goes_and_leaves_no_trace(make_datab
     assert_no_trace(before, db)
 
 
-def test_the_script_prints_the_checks_and_the_participant(make_database):
+def test_the_script_prints_the_checks_and_the_participant_never_the_password(make_database):
     db = make_database("prod", "head")
     result = run_script("smoke", "-n", "prod", urls={"prod": db.url})
     assert result.returncode == 0, result.stdout + result.stderr
     assert "OK: no check failed (10 of 10 pass)" in result.stdout
     assert "everything written was in one transaction, rolled back" in result.stdout
+    assert db.cluster.password not in result.stdout + result.stderr and "postgres:***@" in result.stdout
     assert db.scalar("SELECT count(*) FROM public.chat_messages WHERE message_text = %s", (smoke.SMOKE_TEXT,)) == 0
 
 
