@@ -1,31 +1,33 @@
 """A client that calls the database the way Supabase's API (PostgREST) does for the frontend.
 
-Every request is one transaction, switched to the JWT's role with ``SET LOCAL
-ROLE`` and with the caller's claims in ``request.jwt.claims`` (which
-``auth.uid()`` reads); it never acts as the table owner. The statements are
-the ones supabase-js produces: ``insert`` (INSERT ... RETURNING), ``upsert``
-with ``ignoreDuplicates`` (INSERT ... ON CONFLICT DO NOTHING RETURNING) and
-``rpc`` (``SELECT * FROM fn(arg := value)``). Test data is created as the owner
+Every request is one committed transaction, switched to the JWT's role with
+the caller's claims in ``request.jwt.claims`` (which ``auth.uid()`` reads);
+it never acts as the table owner. How a call is made (the settings, the
+statements supabase-js produces: ``insert`` (INSERT ... RETURNING),
+``upsert`` with ``ignoreDuplicates`` (INSERT ... ON CONFLICT DO NOTHING
+RETURNING), ``rpc`` (``SELECT * FROM fn(arg := value)``), the conversation
+list) is scripts/smoke's (chat_migrations.checks.smoke), so the tests and the
+command call the database the same way. Test data is created as the owner
 with new_users / new_chat.
 """
 
 from __future__ import annotations
 
-import json
 import uuid
 from contextlib import contextmanager
 
 from psycopg2.extras import RealDictCursor
 
-API_ROLES = ("anon", "authenticated", "service_role")
+from chat_migrations.checks.smoke import (
+    CALLER_SQL, caller_settings, conversations_sql, insert_message_sql, rpc_sql,
+)
 
 
 class Frontend:
     """One signed-in user of the chat app (or anon, or service_role), with its own connection."""
 
     def __init__(self, db, user_id: str | None, role: str = "authenticated", *, observed: bool = False):
-        if role not in API_ROLES:
-            raise ValueError(f"not an API role: {role!r}")
+        caller_settings(role, user_id)  # refuses a role the API never switches to, before connecting
         self.user_id = user_id
         self.role = role
         # autocommit: each request opens its own transaction. PostgREST logs in as
@@ -39,12 +41,10 @@ class Frontend:
     @contextmanager
     def request(self):
         """One API request: a transaction as the JWT's role with the caller's claims."""
-        claims = {"role": self.role, **({"sub": self.user_id} if self.user_id else {})}
         with self.connection.cursor(cursor_factory=RealDictCursor) as cur:
             cur.execute("BEGIN")
             try:
-                cur.execute(f"SET LOCAL ROLE {self.role}")
-                cur.execute("SELECT set_config('request.jwt.claims', %s, true)", (json.dumps(claims),))
+                cur.execute(CALLER_SQL, caller_settings(self.role, self.user_id))
                 yield cur
             except BaseException:
                 cur.execute("ROLLBACK")
@@ -58,41 +58,22 @@ class Frontend:
 
     def rpc(self, function: str, **arguments) -> list[dict]:
         """supabase.rpc(function, arguments): named arguments, the result as rows."""
-        named = ", ".join(f"{name} := %({name})s" for name in arguments)
-        return self.query(f"SELECT * FROM public.{function}({named})", arguments)
+        return self.query(rpc_sql(function, arguments), arguments)
 
     def send(self, chat_id: str, text: str, **columns) -> dict:
         """supabase.from('chat_messages').insert({...}).select().single()"""
         row = {"chat_id": chat_id, "sender_id": self.user_id, "message_text": text, **columns}
-        return self.query(_insert_message_sql(row), row)[0]
+        return self.query(insert_message_sql(row), row)[0]
 
     def send_idempotently(self, chat_id: str, text: str, client_generated_id: str) -> list[dict]:
         """upsert({...}, {onConflict: 'client_generated_id', ignoreDuplicates: true}).select()"""
         row = {"chat_id": chat_id, "sender_id": self.user_id, "message_text": text,
                "client_generated_id": client_generated_id}
-        return self.query(_insert_message_sql(row, "ON CONFLICT (client_generated_id) DO NOTHING"), row)
+        return self.query(insert_message_sql(row, "ON CONFLICT (client_generated_id) DO NOTHING"), row)
 
     def conversations(self) -> list[dict]:
         """The conversation list: each of the user's chats, its last message and unread count."""
-        return self.query(
-            """
-            SELECT c.id AS chat_id, last.seq AS last_seq, last.message_text AS last_text,
-                   public.get_unread_count(c.id, %(me)s) AS unread
-              FROM public.chats c
-              LEFT JOIN LATERAL (
-                    SELECT m.seq, m.message_text FROM public.chat_messages m
-                     WHERE m.chat_id = c.id AND m.deleted_at IS NULL
-                     ORDER BY m.seq DESC LIMIT 1) last ON true
-             ORDER BY c.id
-            """,
-            {"me": self.user_id},
-        )
-
-
-def _insert_message_sql(row: dict, on_conflict: str = "") -> str:
-    columns = ", ".join(row)
-    values = ", ".join(f"%({column})s" for column in row)
-    return f"INSERT INTO public.chat_messages ({columns}) VALUES ({values}) {on_conflict} RETURNING *"
+        return self.query(conversations_sql(), {"me": self.user_id})
 
 
 def new_users(db, count: int) -> list[str]:

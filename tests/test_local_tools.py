@@ -40,6 +40,13 @@ def test_the_local_job_converges_both_environments_and_rolls_prod_back_exactly()
     assert "FAILED:" in rolled_back and "(exit 1, as expected: prod was rolled back to its baseline)" in rolled_back
     assert "at revision 000_prod_baseline; prod's head is" in rolled_back
     assert "public.chat_participants.chat_id is nullable; the head schema has it NOT NULL" in rolled_back
+    # smoke after validate: passing on both at head, and on prod rolled back with the 103 refusals skipped.
+    smokes = out.split("$ scripts/smoke -n ")[1:]
+    assert [s.split("\n", 1)[0] for s in smokes] == ["staging", "prod", "prod"]
+    assert all("OK: no check failed (10 of 10 pass)" in s for s in smokes[:2])
+    assert "smoke: rows and schemas unchanged in both" in smokes[1]
+    assert "revision: 000_prod_baseline" in smokes[2] and "partial: refuse_other_user" in smokes[2]
+    assert "skipped: refused from 103_messaging_security on" in smokes[2] and "(exit 0" in smokes[2]
 
 
 def test_local_db_prints_exports_that_the_alembic_commands_use():

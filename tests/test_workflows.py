@@ -19,8 +19,11 @@ from chat_migrations.runtime.environments import REPO_ROOT, load_environments
 WORKFLOWS = REPO_ROOT / ".github" / "workflows"
 MIGRATE = WORKFLOWS / "migrate.yml"
 ROLLBACK = WORKFLOWS / "rollback.yml"
-# The same preflight -> upgrade -> validate for every environment.
-DEPLOY_STEPS = ["scripts/preflight -n {env}", ".venv/bin/alembic -n {env} upgrade head", "scripts/validate -n {env}"]
+# The same preflight -> upgrade -> validate -> smoke for every environment.
+DEPLOY_STEPS = [
+    "scripts/preflight -n {env}", ".venv/bin/alembic -n {env} upgrade head", "scripts/validate -n {env}",
+    "scripts/smoke -n {env}",
+]
 
 
 def tool(name: str) -> str:
@@ -73,7 +76,7 @@ def test_deploy_runs_on_main_or_by_hand_staging_first_then_prod_after_approval()
     assert prod["needs"] == "staging"
     assert prod["environment"] == "production"
     for env, job in (("staging", staging), ("prod", prod)):
-        assert commands(job)[-3:] == [step.format(env=env) for step in DEPLOY_STEPS]
+        assert commands(job)[-len(DEPLOY_STEPS):] == [step.format(env=env) for step in DEPLOY_STEPS]
         assert any(step.get("uses", "").startswith("actions/setup-python@") and step["with"]["python-version"] == "3.11" for step in job["steps"])
 
 

@@ -5,9 +5,10 @@ their observed pre-migration states (with rows), and drives the real alembic
 CLI: upgrade both, prove the schemas match, roll prod back one step, upgrade
 again, and stop the server. Around the migration it runs the operator checks
 as a deploy pipeline would: drift before (there is some) and after (none),
-preflight before the upgrade, validate on both at head, and validate on prod
-rolled back (it fails, naming what is missing). Exit 0 only if every step did
-what it should.
+preflight before the upgrade, validate and smoke on both at head (smoke leaves
+the rows and the schema as they were), and on prod rolled back validate (it
+fails, naming what is missing) and smoke (it passes as far as the baseline
+goes). Exit 0 only if every step did what it should.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import time
 from contextlib import redirect_stderr, redirect_stdout
 
 from chat_migrations.harness import alembic_cli, lookalikes
-from chat_migrations.checks import drift, preflight, validate
+from chat_migrations.checks import drift, preflight, smoke, validate
 from chat_migrations.harness.cluster import Cluster
 from chat_migrations.harness.fingerprints import data_checksums, first_difference, schema_dump
 from chat_migrations.errors import JobFailed
@@ -86,6 +87,11 @@ def run_job(cluster: Cluster) -> None:
     _operator_check(urls, drift, "staging", "prod", "--differences-only", expect=0, why="converged")
     for env in ("staging", "prod"):
         _operator_check(urls, validate, "-n", env, expect=0, why=f"{env} is the converged head")
+    for env in ("staging", "prod"):
+        _operator_check(urls, smoke, "-n", env, expect=0, why=f"the frontend's calls work on {env}")
+        if _checksums(cluster, env) != checksums_before[env] or schema_dump(urls[env]) != converged:
+            raise JobFailed(f"{env}: the smoke left a trace")
+    _say("  smoke: rows and schemas unchanged in both")
 
     _say("\n== rolling prod back one step, then all the way to its baseline, and forward again")
     _alembic(urls, "-n", "prod", "downgrade", "-1")
@@ -93,6 +99,7 @@ def run_job(cluster: Cluster) -> None:
     _alembic(urls, "-n", "prod", "downgrade", "000_prod_baseline")
     _compare("prod rolled back vs prod before the migration", schema_dump(urls["prod"]), prod_before, expect_equal=True)
     _operator_check(urls, validate, "-n", "prod", expect=1, why="prod was rolled back to its baseline")
+    _operator_check(urls, smoke, "-n", "prod", expect=0, why="the baseline's calls work; its missing refusals are skipped")
     _alembic(urls, "-n", "prod", "upgrade", "head")
     _compare("prod upgraded again vs staging at head", schema_dump(urls["prod"]), converged, expect_equal=True)
     if _checksums(cluster, "prod") != checksums_before["prod"]:
