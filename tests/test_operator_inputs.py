@@ -22,7 +22,7 @@ from alembic.config import main as alembic_main
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from chat_migrations.checks import adopt, drift, preflight, validate
+from chat_migrations.checks import adopt, drift, preflight, smoke, validate
 from chat_migrations.harness import alembic_cli
 from chat_migrations.runtime import environments
 from chat_migrations.runtime.environments import ALEMBIC_INI, load_environments
@@ -69,7 +69,7 @@ def test_no_command_prints_the_password_succeeding_or_failing(special_login, sch
         for candidate in (url, wrong):
             result = alembic_cli.run("-n", "prod", *args, urls={"prod": candidate}, check=False)
             outputs.append(result.output)
-    for command in (validate, preflight, adopt):
+    for command in (validate, preflight, adopt, smoke):
         for candidate in (url, wrong):
             for json_flag in ([], ["--json"]):
                 outputs.append(in_process(command, "-n", "prod", *json_flag, urls={"prod": candidate})[1])

@@ -18,6 +18,7 @@ COMMANDS: dict[str, str] = {
     "drift": "chat_migrations.checks.drift",
     "preflight": "chat_migrations.checks.preflight",
     "validate": "chat_migrations.checks.validate",
+    "smoke": "chat_migrations.checks.smoke",
     "render-sql": "chat_migrations.review.render_sql",
     "rehearse": "chat_migrations.harness.rehearse",
     "local-job": "chat_migrations.harness.local_job",
