@@ -24,7 +24,8 @@ from chat_migrations.schema import models
 from chat_migrations.runtime.environments import ConfigurationError, get_environment, load_environments, redact
 
 config = context.config
-if config.config_file_name is not None:
+# A caller rendering in its own process (scripts/render-sql) keeps its own logging.
+if config.config_file_name is not None and config.attributes.get("configure_logger", True):
     fileConfig(config.config_file_name, disable_existing_loggers=False)
 
 log = logging.getLogger("chat_migrations")
