@@ -140,6 +140,11 @@ def _offline() -> bool:
     return op.get_context().as_sql
 
 
+def _settings() -> "session.Settings":
+    """The running command's settings: env.py hands them to context.configure(chat_settings=...)."""
+    return op.get_context().opts["chat_settings"]
+
+
 def execute(sql: str, *, table: str, in_transaction: bool = True) -> None:
     """Run one lock-taking statement, waiting at most lock_timeout for its lock.
 
@@ -163,7 +168,8 @@ def execute(sql: str, *, table: str, in_transaction: bool = True) -> None:
             raise LockNotGranted(table, lock_holders(connection, table)) from None
         savepoint.commit()
         return
-    for pause in _pauses():
+    settings = _settings()
+    for pause in _pauses(settings):
         try:
             connection.exec_driver_sql(_literal_percent(sql))
             return
@@ -172,9 +178,9 @@ def execute(sql: str, *, table: str, in_transaction: bool = True) -> None:
                 raise
             holders = lock_holders(connection, table)
             if pause is None:
-                raise _budget_spent(table, holders) from None
+                raise _budget_spent(table, holders, settings) from None
             log.info("lock on %s not granted within %d ms (%s): trying again in %.1fs",
-                     table, session.settings.lock_timeout_ms, holders, pause)
+                     table, settings.lock_timeout_ms, holders, pause)
             time.sleep(pause)
 
 
@@ -183,43 +189,42 @@ def _literal_percent(sql: str) -> str:
     return sql.replace("%", "%%")
 
 
-def run_with_lock_retries(run_revisions) -> None:
+def run_with_lock_retries(run_revisions, settings: "session.Settings") -> None:
     """Run the pending revisions; one whose lock attempt timed out is rolled back and run again.
 
     The revisions already applied stay applied (one transaction per
     revision), so each new attempt resumes at the one that could not get
     its lock. Steps outside its transaction are idempotent by design.
     """
-    for pause in _pauses():
+    for pause in _pauses(settings):
         try:
             run_revisions()
             return
         except LockNotGranted as refused:
             if pause is None:
-                raise _budget_spent(refused.table, refused.holders) from None
+                raise _budget_spent(refused.table, refused.holders, settings) from None
             log.info("lock on %s not granted within %d ms (%s): starting the revision over in %.1fs",
-                     refused.table, session.settings.lock_timeout_ms, refused.holders, pause)
+                     refused.table, settings.lock_timeout_ms, refused.holders, pause)
             time.sleep(pause)
 
 
-def _pauses(settings: "session.Settings | None" = None):
+def _pauses(settings: "session.Settings"):
     """The pause after each failed attempt (None after the last): 100 ms doubling to 3 s."""
     pause = FIRST_PAUSE_SECONDS
-    for _ in range((settings or session.settings).lock_attempts - 1):
+    for _ in range(settings.lock_attempts - 1):
         yield pause
         pause = min(pause * 2, MAX_PAUSE_SECONDS)
     yield None
 
 
-def lock_wait_budget_seconds(settings: "session.Settings | None" = None) -> float:
+def lock_wait_budget_seconds(settings: "session.Settings") -> float:
     """How long a lock-taking step waits in all, attempts and pauses, before the migration gives up."""
-    settings = settings or session.settings
     return settings.lock_attempts * settings.lock_timeout_ms / 1000 + sum(p for p in _pauses(settings) if p)
 
 
-def _budget_spent(table: str, holders: str) -> LockBudgetSpent:
+def _budget_spent(table: str, holders: str, settings: "session.Settings") -> LockBudgetSpent:
     return LockBudgetSpent(
-        f"gave up after {session.settings.lock_attempts} lock attempts of {session.settings.lock_timeout_ms} ms "
+        f"gave up after {settings.lock_attempts} lock attempts of {settings.lock_timeout_ms} ms "
         f"on {table}: {holders}; nothing of the revision in progress was applied, rerun when it is gone"
     )
 
@@ -267,8 +272,9 @@ def lock_holders(connection, table: str) -> str:
 
 def _set_timeouts(*, statement_ms: int | None, lock_ms: int | None = None) -> None:
     """Raise the session's timeouts for one long step; None puts the run's setting back."""
-    statement = session.settings.statement_timeout_ms if statement_ms is None else statement_ms
-    lock = session.settings.lock_timeout_ms if lock_ms is None else lock_ms
+    settings = _settings()
+    statement = settings.statement_timeout_ms if statement_ms is None else statement_ms
+    lock = settings.lock_timeout_ms if lock_ms is None else lock_ms
     op.execute(f"SET statement_timeout = {statement}")
     op.execute(f"SET lock_timeout = {lock}")
 
@@ -442,8 +448,9 @@ def _index_build_progress(index: str):
     connection = op.get_bind()
     pid = connection.execute(text("SELECT pg_backend_pid()")).scalar()
     stop = threading.Event()
+    interval = _settings().progress_interval_s
     reporter = threading.Thread(
-        target=_report_progress, args=(connection.engine, pid, index, stop), name=f"progress-{index}", daemon=True
+        target=_report_progress, args=(connection.engine, pid, index, stop, interval), name=f"progress-{index}", daemon=True
     )
     started = time.monotonic()
     reporter.start()
@@ -455,11 +462,11 @@ def _index_build_progress(index: str):
         log.info("%s built in %.1fs", index, time.monotonic() - started)
 
 
-def _report_progress(engine, pid: int, index: str, stop: threading.Event) -> None:
+def _report_progress(engine, pid: int, index: str, stop: threading.Event, interval: float) -> None:
     started = time.monotonic()
     try:
         with engine.connect() as watcher:
-            while not stop.wait(session.settings.progress_interval_s):
+            while not stop.wait(interval):
                 row = watcher.execute(
                     text(
                         "SELECT phase, blocks_done, blocks_total, tuples_done, tuples_total, lockers_done, lockers_total "
