@@ -393,7 +393,7 @@ def _classify_do(node: ast.DoStmt) -> Classification:
         reads_snapshots |= _SNAPSHOTS in _relations(query)
         if kind == "statement":
             # Its own queries and session settings change no table: they are the block's checks.
-            found += [c for c in _classify_script(query) if c not in (READS_ONLY, SESSION_SETTING)]
+            found += [c for c in _classify_script(query) if not _checks_only(c)]
         elif _expression(query) is None:
             found.append(UNKNOWN)
     if (computed and not reads_snapshots) or any(not c.known for c in found):
@@ -405,6 +405,10 @@ def _classify_do(node: ast.DoStmt) -> Classification:
     if not notes and not locks:
         notes = ["checks only: reads the catalog, may stop the script"]
     return Classification(locks, note=", ".join(notes))
+
+
+def _checks_only(classification: Classification) -> bool:
+    return classification.known and not classification.locks and classification.note in (READS_ONLY.note, SESSION_SETTING.note)
 
 
 # PL/pgSQL statements whose "query" is a string to run as SQL.
@@ -519,6 +523,8 @@ def _formatted(template: str, args: list) -> list[str]:
             continue
         spec = template[index + 1]
         index += 2
+        if spec not in "sIL%":
+            return [_COMPUTED]  # positions, widths, flags: not followed
         if spec == "%":
             literal += "%"
             continue
