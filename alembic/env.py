@@ -20,11 +20,12 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from chat_migrations.frozen import baseline
 from chat_migrations.runtime import faults, identity, leftovers, online_ddl, requirements, session
-from chat_migrations.schema import models
+from chat_migrations.schema import models, tables
 from chat_migrations.runtime.environments import ConfigurationError, get_environment, load_environments, redact
 
 config = context.config
-if config.config_file_name is not None:
+# A caller rendering in its own process (scripts/render-sql) keeps its own logging.
+if config.config_file_name is not None and config.attributes.get("configure_logger", True):
     fileConfig(config.config_file_name, disable_existing_loggers=False)
 
 log = logging.getLogger("chat_migrations")
@@ -44,20 +45,21 @@ COMMON_OPTIONS = dict(
 )
 
 
-def run_migrations_offline(environment, command: str) -> None:
+def run_migrations_offline(environment, command: str, settings: session.Settings) -> None:
     """Render SQL (``--sql``): the guard and bookkeeping first, no connection."""
     context.configure(
         url="postgresql+psycopg2://",
         literal_binds=True,
         dialect_opts={"paramstyle": "named"},
+        chat_settings=settings,
         **COMMON_OPTIONS,
     )
-    plan = Plan(command)
+    plan = Plan(command, settings)
     plan.watch(context.get_context())
     with context.begin_transaction():
         context.execute(identity.offline_guard_sql(environment))
-        context.execute(f"SET lock_timeout = {session.settings.lock_timeout_ms}")
-        context.execute(f"SET statement_timeout = {session.settings.statement_timeout_ms}")
+        context.execute(f"SET lock_timeout = {settings.lock_timeout_ms}")
+        context.execute(f"SET statement_timeout = {settings.statement_timeout_ms}")
         context.execute(session.BOOKKEEPING_SQL)
         context.run_migrations()
         # Leave a pooled session (Supabase's SQL editor) as it was found.
@@ -65,20 +67,21 @@ def run_migrations_offline(environment, command: str) -> None:
         context.execute("RESET statement_timeout")
 
 
-def run_migrations_online(environment, command: str) -> None:
+def run_migrations_online(environment, command: str, settings: session.Settings) -> None:
     """Run against the environment's database, after it proved its identity."""
     global plan
-    plan = Plan(command)
+    plan = Plan(command, settings)
     with session.migration_connection(
-        environment, load_environments(), command=command, connectable=config.attributes.get("connection"),
+        environment, load_environments(), command=command, settings=settings, chat_tables=tables.QUALIFIED,
+        adoption_refusal=_adoption_refusal, connectable=config.attributes.get("connection"),
     ) as connection:
         plan.connection = connection
-        context.configure(connection=connection, **COMMON_OPTIONS)
+        context.configure(connection=connection, chat_settings=settings, **COMMON_OPTIONS)
         plan.watch(context.get_context())
         faults.install(connection)
         with session.interruptible(connection) as interrupted:
             try:
-                online_ddl.run_with_lock_retries(run_revisions)
+                online_ddl.run_with_lock_retries(run_revisions, settings)
             except KeyboardInterrupt:
                 raise CommandError(plan.interrupted()) from None
             except SQLAlchemyError as failure:
@@ -99,11 +102,20 @@ def run_revisions() -> None:
         context.run_migrations()
 
 
+def _adoption_refusal(connection, environment: str) -> str | None:
+    """Why stamping this live database would adopt what differs blockingly from its baseline (scripts/adopt)."""
+    from chat_migrations.checks import adopt  # only a stamp of a live database needs the comparison
+
+    blockers = adopt.blocking(connection, environment)
+    return adopt.blocked_message(environment, blockers) if blockers else None
+
+
 class Plan:
     """The steps a command runs: checked before the first, timed, and named when one fails."""
 
-    def __init__(self, command: str) -> None:
+    def __init__(self, command: str, settings: session.Settings) -> None:
         self.command = command
+        self.settings = settings
         self.connection = None
         self.mark = time.monotonic()
         self.done: list[tuple[str, float]] = []
@@ -159,11 +171,11 @@ class Plan:
         if self.connection is not None and self.command in ("upgrade", "downgrade"):
             upgraded = {step.revision.revision for step in steps if not step.is_downgrade and hasattr(step, "revision")}
             applied = {script.revision for script in context.script.iterate_revisions(heads, "base")} if heads else set()
-            removable = leftovers.removable(self.connection, applied=applied, keep=upgraded)
+            removable = leftovers.removable(self.connection, applied=applied, keep=upgraded, tables=tables.QUALIFIED)
             if removable:
                 self.cleaned = "the leftovers of an interrupted revision (" + "; ".join(
                     item.describe() for item in removable) + ")"
-                leftovers.remove(self.connection, removable, autocommit_block=ctx.autocommit_block)
+                leftovers.remove(self.connection, removable, autocommit_block=ctx.autocommit_block, settings=self.settings)
                 self.cleaned = None
 
     def _refuse_past_baseline_with_rows(self) -> None:
@@ -246,11 +258,11 @@ def _command() -> str:
 plan: Plan | None = None
 try:
     environment = get_environment(config.config_ini_section)
-    session.settings = session.Settings.from_x_arguments(context.get_x_argument(as_dictionary=True))
+    settings = session.Settings.from_x_arguments(context.get_x_argument(as_dictionary=True))
     if context.is_offline_mode():
-        run_migrations_offline(environment, _command())
+        run_migrations_offline(environment, _command(), settings)
     else:
-        run_migrations_online(environment, _command())
+        run_migrations_online(environment, _command(), settings)
 except REFUSALS as refusal:
     raise CommandError(redact(str(refusal))) from None
 except CommandError as failure:

@@ -27,7 +27,7 @@ def test_offline_scripts_are_plain_sql_with_the_guard_first_and_concurrent_build
     script = offline_script(environment, direction, f"{base}:head" if direction == "upgrade" else f"head:{base}")
     statements = [lock_classes.leading_comments(s)[1] for s in lock_classes.split_statements(script)]
     assert statements[0].startswith("DO $guard$")
-    code = "".join(s.text for s in lock_classes.segments(script) if s.kind == "code")
+    code = lock_classes.code_only(script)
     meta_commands = [line for line in code.splitlines() if line.lstrip().startswith("\\")]
     assert not meta_commands, f"psql meta-commands, which the SQL editor rejects: {meta_commands}"
     in_transaction = False

@@ -18,7 +18,7 @@ from pathlib import Path
 import psycopg2
 import pytest
 
-from chat_migrations.runtime import identity
+from chat_migrations.runtime import identity, online_ddl
 from chat_migrations.review import lock_classes, render_sql
 from chat_migrations.harness.cluster import pg_bindir
 from chat_migrations.runtime.environments import REPO_ROOT, get_environment, libpq_command
@@ -391,5 +391,22 @@ def test_statements_split_only_at_semicolons_outside_quotes_bodies_and_comments(
         "/* block; /* nested; */ still */ SELECT $$x;y$$",
         "-- trailing comment",
     ]
-    with pytest.raises(ValueError, match="unterminated dollar quote"):
+    with pytest.raises(ValueError, match="unterminated dollar-quoted string"):
         lock_classes.split_statements("DO $d$ BEGIN")
+
+
+@pytest.mark.parametrize("environment", ENVIRONMENTS)
+def test_what_the_online_ddl_declares_is_what_the_parser_reads(environment):
+    # render-sql takes a declaration as it is: it must say what the statement does.
+    base = revisions_in_order(environment)[0]
+    env = get_environment(environment)
+    declared = 0
+    for step in (render_sql.Step("upgrade", base, "head"), render_sql.Step("downgrade", "head", base)):
+        for chunk in lock_classes.split_statements(render_sql.offline_sql(env, step)):
+            comments, sql = lock_classes.leading_comments(chunk)
+            if online_ddl.read_declarations(comments)[0] is None:
+                continue
+            declared += 1
+            said, parsed = lock_classes.classify_with_comments(comments, sql)[0], lock_classes.classify(sql)
+            assert parsed.known and (said.describe(), said.run_alone) == (parsed.describe(), parsed.run_alone), sql
+    assert declared

@@ -1,122 +1,43 @@
-"""Which locks a migration statement takes, read from its SQL text.
+"""Which locks a migration statement takes, read with PostgreSQL's own parser.
 
 ``scripts/render-sql`` annotates every statement of the reviewable scripts
-with the result of ``classify``; this module is the one place that knows how
-PostgreSQL statements map to table locks. It reads the statement the way a
-reviewer would: the command at its start, and inside a ``DO`` block every
-command the block runs (its own statements, and the SQL strings it
-EXECUTEs). When in doubt it reports the stronger lock, and a statement it
-cannot account for is marked unknown so that a person looks at it.
+with its ``Classification``. A statement that the online DDL emitted says so
+itself: the ``-- lock:`` and ``-- run alone`` lines before it
+(chat_migrations.runtime.online_ddl.declare) are taken as they are. Any
+other statement is parsed with pglast (libpg_query, the server's grammar) and
+classified by its parse tree: the command, and for a ``DO`` block every
+command its PL/pgSQL body runs (its own statements, and the SQL strings it
+EXECUTEs, rebuilt from their literals). When in doubt it reports the
+stronger lock, and a statement it cannot account for is marked unknown so
+that a person looks at it.
 
-It also splits a script into statements (``split_statements``), honouring
-quotes, dollar quotes and comments, so a ``;`` inside a function body or a
-``DO`` block does not end a statement.
+It also splits a script into statements (``split_statements``), the comment
+lines before each kept with it.
 """
 
 from __future__ import annotations
 
-import re
+import enum
+import itertools
 from dataclasses import dataclass
 
+from pglast import ast, enums, parse_plpgsql, parse_sql, parser, visitors
+from pglast.stream import RawStream
+
+from chat_migrations.runtime import online_ddl
 from chat_migrations.runtime.session import BOOKKEEPING_SCHEMA
 
-BOOKKEEPING_PREFIX = f"{BOOKKEEPING_SCHEMA}."
+# --- splitting -----------------------------------------------------------------
 
-# --- lexing ------------------------------------------------------------------
-
-_DOLLAR_TAG = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)?\$")
-
-
-@dataclass(frozen=True)
-class Segment:
-    """A piece of a script: ``code``, a ``string`` literal, a quoted ``identifier``, a ``dollar``-quoted body or a ``comment``."""
-
-    kind: str
-    start: int  # offsets of the whole piece in the script, quotes included
-    end: int
-    text: str  # a string's value (quotes removed, '' undoubled), a body's content, else the source
+_SEMICOLON = "ASCII_59"
+_NOT_CODE = frozenset({"SQL_COMMENT", "C_COMMENT", "SCONST", "USCONST", "BCONST", "XCONST"})
 
 
-def segments(sql: str) -> list[Segment]:
-    """The script cut into code, quoted strings, dollar-quoted bodies and comments."""
-    out: list[Segment] = []
-    code_start = i = 0
-    n = len(sql)
-
-    def piece(kind: str, start: int, end: int, text: str | None = None) -> None:
-        if code_start < start:
-            out.append(Segment("code", code_start, start, sql[code_start:start]))
-        out.append(Segment(kind, start, end, sql[start:end] if text is None else text))
-
-    while i < n:
-        if sql.startswith("--", i):
-            end = sql.find("\n", i)
-            end = n if end < 0 else end
-            piece("comment", i, end)
-        elif sql.startswith("/*", i):
-            end = _comment_end(sql, i)
-            piece("comment", i, end)
-        elif sql[i] in "'\"":
-            end = _quoted_end(sql, i)
-            if sql[i] == "'":
-                piece("string", i, end, sql[i + 1 : end - 1].replace("''", "'"))
-            else:
-                piece("identifier", i, end)
-        elif sql[i] == "$" and (i == 0 or not _is_word(sql[i - 1])) and (match := _DOLLAR_TAG.match(sql, i)):
-            body_end = sql.find(match.group(0), match.end())
-            if body_end < 0:
-                raise ValueError(f"unterminated dollar quote {match.group(0)} at line {_line(sql, i)}")
-            end = body_end + len(match.group(0))
-            piece("dollar", i, end, sql[match.end() : body_end])
-        else:
-            i += 1
-            continue
-        i = code_start = end
-    if code_start < n:
-        out.append(Segment("code", code_start, n, sql[code_start:]))
-    return out
-
-
-def _line(sql: str, offset: int) -> int:
-    return sql.count("\n", 0, offset) + 1
-
-
-def _is_word(ch: str) -> bool:
-    return ch.isalnum() or ch in "_$"
-
-
-def _comment_end(sql: str, start: int) -> int:
-    depth, j = 0, start
-    while j < len(sql):
-        if sql.startswith("/*", j):
-            depth, j = depth + 1, j + 2
-        elif sql.startswith("*/", j):
-            depth, j = depth - 1, j + 2
-            if depth == 0:
-                return j
-        else:
-            j += 1
-    raise ValueError(f"unterminated /* comment at line {_line(sql, start)}")
-
-
-def _quoted_end(sql: str, start: int) -> int:
-    """Offset just past the quote closing the string or identifier opened at ``start``."""
-    quote = sql[start]
-    # E'...' strings take backslash escapes.
-    backslash_escapes = quote == "'" and start > 0 and sql[start - 1] in "eE" and (start < 2 or not _is_word(sql[start - 2]))
-    j = start + 1
-    while j < len(sql):
-        if backslash_escapes and sql[j] == "\\":
-            j += 2
-        elif sql[j] == quote:
-            if sql.startswith(quote * 2, j):
-                j += 2
-            else:
-                return j + 1
-        else:
-            j += 1
-    kind = "string" if quote == "'" else "quoted identifier"
-    raise ValueError(f"unterminated {kind} at line {_line(sql, start)}")
+def _tokens(text: str) -> list[parser.Token]:
+    try:
+        return parser.scan(text)
+    except parser.ParseError as error:
+        raise ValueError(str(error)) from None
 
 
 def split_statements(script: str) -> list[str]:
@@ -125,16 +46,31 @@ def split_statements(script: str) -> list[str]:
     Comment lines before a statement stay with it; a chunk holding only
     comments (after the last statement, say) is returned as it is.
     """
-    statements, start = [], 0
-    for segment in segments(script):
-        if segment.kind != "code":
-            continue
-        for offset in range(segment.start, segment.end):
-            if script[offset] == ";":
-                statements.append(script[start:offset].strip())
-                start = offset + 1
-    statements.append(script[start:].strip())
-    return [statement for statement in statements if statement]
+    try:
+        slices = parser.split(script, with_parser=True, only_slices=True)
+    except parser.ParseError as error:
+        raise ValueError(str(error)) from None
+    chunks, end = [], 0
+    for piece in slices:
+        chunks.append(_after_semicolons(script[end : piece.start]) + script[piece])
+        end = piece.stop
+    chunks.append(_after_semicolons(script[end:]))
+    return [chunk.strip() for chunk in chunks if chunk.strip()]
+
+
+def _after_semicolons(gap: str) -> str:
+    """What follows the last statement terminator in the text between two statements (comments, blanks)."""
+    ends = [token.end + 1 for token in _tokens(gap) if token.name == _SEMICOLON]
+    return gap[ends[-1] :] if ends else gap
+
+
+def code_only(sql: str) -> str:
+    """``sql`` with its comments and string literals blanked out (offsets kept)."""
+    text = list(sql)
+    for token in _tokens(sql):
+        if token.name in _NOT_CODE:
+            text[token.start : token.end + 1] = " " * (token.end + 1 - token.start)
+    return "".join(text)
 
 
 def leading_comments(statement: str) -> tuple[list[str], str]:
@@ -149,14 +85,31 @@ def leading_comments(statement: str) -> tuple[list[str], str]:
 
 # --- classification ----------------------------------------------------------
 
-ACCESS_EXCLUSIVE = "ACCESS EXCLUSIVE"
-SHARE_UPDATE_EXCLUSIVE = "SHARE UPDATE EXCLUSIVE"
+# PostgreSQL's lock modes, numbered as LockStmt.mode is (storage/lockdefs.h).
+LOCK_MODES = (None, "ACCESS SHARE", "ROW SHARE", "ROW EXCLUSIVE", "SHARE UPDATE EXCLUSIVE", "SHARE",
+              "SHARE ROW EXCLUSIVE", "EXCLUSIVE", "ACCESS EXCLUSIVE")
+ACCESS_EXCLUSIVE = online_ddl.ACCESS_EXCLUSIVE
+SHARE_UPDATE_EXCLUSIVE = online_ddl.SHARE_UPDATE_EXCLUSIVE
 SHARE_ROW_EXCLUSIVE = "SHARE ROW EXCLUSIVE"
 SHARE = "SHARE"
 ROW_EXCLUSIVE = "ROW EXCLUSIVE"
 
 BRIEF = "brief (catalog change only)"
 SCANS_ONLINE = "while it scans the table; reads and writes go on"
+_NOT_VALID = BRIEF + ", NOT VALID skips the scan"
+_SET_NOT_NULL = "brief when a validated CHECK (column IS NOT NULL) proves it, otherwise while it scans every row"
+_BUILDS_ONLINE = "while it builds; reads and writes go on"
+_UNTIL_COMMIT = "until the transaction ends"
+
+# How a reviewer reads each hold the online DDL declares.
+_DECLARED_HOLDS = {
+    online_ddl.Hold.BRIEF: BRIEF,
+    online_ddl.Hold.NOT_VALID: _NOT_VALID,
+    online_ddl.Hold.SCAN: SCANS_ONLINE,
+    online_ddl.Hold.SET_NOT_NULL: _SET_NOT_NULL,
+    online_ddl.Hold.BUILD: _BUILDS_ONLINE,
+    online_ddl.Hold.TRANSACTION: _UNTIL_COMMIT,
+}
 
 
 @dataclass(frozen=True)
@@ -169,6 +122,21 @@ class Lock:
         return f"{self.mode} on {self.target}, {self.duration}"
 
 
+class Transaction(enum.Enum):
+    """What a transaction-control statement does to the script's transaction."""
+
+    BEGIN = "begin"
+    END = "end"  # COMMIT, ROLLBACK, END
+
+
+@dataclass(frozen=True)
+class Setting:
+    """A session setting a top-level SET or RESET changes; ``value`` None: back to its default."""
+
+    name: str
+    value: str | None
+
+
 @dataclass(frozen=True)
 class Classification:
     """The locks a statement takes; ``note`` says what it is when it locks no table."""
@@ -177,6 +145,8 @@ class Classification:
     note: str = ""
     run_alone: bool = False  # refused inside a transaction block
     known: bool = True
+    transaction: Transaction | None = None
+    setting: Setting | None = None
 
     def describe(self) -> str:
         if not self.known:
@@ -190,283 +160,386 @@ class Classification:
 UNKNOWN = Classification(known=False)
 FUNCTIONS_ONLY = Classification(note="function definitions only")
 PRIVILEGES_ONLY = Classification(note="privileges only")
+READS_ONLY = Classification(note="reads only")
+SESSION_SETTING = Classification(note="session setting")
+SCHEMA_ONLY = Classification(note="schema catalog only")
 
 
-def _name(group: str) -> str:
-    """A possibly schema-qualified, possibly quoted name, captured as ``group``."""
-    part = r'(?:"[^"]+"|[\w$]+)'
-    return rf"(?P<{group}>{part}(?:\.{part})?)"
-
-
-def _pattern(regex: str) -> re.Pattern:
-    return re.compile(regex, re.IGNORECASE | re.DOTALL)
-
-
-_TRANSACTION = _pattern(r"(BEGIN|COMMIT|ROLLBACK|START\s+TRANSACTION|END)\b")
-_SESSION = _pattern(r"(SET|RESET)\b|SELECT\s+set_config\s*\(")
-_RUN_ALONE = _pattern(
-    r"(CREATE\s+(UNIQUE\s+)?INDEX\s+CONCURRENTLY|DROP\s+INDEX\s+CONCURRENTLY|REINDEX\b.*\bCONCURRENTLY"
-    r"|VACUUM|CREATE\s+DATABASE|DROP\s+DATABASE|ALTER\s+SYSTEM|CREATE\s+TABLESPACE|DROP\s+TABLESPACE)\b"
-)
-_CREATE_INDEX = _pattern(
-    r"CREATE\s+(UNIQUE\s+)?INDEX\s+(?P<concurrently>CONCURRENTLY\s+)?.*?\bON\s+(ONLY\s+)?" + _name("table")
-)
-_DROP_INDEX = _pattern(r"DROP\s+INDEX\s+(?P<concurrently>CONCURRENTLY\s+)?(IF\s+EXISTS\s+)?" + _name("index"))
-_ALTER_TABLE = _pattern(r"ALTER\s+TABLE\s+(IF\s+EXISTS\s+)?(ONLY\s+)?" + _name("table") + r"\s+(?P<actions>.*)")
-_POLICY = _pattern(r"(CREATE|DROP|ALTER)\s+POLICY\s+(IF\s+EXISTS\s+)?\S+\s+ON\s+" + _name("table"))
-_FUNCTION_DDL = _pattern(
-    r"(CREATE\s+(OR\s+REPLACE\s+)?|DROP\s+|ALTER\s+|COMMENT\s+ON\s+)(FUNCTION|PROCEDURE|ROUTINE)\b"
-    r"|(GRANT|REVOKE)\b[^;]*?\bON\s+(ALL\s+)?(FUNCTION|PROCEDURE|ROUTINE)S?\b"
-)
-_PRIVILEGES = _pattern(r"(GRANT|REVOKE)\b")
-_SCHEMA_DDL = _pattern(r"(CREATE\s+SCHEMA|COMMENT\s+ON\s+SCHEMA)\b")
-_COMMENT_ON_RELATION = _pattern(r"COMMENT\s+ON\s+(TABLE|COLUMN|INDEX)\s+" + _name("table"))
-_CREATE_TABLE = _pattern(r"CREATE\s+TABLE\s+(IF\s+NOT\s+EXISTS\s+)?" + _name("table"))
-_DML = _pattern(r"(INSERT\s+INTO|UPDATE(\s+ONLY)?|DELETE\s+FROM(\s+ONLY)?)\s+" + _name("table"))
-# (A WITH may hide a data-modifying statement: it is left unknown.)
-_SELECT = _pattern(r"(SELECT|PERFORM)\b")
-_LOCK_TABLE = _pattern(r"LOCK\s+(TABLE\s+)?(?P<tables>.+?)(\s+IN\s+(?P<mode>[A-Z ]+?)\s+MODE)?(\s+NOWAIT)?\s*$")
-_DO = _pattern(r"DO\b")
-
-# ALTER TABLE actions; the first that matches wins, so NOT VALID forms come first.
-# A "?" stands for a part a DO block computes at run time.
-_ALTER_ACTIONS: list[tuple[re.Pattern, str, str]] = [
-    (_pattern(r"ADD\s+(CONSTRAINT\s+\S+\s+)?FOREIGN\s+KEY\b.*\bNOT\s+VALID\b"), SHARE_ROW_EXCLUSIVE,
-     BRIEF + ", NOT VALID skips the existing rows"),
-    (_pattern(r"ADD\s+(CONSTRAINT\s+\S+\s+)?FOREIGN\s+KEY\b"), SHARE_ROW_EXCLUSIVE,
-     "while it checks every existing row; blocks writes"),
-    (_pattern(r"ADD\s+(CONSTRAINT\s+\S+\s+)?CHECK\b.*\bNOT\s+VALID\b"), ACCESS_EXCLUSIVE,
-     BRIEF + ", NOT VALID skips the scan"),
-    (_pattern(r"ADD\s+(CONSTRAINT\s+\S+\s+)?CHECK\b"), ACCESS_EXCLUSIVE,
-     "while it scans every row; blocks reads and writes"),
-    (_pattern(r"VALIDATE\s+CONSTRAINT\b"), SHARE_UPDATE_EXCLUSIVE, SCANS_ONLINE),
-    (_pattern(r"ALTER\s+(COLUMN\s+)?\S+\s+SET\s+NOT\s+NULL\b"), ACCESS_EXCLUSIVE,
-     "brief when a validated CHECK (column IS NOT NULL) proves it, otherwise while it scans every row"),
-    (_pattern(r"ALTER\s+(COLUMN\s+)?\S+\s+DROP\s+NOT\s+NULL\b"), ACCESS_EXCLUSIVE, BRIEF),
-    (_pattern(r"DROP\s+CONSTRAINT\b"), ACCESS_EXCLUSIVE, BRIEF),
-    (_pattern(r"REPLICA\s+IDENTITY\b"), ACCESS_EXCLUSIVE, BRIEF),
-    (_pattern(r"((ENABLE|DISABLE|FORCE|NO\s+FORCE|\?)\s+)?ROW\s+LEVEL\s+SECURITY\b"), ACCESS_EXCLUSIVE, BRIEF),
-]
+def classify_with_comments(comments: list[str], sql: str) -> tuple[Classification, list[str]]:
+    """A statement's classification, as declared in its comment lines if it is, and its other comments."""
+    declared, others = online_ddl.read_declarations(comments)
+    if declared is None:
+        return classify(sql), others
+    locks = tuple(
+        Lock(lock.mode, f"the table of {lock.relation}" if lock.index else lock.relation, _DECLARED_HOLDS[lock.hold])
+        for lock in declared.locks
+    )
+    return Classification(locks, run_alone=declared.run_alone), others
 
 
 def classify(statement: str) -> Classification:
     """The locks ``statement`` (one statement, comments allowed) takes."""
-    code = _masked(statement)
-    if not code:
+    try:
+        nodes = [raw.stmt for raw in parse_sql(statement)]
+    except parser.ParseError:
+        return UNKNOWN
+    if not nodes:
         return Classification(note="comment")
-    if _TRANSACTION.match(code):
-        return Classification(note="transaction control")
-    if _DO.match(code):
-        return _classify_do(statement)
-    if _SESSION.match(code):
-        return Classification(note="session setting")
-    return _classify_command(code)
+    if len(nodes) > 1:
+        return UNKNOWN  # one statement at a time: a script goes through split_statements first
+    return _classify_node(nodes[0])
 
 
-def _classify_command(code: str) -> Classification:
-    """One command, as code (comments removed; literals may be emptied)."""
-    if _SESSION.match(code):  # also SET ROLE / RESET ROLE inside a DO block: no table lock
-        return Classification(note="session setting")
-    if match := _CREATE_INDEX.match(code):
-        table = match.group("table")
-        if match.group("concurrently"):
-            return Classification(
-                (Lock(SHARE_UPDATE_EXCLUSIVE, table, "while it builds; reads and writes go on"),), run_alone=True
-            )
-        return Classification((Lock(SHARE, table, "while it builds; blocks writes"),))
-    if match := _DROP_INDEX.match(code):
-        target = f"the table of {match.group('index')}"
-        if match.group("concurrently"):
-            return Classification(
-                (Lock(SHARE_UPDATE_EXCLUSIVE, target, "while it waits for running queries; reads and writes go on"),),
-                run_alone=True,
-            )
-        return Classification((Lock(ACCESS_EXCLUSIVE, target, BRIEF),))
-    if match := _ALTER_TABLE.match(code):
-        return _classify_alter_table(match.group("table"), match.group("actions"))
-    if match := _POLICY.match(code):
-        return Classification((Lock(ACCESS_EXCLUSIVE, match.group("table"), BRIEF),))
-    if _FUNCTION_DDL.match(code):
+def _name(*parts: str | None) -> str:
+    """A possibly schema-qualified name, quoted where PostgreSQL needs it."""
+    *schema, name = [part for part in parts if part]
+    return RawStream()(ast.RangeVar(schemaname=schema[-1] if schema else None, relname=name, inh=True))
+
+
+def _relation(node: ast.RangeVar) -> str:
+    return _name(node.schemaname, node.relname)
+
+
+def _object_name(names) -> str:
+    return _name(*(part.sval for part in names))
+
+
+_FUNCTION_OBJECTS = frozenset({enums.ObjectType.OBJECT_FUNCTION, enums.ObjectType.OBJECT_PROCEDURE,
+                               enums.ObjectType.OBJECT_ROUTINE})
+# Statements PostgreSQL refuses inside a transaction block (none has a rule: each is unknown).
+_RUN_ALONE_NODES = (ast.VacuumStmt, ast.CreatedbStmt, ast.DropdbStmt, ast.AlterSystemStmt,
+                    ast.CreateTableSpaceStmt, ast.DropTableSpaceStmt)
+
+
+def _classify_node(node) -> Classification:
+    """One parsed statement."""
+    match node:
+        case ast.TransactionStmt(kind=kind):
+            begins = kind in (enums.TransactionStmtKind.TRANS_STMT_BEGIN, enums.TransactionStmtKind.TRANS_STMT_START)
+            ends = kind in (enums.TransactionStmtKind.TRANS_STMT_COMMIT, enums.TransactionStmtKind.TRANS_STMT_ROLLBACK)
+            if not (begins or ends):
+                return UNKNOWN  # savepoints, two-phase commit
+            return Classification(note="transaction control", transaction=Transaction.BEGIN if begins else Transaction.END)
+        case ast.DoStmt():
+            return _classify_do(node)
+        case ast.VariableSetStmt():
+            return Classification(note="session setting", setting=_setting(node))
+        case ast.SelectStmt():
+            return _classify_select(node)
+        case ast.IndexStmt(relation=relation, concurrent=True):
+            return Classification((Lock(SHARE_UPDATE_EXCLUSIVE, _relation(relation), _BUILDS_ONLINE),), run_alone=True)
+        case ast.IndexStmt(relation=relation):
+            return Classification((Lock(SHARE, _relation(relation), "while it builds; blocks writes"),))
+        case ast.DropStmt():
+            return _classify_drop(node)
+        case ast.AlterTableStmt(objtype=enums.ObjectType.OBJECT_TABLE):
+            return _classify_alter_table(node)
+        case ast.CreatePolicyStmt(table=table) | ast.AlterPolicyStmt(table=table):
+            return Classification((Lock(ACCESS_EXCLUSIVE, _relation(table), BRIEF),))
+        case ast.CreateFunctionStmt() | ast.AlterFunctionStmt():
+            return FUNCTIONS_ONLY
+        case ast.AlterOwnerStmt(objectType=kind) | ast.RenameStmt(renameType=kind) | ast.AlterObjectSchemaStmt(
+            objectType=kind
+        ) if kind in _FUNCTION_OBJECTS:
+            return FUNCTIONS_ONLY
+        case ast.GrantStmt(objtype=kind):
+            return FUNCTIONS_ONLY if kind in _FUNCTION_OBJECTS else PRIVILEGES_ONLY
+        case ast.GrantRoleStmt():
+            return PRIVILEGES_ONLY
+        case ast.CreateSchemaStmt():
+            return SCHEMA_ONLY
+        case ast.CommentStmt():
+            return _classify_comment(node)
+        case ast.CreateStmt(relation=relation):
+            return Classification(note=f"creates {_relation(relation)}")
+        case ast.LockStmt(relations=relations, mode=mode):
+            return Classification(tuple(Lock(LOCK_MODES[mode], _relation(table), _UNTIL_COMMIT) for table in relations))
+        case ast.InsertStmt(withClause=None) | ast.UpdateStmt(withClause=None) | ast.DeleteStmt(withClause=None):
+            table = node.relation
+            duration = "bookkeeping rows only" if table.schemaname == BOOKKEEPING_SCHEMA else "the rows it writes; blocks no reads"
+            return Classification((Lock(ROW_EXCLUSIVE, _relation(table), duration),))
+        case ast.ReindexStmt(params=params):
+            return Classification(run_alone=any(p.defname == "concurrently" for p in params or ()), known=False)
+    return Classification(run_alone=True, known=False) if isinstance(node, _RUN_ALONE_NODES) else UNKNOWN
+
+
+def _setting(node: ast.VariableSetStmt) -> Setting | None:
+    """SET name = value / TO value / TO DEFAULT and RESET name; other forms (SET LOCAL, SET ROLE, ...) carry nothing."""
+    kind = node.kind
+    if node.is_local or node.name in (None, "role", "session_authorization", "timezone", "transaction_isolation"):
+        return None
+    if kind is enums.VariableSetKind.VAR_SET_VALUE:
+        return Setting(node.name, ", ".join(RawStream()(arg) for arg in node.args))
+    if kind in (enums.VariableSetKind.VAR_SET_DEFAULT, enums.VariableSetKind.VAR_RESET):
+        return Setting(node.name, None)
+    return None
+
+
+def _classify_select(node: ast.SelectStmt) -> Classification:
+    if node.intoClause is not None or node.lockingClause or node.withClause is not None:
+        return UNKNOWN  # creates a table, locks rows, or a WITH that may write
+    targets = node.targetList or ()
+    if not node.fromClause and len(targets) == 1 and isinstance(call := targets[0].val, ast.FuncCall) \
+            and call.funcname[-1].sval == "set_config":
+        return SESSION_SETTING
+    return READS_ONLY
+
+
+def _classify_drop(node: ast.DropStmt) -> Classification:
+    kind = node.removeType
+    if kind is enums.ObjectType.OBJECT_INDEX:
+        if node.concurrent:
+            waits = "while it waits for running queries; reads and writes go on"
+            locks = (Lock(SHARE_UPDATE_EXCLUSIVE, f"the table of {_object_name(o)}", waits) for o in node.objects)
+            return Classification(tuple(locks), run_alone=True)
+        return Classification(tuple(Lock(ACCESS_EXCLUSIVE, f"the table of {_object_name(o)}", BRIEF) for o in node.objects))
+    if kind is enums.ObjectType.OBJECT_POLICY:  # objects: [schema,] table, policy
+        return Classification(tuple(Lock(ACCESS_EXCLUSIVE, _object_name(o[:-1]), BRIEF) for o in node.objects))
+    if kind in _FUNCTION_OBJECTS:
         return FUNCTIONS_ONLY
-    if _PRIVILEGES.match(code):
-        return PRIVILEGES_ONLY
-    if _SCHEMA_DDL.match(code):
-        return Classification(note="schema catalog only")
-    if match := _COMMENT_ON_RELATION.match(code):
-        table = match.group("table")
-        return Classification((Lock(SHARE_UPDATE_EXCLUSIVE, table, "brief; reads and writes go on"),))
-    if match := _CREATE_TABLE.match(code):
-        return Classification(note=f"creates {match.group('table')}")
-    if match := _LOCK_TABLE.match(code):
-        mode = " ".join((match.group("mode") or ACCESS_EXCLUSIVE).upper().split())
-        tables = [re.sub(r"(?i)^ONLY\s+", "", table.strip()) for table in match.group("tables").split(",")]
-        return Classification(tuple(Lock(mode, table, "until the transaction ends") for table in tables))
-    if match := _DML.match(code):
-        table = match.group("table")
-        duration = "bookkeeping rows only" if table.startswith(BOOKKEEPING_PREFIX) else "the rows it writes; blocks no reads"
-        return Classification((Lock(ROW_EXCLUSIVE, table, duration),))
-    if _SELECT.match(code):
-        return Classification(note="reads only")
-    return Classification(run_alone=bool(_RUN_ALONE.match(code)), known=False)
+    return UNKNOWN
 
 
-def _classify_alter_table(table: str, actions: str) -> Classification:
-    locks = []
-    for action in _top_level_split(actions, ","):
-        rule = next(((mode, duration) for pattern, mode, duration in _ALTER_ACTIONS if pattern.match(action.strip())), None)
+def _classify_comment(node: ast.CommentStmt) -> Classification:
+    kind = node.objtype
+    if kind in _FUNCTION_OBJECTS:
+        return FUNCTIONS_ONLY
+    if kind is enums.ObjectType.OBJECT_SCHEMA:
+        return SCHEMA_ONLY
+    if kind in (enums.ObjectType.OBJECT_TABLE, enums.ObjectType.OBJECT_INDEX, enums.ObjectType.OBJECT_COLUMN):
+        names = node.object[:-1] if kind is enums.ObjectType.OBJECT_COLUMN else node.object
+        return Classification((Lock(SHARE_UPDATE_EXCLUSIVE, _object_name(names), "brief; reads and writes go on"),))
+    return UNKNOWN
+
+
+def _alter_table_rule(command: ast.AlterTableCmd) -> tuple[str, str] | None:
+    """(mode, duration) of one ALTER TABLE subcommand; None: no rule."""
+    kind = enums.AlterTableType
+    match command.subtype:
+        case kind.AT_AddConstraint:
+            constraint = command.def_
+            if constraint.contype is enums.ConstrType.CONSTR_FOREIGN:
+                if constraint.skip_validation:
+                    return SHARE_ROW_EXCLUSIVE, BRIEF + ", NOT VALID skips the existing rows"
+                return SHARE_ROW_EXCLUSIVE, "while it checks every existing row; blocks writes"
+            if constraint.contype is enums.ConstrType.CONSTR_CHECK:
+                if constraint.skip_validation:
+                    return ACCESS_EXCLUSIVE, _NOT_VALID
+                return ACCESS_EXCLUSIVE, "while it scans every row; blocks reads and writes"
+            return None
+        case kind.AT_ValidateConstraint:
+            return SHARE_UPDATE_EXCLUSIVE, SCANS_ONLINE
+        case kind.AT_SetNotNull:
+            return ACCESS_EXCLUSIVE, _SET_NOT_NULL
+        case (kind.AT_DropNotNull | kind.AT_DropConstraint | kind.AT_ReplicaIdentity | kind.AT_EnableRowSecurity
+              | kind.AT_DisableRowSecurity | kind.AT_ForceRowSecurity | kind.AT_NoForceRowSecurity):
+            return ACCESS_EXCLUSIVE, BRIEF
+    return None
+
+
+def _classify_alter_table(node: ast.AlterTableStmt) -> Classification:
+    table, locks = _relation(node.relation), []
+    for command in node.cmds:
+        rule = _alter_table_rule(command)
         if rule is None:
             return UNKNOWN
         locks.append(Lock(rule[0], table, rule[1]))
     return Classification(tuple(locks))
 
 
-def _top_level_split(text: str, separator: str) -> list[str]:
-    """``text`` split at ``separator`` outside parentheses."""
-    parts, depth, start = [], 0, 0
-    for index, ch in enumerate(text):
-        depth += {"(": 1, ")": -1}.get(ch, 0)
-        if ch == separator and depth == 0:
-            parts.append(text[start:index])
-            start = index + 1
-    parts.append(text[start:])
-    return parts
-
-
 # --- DO blocks -----------------------------------------------------------------
 
-# A command in a DO block's own code (after IF ... THEN, say).
-_COMMAND_START = _pattern(
-    r"\b(ALTER\s+TABLE|CREATE\s+(UNIQUE\s+)?INDEX|DROP\s+INDEX|INSERT\s+INTO|DELETE\s+FROM"
-    r"|UPDATE\s+(ONLY\s+)?[\w.\"]+\s+SET|LOCK\s+TABLE|GRANT|REVOKE|(CREATE|DROP|ALTER)\s+POLICY"
-    r"|COMMENT\s+ON|(CREATE(\s+OR\s+REPLACE)?|DROP|ALTER)\s+(FUNCTION|PROCEDURE|ROUTINE))\b"
-)
-# A word that starts a command: one no rule read makes the block unknown.
-_COMMAND_WORD = _pattern(
-    r"\b(ALTER|CREATE|DROP|TRUNCATE|LOCK|GRANT|REVOKE|COMMENT|REINDEX|VACUUM|CLUSTER|REFRESH|INSERT|UPDATE|DELETE)\b"
-)
-_EXECUTE = _pattern(r"\bEXECUTE\b")
-_FORMAT_CALL = _pattern(r"\s*format\s*\(")
-_FORMAT_PLACEHOLDER = re.compile(r"%[sIL]")
-_READS_SNAPSHOTS = _pattern(r"\bFROM\s+" + re.escape(BOOKKEEPING_PREFIX) + r"rollback_snapshots\b")
+_SNAPSHOTS = f"{BOOKKEEPING_SCHEMA}.rollback_snapshots"
+# Stands for a part of an EXECUTEd string that the block computes at run time.
+_COMPUTED = '"?"'
+_COMPUTED_LITERAL = "'?'"
+# Enough for the CASE alternatives one EXECUTE combines; beyond it the string is unknown.
+_MAX_ALTERNATIVES = 64
 
 
-def _classify_do(statement: str) -> Classification:
+def _classify_do(node: ast.DoStmt) -> Classification:
     """The locks of every command a DO block runs: its own, and the SQL strings it EXECUTEs.
 
-    An EXECUTEd string is rebuilt from its literals, with "?" for each part
-    computed at run time. EXECUTE of a value that holds no literal at all is
-    read as the block restoring definitions recorded in
-    migration_meta.rollback_snapshots when the block reads that table (the
-    same kind of objects, on the same tables, as the block's other commands);
-    anywhere else it makes the block unknown, as does any other command word
-    no rule read.
+    An EXECUTEd string is rebuilt from its literals (through ``||``,
+    ``format()``, ``quote_ident()`` and CASE, every alternative), with a
+    placeholder for each part computed at run time. EXECUTE of a value that
+    holds no literal at all is read as the block restoring definitions
+    recorded in migration_meta.rollback_snapshots when the block reads that
+    table (the same kind of objects, on the same tables, as the block's other
+    commands); anywhere else it makes the block unknown, as does any command
+    no rule reads.
     """
-    body = next((s.text for s in segments(statement) if s.kind == "dollar"), None)
-    if body is None:
+    body = next(option.arg.sval for option in node.args if option.defname == "as")
+    language = next((option.arg.sval for option in node.args if option.defname == "language"), "plpgsql")
+    if language != "plpgsql":
+        return UNKNOWN
+    try:
+        tree = parse_plpgsql(f"DO $do$\n{body}\n$do$")
+    except parser.ParseError:
         return UNKNOWN
     found: list[Classification] = []
-    restores_recorded = False
-    for step in _steps(body):
-        code = " ".join("''" if s.kind == "string" else s.text for s in step if s.kind in ("code", "identifier", "string"))
-        execute = _EXECUTE.search(code)
-        if execute:
-            command = _executed_text(step)
-            if command.strip(" ?"):
-                found.extend(_classify_commands(command))
-            elif _READS_SNAPSHOTS.search(_masked(body)):
-                restores_recorded = True
-            else:
-                found.append(UNKNOWN)
-            head = code[: execute.start()]
-        else:
-            command = _COMMAND_START.search(code)
-            if command:
-                found.append(_classify_command(code[command.start() :]))
-            head = code[: command.start()] if command else code
-        if _COMMAND_WORD.search(head):
+    computed = reads_snapshots = False
+    for kind, query in _plpgsql_sql(tree):
+        if kind == "execute":
+            alternatives = _strings(_expression(query))
+            if alternatives is None:
+                computed = True
+                continue
+            classified = [c for text in alternatives for c in _classify_script(text)]
+            # Each alternative takes the same locks once.
+            found.append(Classification(tuple(dict.fromkeys(lock for c in classified for lock in c.locks))))
+            found += [Classification(note=c.note, known=c.known) for c in classified]
+            continue
+        reads_snapshots |= _SNAPSHOTS in _relations(query)
+        if kind == "statement":
+            # Its own queries and session settings change no table: they are the block's checks.
+            found += [c for c in _classify_script(query) if not _checks_only(c)]
+        elif _expression(query) is None:
             found.append(UNKNOWN)
-    if any(not c.known for c in found):
+    if (computed and not reads_snapshots) or any(not c.known for c in found):
         return UNKNOWN
     locks = tuple(lock for c in found for lock in c.locks)
     notes = sorted({c.note for c in found if c.note})
-    if restores_recorded:
+    if computed:
         notes.append("re-runs the definitions recorded in its snapshot")
     if not notes and not locks:
         notes = ["checks only: reads the catalog, may stop the script"]
     return Classification(locks, note=", ".join(notes))
 
 
-def _classify_commands(text: str) -> list[Classification]:
-    """Each statement of an EXECUTEd string (a definition may carry its GRANTs and COMMENT)."""
+def _checks_only(classification: Classification) -> bool:
+    return classification.known and not classification.locks and classification.note in (READS_ONLY.note, SESSION_SETTING.note)
+
+
+# PL/pgSQL statements whose "query" is a string to run as SQL.
+_DYNAMIC = frozenset({"PLpgSQL_stmt_dynexecute", "PLpgSQL_stmt_dynfors", "PLpgSQL_stmt_open"})
+# PLpgSQL_expr.parseMode (parser/parser.h RawParseMode): 0 a statement, 3-5 an assignment.
+_STATEMENT, _ASSIGNMENTS = 0, (3, 4, 5)
+
+
+def _plpgsql_sql(tree) -> list[tuple[str, str]]:
+    """The SQL of a PL/pgSQL tree, in order: ("statement", sql) run as it is, ("execute", expression)
+    run as dynamic SQL, ("expression", expression) evaluated (conditions, assignments, arguments)."""
+    found: list[tuple[str, str]] = []
+
+    def walk(value, dynamic: bool = False, key: str | None = None) -> None:
+        if isinstance(value, list):
+            for item in value:
+                walk(item, dynamic, key)
+            return
+        if not isinstance(value, dict):
+            return
+        for name, item in value.items():
+            if name == "PLpgSQL_expr":
+                query, mode = item["query"], item.get("parseMode", _STATEMENT)
+                if dynamic and key == "query":
+                    found.append(("execute", query))
+                elif mode == _STATEMENT:
+                    found.append(("statement", query))
+                else:
+                    found.append(("expression", query.partition(":=")[2] if mode in _ASSIGNMENTS else query))
+            elif name.startswith("PLpgSQL_stmt_"):
+                walk(item, name in _DYNAMIC)
+            else:
+                walk(item, dynamic, name)
+
+    walk(tree)
+    return found
+
+
+def _classify_script(sql: str) -> list[Classification]:
+    """Each statement of ``sql`` (an EXECUTEd definition may carry its GRANTs and COMMENT)."""
     try:
-        return [_classify_command(_masked(command)) for command in split_statements(text)]
-    except ValueError:  # not SQL a reader can follow
+        return [_classify_node(raw.stmt) for raw in parse_sql(sql)]
+    except parser.ParseError:
         return [UNKNOWN]
 
 
-def _steps(body: str) -> list[list[Segment]]:
-    """The body's segments grouped into PL/pgSQL statements (split at code-level ';')."""
-    steps: list[list[Segment]] = [[]]
-    for segment in segments(body):
-        if segment.kind != "code":
-            steps[-1].append(segment)
+def _relations(sql: str) -> set[str]:
+    try:
+        return visitors.referenced_relations(sql)
+    except parser.ParseError:
+        return set()
+
+
+def _expression(expression: str):
+    """The parse tree of a PL/pgSQL expression; None when it is not one."""
+    try:
+        (raw,) = parse_sql(f"SELECT {expression}")
+    except (parser.ParseError, ValueError):
+        return None
+    targets = raw.stmt.targetList
+    return targets[0].val if isinstance(raw.stmt, ast.SelectStmt) and targets and len(targets) == 1 else None
+
+
+def _strings(node) -> list[str] | None:
+    """The SQL texts an EXECUTEd expression may produce; None when no part of it is a literal."""
+    if node is None or not _has_literal(node):
+        return None
+    texts = _pieces(node, _COMPUTED)
+    return texts if len(texts) <= _MAX_ALTERNATIVES else [_COMPUTED]
+
+
+def _has_literal(node) -> bool:
+    if isinstance(node, ast.A_Const):
+        return isinstance(node.val, ast.String)
+    if isinstance(node, ast.A_Expr) and node.name[-1].sval == "||":
+        return _has_literal(node.lexpr) or _has_literal(node.rexpr)
+    if isinstance(node, ast.CaseExpr):
+        return any(_has_literal(when.result) for when in node.args)
+    if isinstance(node, ast.FuncCall) and node.funcname[-1].sval == "format":
+        return bool(node.args) and _has_literal(node.args[0])
+    return False
+
+
+def _pieces(node, computed: str) -> list[str]:
+    """Every text ``node`` may evaluate to; ``computed`` for what only the running block knows."""
+    if isinstance(node, ast.A_Const) and isinstance(node.val, ast.String):
+        return [node.val.sval]
+    if isinstance(node, ast.A_Expr) and node.name[-1].sval == "||" and node.lexpr is not None:
+        return [left + right for left, right in itertools.product(_pieces(node.lexpr, computed), _pieces(node.rexpr, computed))]
+    if isinstance(node, ast.CaseExpr) and node.defresult is not None:
+        results = [when.result for when in node.args] + [node.defresult]
+        return list(dict.fromkeys(text for result in results for text in _pieces(result, computed)))
+    if isinstance(node, ast.FuncCall):
+        function, args = node.funcname[-1].sval, list(node.args or ())
+        if function == "quote_ident" and len(args) == 1:
+            return [_name(text) if text != _COMPUTED else text for text in _pieces(args[0], _COMPUTED)]
+        if function in ("quote_literal", "quote_nullable") and len(args) == 1:
+            return [_COMPUTED_LITERAL]
+        if function == "format" and args and isinstance(args[0], ast.A_Const):
+            return _formatted(args[0].val.sval, args[1:])
+    return [computed]
+
+
+def _formatted(template: str, args: list) -> list[str]:
+    """format(template, args...): %s, %I and %L filled in with each alternative of their argument."""
+    parts: list[list[str]] = []
+    literal, index, position = "", 0, 0
+    while index < len(template):
+        char = template[index]
+        if char != "%" or index + 1 == len(template):
+            literal, index = literal + char, index + 1
             continue
-        parts = segment.text.split(";")
-        for index, part in enumerate(parts):
-            if index:
-                steps.append([])
-            steps[-1].append(Segment("code", segment.start, segment.end, part))
-    return steps
-
-
-def _executed_text(step: list[Segment]) -> str:
-    """The SQL an ``EXECUTE expr`` step runs: its literal operands, "?" for each computed one.
-
-    ``expr`` is cut into the operands of its top-level ``||`` (parentheses and
-    CASE ... END hold theirs together); an operand that is one string literal
-    is kept, any other becomes "?". For ``EXECUTE format('template', ...)`` it
-    is the template with its placeholders as "?".
-    """
-    tail: list[Segment] = []
-    for index, segment in enumerate(step):
-        if segment.kind == "code" and (match := _EXECUTE.search(segment.text)):
-            rest = segment.text[match.end() :]
-            tail = [Segment("code", 0, 0, rest), *step[index + 1 :]]
-            if _FORMAT_CALL.match(rest):
-                template = next((s.text for s in tail if s.kind == "string"), "")
-                return " ".join(_FORMAT_PLACEHOLDER.sub(" ? ", template).split())
-            break
-    operands: list[list[Segment]] = [[]]
-    depth = 0
-    for segment in tail:
-        if segment.kind == "comment":
+        spec = template[index + 1]
+        index += 2
+        if spec not in "sIL%":
+            return [_COMPUTED]  # positions, widths, flags: not followed
+        if spec == "%":
+            literal += "%"
             continue
-        if segment.kind != "code":
-            operands[-1].append(segment)
-            continue
-        for token in _EXPRESSION_TOKEN.finditer(segment.text):
-            word = token.group(0).upper()
-            if depth == 0 and word == "||":
-                operands.append([])
-                continue
-            if depth == 0 and word in ("USING", "INTO"):
-                break
-            depth += word in ("(", "CASE") and 1 or word in (")", "END") and -1 or 0
-            operands[-1].append(Segment("code", 0, 0, token.group(0)))
-    parts = [
-        operand[0].text if len(operand) == 1 and operand[0].kind == "string" else " ? "
-        for operand in operands
-        if operand
-    ]
-    return " ".join("".join(parts).split())
-
-
-_EXPRESSION_TOKEN = _pattern(r"\|\||[()]|\b(CASE|END|USING|INTO)\b|[^\s|()]+|\|")
-
-
-def _masked(sql: str) -> str:
-    """The statement's code on one line: comments out, string literals and bodies emptied."""
-    parts = []
-    for segment in segments(sql):
-        parts.append({"code": segment.text, "identifier": segment.text, "string": "''", "dollar": "$$"}.get(segment.kind, " "))
-    return " ".join("".join(parts).split())
+        arg = args[position] if position < len(args) else None
+        position += 1
+        if spec == "I":
+            options = [_name(t) if t != _COMPUTED else t for t in (_pieces(arg, _COMPUTED) if arg is not None else [_COMPUTED])]
+        elif spec == "L":
+            options = [_COMPUTED_LITERAL] if arg is None else [
+                RawStream()(ast.A_Const(val=ast.String(t))) if t != _COMPUTED_LITERAL else t
+                for t in _pieces(arg, _COMPUTED_LITERAL)
+            ]
+        else:
+            options = _pieces(arg, _COMPUTED) if arg is not None else [_COMPUTED]
+        parts += [[literal], options]
+        literal = ""
+    parts.append([literal])
+    return ["".join(combination) for combination in itertools.product(*parts)]

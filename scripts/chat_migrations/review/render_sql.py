@@ -1,10 +1,10 @@
 """scripts/render-sql: the reviewable SQL files, per environment, for the upgrade and the rollback.
 
 For each revision after ``--from`` (default: the environment's baseline) it
-asks the real CLI for ``alembic -n ENV upgrade PREV:REV --sql`` (and, for the
-rollback, ``downgrade REV:PREV --sql``, newest first) and writes what it
-prints into numbered files an operator can run in order, with psql or in
-Supabase's SQL editor:
+renders what ``alembic -n ENV upgrade PREV:REV --sql`` prints (and, for the
+rollback, ``downgrade REV:PREV --sql``, newest first), through Alembic's own
+API in this process, and writes it into numbered files an operator can run in
+order, with psql or in Supabase's SQL editor:
 
 * the editor sends a pasted script as one query, which PostgreSQL runs as one
   transaction (COMMIT lines inside it end one and start the next), and which
@@ -19,7 +19,8 @@ Supabase's SQL editor:
   starts are set again at its start, since each file runs in a session of
   its own;
 * a header names the environment, the revisions, how to run the file, and the
-  locks each statement takes (chat_migrations.review.lock_classes).
+  locks each statement takes: as the online DDL declared them, else as
+  PostgreSQL's parser reads them (chat_migrations.review.lock_classes).
 
 Nothing is written unless every file rendered; a previous rendering in the
 output folder is replaced.
@@ -28,6 +29,7 @@ output folder is replaced.
 from __future__ import annotations
 
 import argparse
+import io
 import re
 import shutil
 import sys
@@ -35,14 +37,20 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from alembic import command
+from alembic.config import Config
 from alembic.util import CommandError
+from pglast import ast, parse_sql
 
-from chat_migrations.harness import alembic_cli
 from chat_migrations.checks import catalog
 from chat_migrations.runtime import identity
-from chat_migrations.runtime.environments import ConfigurationError, Environment, get_environment, load_environments
+from chat_migrations.runtime.environments import (
+    ALEMBIC_INI, ConfigurationError, Environment, get_environment, load_environments,
+)
 from chat_migrations.checks.checks_cli import count_of
-from chat_migrations.review.lock_classes import Classification, classify, leading_comments, segments, split_statements
+from chat_migrations.review.lock_classes import (
+    Classification, Transaction, classify, classify_with_comments, code_only, leading_comments, split_statements,
+)
 from chat_migrations.errors import RenderError
 
 DEFAULT_OUT = Path("rendered-sql")
@@ -66,8 +74,6 @@ BEGIN
 END
 $one_transaction$"""
 
-_SESSION_SET = re.compile(r"^SET\s+(SESSION\s+)?(?P<name>[\w.]+)\s*(=|\bTO\b)\s*(?P<value>.+)$", re.IGNORECASE | re.DOTALL)
-_SESSION_RESET = re.compile(r"^RESET\s+(?P<name>[\w.]+)$", re.IGNORECASE)
 _SETS_CUSTOM = re.compile(r"set_config\s*\(\s*'(?P<name>[\w.]+)'", re.IGNORECASE)
 # current_setting('prefix.name') without missing_ok: a custom setting, an error in a
 # session that never set it (built-in settings always exist).
@@ -103,7 +109,7 @@ class Statement:
 
     @property
     def is_session_setting(self) -> bool:
-        return bool(_SESSION_SET.match(self.sql) or _SESSION_RESET.match(self.sql))
+        return self.lock.setting is not None
 
 
 @dataclass
@@ -139,17 +145,29 @@ def steps(env: Environment, start: str | None) -> tuple[list[Step], list[Step]]:
     return upgrades, downgrades
 
 
+def offline_sql(env: Environment, step: Step) -> str:
+    """What ``alembic -n ENV <step> --sql`` prints, rendered in this process."""
+    output = io.StringIO()
+    config = Config(str(ALEMBIC_INI), ini_section=env.name, output_buffer=output)
+    # alembic.ini's logging is the CLI's: here it would print alembic's progress lines.
+    config.attributes["configure_logger"] = False
+    run = command.upgrade if step.direction == "upgrade" else command.downgrade
+    try:
+        run(config, f"{step.before}:{step.after}", sql=True)
+    except CommandError as error:
+        last = (str(error).strip().splitlines() or ["no output"])[-1]
+        raise RenderError(f"alembic -n {env.name} {' '.join(step.alembic_args)} failed: {last}") from None
+    return output.getvalue()
+
+
 def rendered_statements(env: Environment, step: Step) -> list[Statement]:
     """The statements ``alembic -n ENV <step> --sql`` prints, each with its lock classification."""
-    result = alembic_cli.run("-n", env.name, *step.alembic_args, check=False)
-    if result.returncode != 0:
-        last = (result.stderr.strip().splitlines() or ["no output"])[-1]
-        raise RenderError(f"alembic -n {env.name} {' '.join(step.alembic_args)} failed: {last}")
     statements = []
-    for chunk in split_statements(result.stdout):
+    for chunk in split_statements(offline_sql(env, step)):
         comments, sql = leading_comments(chunk)
         if sql:
-            statements.append(Statement(sql, comments, classify(sql)))
+            lock, comments = classify_with_comments(comments, sql)
+            statements.append(Statement(sql, comments, lock))
     guard = identity.offline_guard_sql(env)
     if not statements or _normalized(statements[0].sql) != _normalized(guard):
         raise RenderError(f"alembic -n {env.name} {' '.join(step.alembic_args)} does not start with the wrong-database guard")
@@ -187,8 +205,8 @@ def parts(env: Environment, step: Step, statements: list[Statement]) -> list[Par
 
     for statement in rest:
         statement.comments[:0], carried_comments = carried_comments, []
-        if statement.lock.note == "transaction control":
-            if statement.sql.split()[0].upper() in ("BEGIN", "START"):
+        if statement.lock.transaction is not None:
+            if statement.lock.transaction is Transaction.BEGIN:
                 transaction = []
             else:
                 if transaction:
@@ -206,7 +224,7 @@ def parts(env: Environment, step: Step, statements: list[Statement]) -> list[Par
             current = Part(step, run_alone=False)
             pending = [_statement(identity.offline_guard_sql(env))]
         elif statement.is_session_setting:
-            _apply_setting(settings, statement.sql)
+            _apply_setting(settings, statement.lock.setting)
             pending.append(statement)
         else:
             add_unit(pending + [statement])
@@ -235,22 +253,18 @@ def _statement(sql: str) -> Statement:
     return Statement(sql, [], classify(sql))
 
 
-def _apply_setting(settings: dict[str, str], sql: str) -> None:
-    if match := _SESSION_SET.match(sql):
-        value = match.group("value").strip()
-        if value.upper() == "DEFAULT":
-            settings.pop(match.group("name"), None)
-        else:
-            settings[match.group("name")] = value
-    elif match := _SESSION_RESET.match(sql):
-        settings.pop(match.group("name"), None)
+def _apply_setting(settings: dict[str, str], setting) -> None:
+    if setting.value is None:
+        settings.pop(setting.name, None)
+    else:
+        settings[setting.name] = setting.value
 
 
 def check_custom_settings(name: str, part: Part) -> None:
     """A file runs in a session of its own: it may read only the custom settings it sets."""
     text = "\n".join(statement.sql for statement in part.statements)
     set_here = {m.group("name") for m in _SETS_CUSTOM.finditer(text)}
-    set_here |= {m.group("name") for s in part.statements if (m := _SESSION_SET.match(s.sql))}
+    set_here |= {s.lock.setting.name for s in part.statements if s.lock.setting and s.lock.setting.value is not None}
     for match in _READS_CUSTOM.finditer(text):
         setting = match.group("name")
         if setting not in set_here:
@@ -423,14 +437,10 @@ def _label(sql: str) -> str:
     flat = " ".join(sql.split())
     if flat.upper().startswith("DO "):
         tag = flat.split()[1]
-        body = next((s.text for s in segments(sql) if s.kind == "dollar"), "")
-        code = [s for s in segments(body) if s.kind == "code"]
-        found = [
-            (pattern_rank, piece.start + match.start())
-            for pattern_rank, pattern in enumerate((_FIRST_COMMAND, _FIRST_RAISE))
-            for piece in code
-            if (match := pattern.search(piece.text))
-        ]
+        (raw,) = parse_sql(sql)
+        body = next(option.arg.sval for option in raw.stmt.args if option.defname == "as") if isinstance(raw.stmt, ast.DoStmt) else ""
+        code = code_only(body)
+        found = [(rank, match.start()) for rank, pattern in enumerate((_FIRST_COMMAND, _FIRST_RAISE)) if (match := pattern.search(code))]
         start = min(found)[1] if found else None
         flat = f"DO {tag}: " + (" ".join(body[start:].split()) if start is not None else "checks")
     return flat if len(flat) <= 72 else flat[:71] + "…"

@@ -28,7 +28,6 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
 from chat_migrations.runtime import bookkeeping
-from chat_migrations.schema import tables
 
 log = logging.getLogger("chat_migrations")
 
@@ -58,8 +57,13 @@ class Leftover:
         return f"{what}, left by {owner}, which is not applied"
 
 
-def find(conn: Connection, applied: set[str]) -> list[Leftover]:
-    """Leftovers of revisions that are not applied (read-only)."""
+def find(conn: Connection, applied: set[str], tables: tuple[str, ...] | None = None) -> list[Leftover]:
+    """Leftovers of revisions that are not applied (read-only).
+
+    Helper checks are looked for on ``tables`` (schema.table names; env.py
+    passes the chat tables, the only ones a revision adds them to); None: on
+    any table outside the system schemas.
+    """
     found: list[Leftover] = []
     snapshot_rows = []
     if conn.execute(text(f"SELECT to_regclass('{bookkeeping.SNAPSHOTS}') IS NOT NULL")).scalar():
@@ -97,11 +101,12 @@ def find(conn: Connection, applied: set[str]) -> list[Leftover]:
             SELECT n.nspname || '.' || c.relname AS table_name, con.conname
               FROM pg_constraint con JOIN pg_class c ON c.oid = con.conrelid
               JOIN pg_namespace n ON n.oid = c.relnamespace
-             WHERE n.nspname || '.' || c.relname = ANY(:tables) AND con.conname LIKE :pattern
+             WHERE (CAST(:tables AS text[]) IS NULL OR n.nspname || '.' || c.relname = ANY(CAST(:tables AS text[])))
+               AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND con.conname LIKE :pattern
              ORDER BY 1, 2
             """
         ),
-        {"tables": list(tables.QUALIFIED), "pattern": f"%{HELPER_CHECK_SUFFIX}"},
+        {"tables": None if tables is None else list(tables), "pattern": f"%{HELPER_CHECK_SUFFIX}"},
     ).all()
     for table, check in checks:
         column = check.removeprefix(table.split(".")[1] + "_").removesuffix(HELPER_CHECK_SUFFIX)
@@ -109,15 +114,15 @@ def find(conn: Connection, applied: set[str]) -> list[Leftover]:
     return found
 
 
-def removable(conn: Connection, *, applied: set[str], keep: set[str]) -> list[Leftover]:
+def removable(conn: Connection, *, applied: set[str], keep: set[str], tables: tuple[str, ...]) -> list[Leftover]:
     """The leftovers of revisions neither applied nor about to be upgraded (``keep``), which reuse theirs."""
-    return [item for item in find(conn, applied) if item.revision not in keep]
+    return [item for item in find(conn, applied, tables) if item.revision not in keep]
 
 
-def remove(conn: Connection, removable: list[Leftover], *, autocommit_block) -> None:
-    """Undo ``removable``; ``autocommit_block`` is the migration context's (concurrent drops run outside a transaction)."""
+def remove(conn: Connection, removable: list[Leftover], *, autocommit_block, settings) -> None:
+    """Undo ``removable``; ``autocommit_block`` is the migration context's (concurrent drops run outside a
+    transaction), ``settings`` the run's (session.Settings: the lock and statement timeouts to restore)."""
     from chat_migrations.runtime import online_ddl
-    from chat_migrations.runtime.session import settings
 
     # Before the first revision no transaction is alembic's: end the one these reads began.
     if conn.in_transaction():

@@ -16,10 +16,12 @@ renders the same steps as a script):
 
 from __future__ import annotations
 
+import enum
 import logging
 import threading
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 from alembic import op
 from sqlalchemy import text
@@ -47,6 +49,76 @@ VALIDATE_STATEMENT_TIMEOUT_MS = 3_600_000
 NON_BLOCKING_LOCK_TIMEOUT_MS = INDEX_BUILD_STATEMENT_TIMEOUT_MS
 
 
+# --- what a statement declares ------------------------------------------------
+#
+# Each operation below knows the locks of the statements it composes, and which
+# of them PostgreSQL refuses inside a transaction block. It says so in comment
+# lines before the statement (in the --sql output too), which scripts/render-sql
+# takes as they are instead of deriving them from the SQL:
+#
+#   -- lock: SHARE UPDATE EXCLUSIVE on table public.chat_messages (build)
+#   -- run alone
+
+ACCESS_EXCLUSIVE = "ACCESS EXCLUSIVE"
+SHARE_UPDATE_EXCLUSIVE = "SHARE UPDATE EXCLUSIVE"
+
+LOCK_DECLARATION = "-- lock: "
+RUN_ALONE_DECLARATION = "-- run alone"
+
+
+class Hold(enum.Enum):
+    """How long a declared lock is held, and what it lets through."""
+
+    BRIEF = "brief"  # a catalog change
+    NOT_VALID = "not valid"  # a constraint added without checking the existing rows
+    SCAN = "scan"  # while it scans the table; reads and writes go on
+    SET_NOT_NULL = "set not null"  # brief when a validated CHECK proves it, else while it scans
+    BUILD = "build"  # a concurrent index build; reads and writes go on
+    TRANSACTION = "transaction"  # until the transaction ends
+
+
+@dataclass(frozen=True)
+class DeclaredLock:
+    mode: str  # ACCESS_EXCLUSIVE, SHARE_UPDATE_EXCLUSIVE
+    relation: str  # schema.name
+    hold: Hold
+    index: bool = False  # ``relation`` is an index: the lock is on its table
+
+    def comment(self) -> str:
+        kind = "index" if self.index else "table"
+        return f"{LOCK_DECLARATION}{self.mode} on {kind} {self.relation} ({self.hold.value})"
+
+
+@dataclass(frozen=True)
+class Declaration:
+    locks: tuple[DeclaredLock, ...]
+    run_alone: bool
+
+
+def declare(*locks: DeclaredLock, run_alone: bool = False) -> str:
+    """Comment lines before a statement: the locks it takes and whether it must run outside a transaction."""
+    lines = [lock.comment() for lock in locks] + ([RUN_ALONE_DECLARATION] if run_alone else [])
+    return "".join(line + "\n" for line in lines)
+
+
+def read_declarations(comments: list[str]) -> tuple[Declaration | None, list[str]]:
+    """What ``declare`` wrote among a statement's comment lines (None: nothing), and the other lines."""
+    locks, run_alone, others = [], False, []
+    for line in comments:
+        if line == RUN_ALONE_DECLARATION:
+            run_alone = True
+        elif line.startswith(LOCK_DECLARATION):
+            target, _, hold = line.removeprefix(LOCK_DECLARATION).removesuffix(")").rpartition(" (")
+            mode, _, relation = target.partition(" on ")
+            kind, _, name = relation.partition(" ")
+            locks.append(DeclaredLock(mode, name, Hold(hold), index=kind == "index"))
+        else:
+            others.append(line)
+    if not locks and not run_alone:
+        return None, others
+    return Declaration(tuple(locks), run_alone), others
+
+
 class LockNotGranted(Exception):
     """One lock attempt inside a revision's transaction timed out: the revision must start over.
 
@@ -63,6 +135,11 @@ class LockNotGranted(Exception):
 
 def _offline() -> bool:
     return op.get_context().as_sql
+
+
+def _settings() -> "session.Settings":
+    """The running command's settings: env.py hands them to context.configure(chat_settings=...)."""
+    return op.get_context().opts["chat_settings"]
 
 
 def execute(sql: str, *, table: str, in_transaction: bool = True) -> None:
@@ -88,7 +165,8 @@ def execute(sql: str, *, table: str, in_transaction: bool = True) -> None:
             raise LockNotGranted(table, lock_holders(connection, table)) from None
         savepoint.commit()
         return
-    for pause in _pauses():
+    settings = _settings()
+    for pause in _pauses(settings):
         try:
             connection.exec_driver_sql(_literal_percent(sql))
             return
@@ -97,9 +175,9 @@ def execute(sql: str, *, table: str, in_transaction: bool = True) -> None:
                 raise
             holders = lock_holders(connection, table)
             if pause is None:
-                raise _budget_spent(table, holders) from None
+                raise _budget_spent(table, holders, settings) from None
             log.info("lock on %s not granted within %d ms (%s): trying again in %.1fs",
-                     table, session.settings.lock_timeout_ms, holders, pause)
+                     table, settings.lock_timeout_ms, holders, pause)
             time.sleep(pause)
 
 
@@ -108,43 +186,42 @@ def _literal_percent(sql: str) -> str:
     return sql.replace("%", "%%")
 
 
-def run_with_lock_retries(run_revisions) -> None:
+def run_with_lock_retries(run_revisions, settings: "session.Settings") -> None:
     """Run the pending revisions; one whose lock attempt timed out is rolled back and run again.
 
     The revisions already applied stay applied (one transaction per
     revision), so each new attempt resumes at the one that could not get
     its lock. Steps outside its transaction are idempotent by design.
     """
-    for pause in _pauses():
+    for pause in _pauses(settings):
         try:
             run_revisions()
             return
         except LockNotGranted as refused:
             if pause is None:
-                raise _budget_spent(refused.table, refused.holders) from None
+                raise _budget_spent(refused.table, refused.holders, settings) from None
             log.info("lock on %s not granted within %d ms (%s): starting the revision over in %.1fs",
-                     refused.table, session.settings.lock_timeout_ms, refused.holders, pause)
+                     refused.table, settings.lock_timeout_ms, refused.holders, pause)
             time.sleep(pause)
 
 
-def _pauses(settings: "session.Settings | None" = None):
+def _pauses(settings: "session.Settings"):
     """The pause after each failed attempt (None after the last): 100 ms doubling to 3 s."""
     pause = FIRST_PAUSE_SECONDS
-    for _ in range((settings or session.settings).lock_attempts - 1):
+    for _ in range(settings.lock_attempts - 1):
         yield pause
         pause = min(pause * 2, MAX_PAUSE_SECONDS)
     yield None
 
 
-def lock_wait_budget_seconds(settings: "session.Settings | None" = None) -> float:
+def lock_wait_budget_seconds(settings: "session.Settings") -> float:
     """How long a lock-taking step waits in all, attempts and pauses, before the migration gives up."""
-    settings = settings or session.settings
     return settings.lock_attempts * settings.lock_timeout_ms / 1000 + sum(p for p in _pauses(settings) if p)
 
 
-def _budget_spent(table: str, holders: str) -> LockBudgetSpent:
+def _budget_spent(table: str, holders: str, settings: "session.Settings") -> LockBudgetSpent:
     return LockBudgetSpent(
-        f"gave up after {session.settings.lock_attempts} lock attempts of {session.settings.lock_timeout_ms} ms "
+        f"gave up after {settings.lock_attempts} lock attempts of {settings.lock_timeout_ms} ms "
         f"on {table}: {holders}; nothing of the revision in progress was applied, rerun when it is gone"
     )
 
@@ -165,7 +242,8 @@ def lock_tables(*tables: str) -> None:
     """
     rank = {name: position for position, name in enumerate(APPLICATION_LOCK_ORDER)}
     ordered = sorted(tables, key=lambda name: rank.get(name, len(rank)))
-    execute(f"LOCK TABLE {', '.join(ordered)} IN ACCESS EXCLUSIVE MODE", table=", ".join(ordered))
+    locks = [DeclaredLock(ACCESS_EXCLUSIVE, name, Hold.TRANSACTION) for name in ordered]
+    execute(declare(*locks) + f"LOCK TABLE {', '.join(ordered)} IN ACCESS EXCLUSIVE MODE", table=", ".join(ordered))
 
 
 def lock_holders(connection, table: str) -> str:
@@ -191,8 +269,9 @@ def lock_holders(connection, table: str) -> str:
 
 def _set_timeouts(*, statement_ms: int | None, lock_ms: int | None = None) -> None:
     """Raise the session's timeouts for one long step; None puts the run's setting back."""
-    statement = session.settings.statement_timeout_ms if statement_ms is None else statement_ms
-    lock = session.settings.lock_timeout_ms if lock_ms is None else lock_ms
+    settings = _settings()
+    statement = settings.statement_timeout_ms if statement_ms is None else statement_ms
+    lock = settings.lock_timeout_ms if lock_ms is None else lock_ms
     op.execute(f"SET statement_timeout = {statement}")
     op.execute(f"SET lock_timeout = {lock}")
 
@@ -228,11 +307,15 @@ def create_index_concurrently(revision: str, index: str, table: str, columns: st
             # repair drops the INVALID leftover plainly: ACCESS EXCLUSIVE for a
             # catalog change, under the run's short lock_timeout.
             op.execute(
-                f"DO $repair$ BEGIN IF EXISTS (SELECT FROM pg_index WHERE indexrelid = to_regclass('{name}') "
+                declare(DeclaredLock(ACCESS_EXCLUSIVE, name, Hold.BRIEF, index=True))
+                + f"DO $repair$ BEGIN IF EXISTS (SELECT FROM pg_index WHERE indexrelid = to_regclass('{name}') "
                 f"AND NOT indisvalid) THEN DROP INDEX {name}; END IF; END $repair$"
             )
             _set_timeouts(statement_ms=INDEX_BUILD_STATEMENT_TIMEOUT_MS, lock_ms=NON_BLOCKING_LOCK_TIMEOUT_MS)
-            op.execute(f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {index} ON {table} USING btree ({columns})")
+            op.execute(
+                declare(DeclaredLock(SHARE_UPDATE_EXCLUSIVE, table, Hold.BUILD), run_alone=True)
+                + f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {index} ON {table} USING btree ({columns})"
+            )
             _set_timeouts(statement_ms=None)
         else:
             converge_index(index, expected)
@@ -297,7 +380,8 @@ def drop_index_concurrently(revision: str, index: str, table: str) -> None:
         # ACCESS EXCLUSIVE catalog change, and only if the upgrade created it.
         op.execute(_refuse_redefined_rollback_sql(revision, name))
         op.execute(
-            f"DO $drop$ BEGIN IF NOT coalesce(({snapshots.index_existed_before_sql(revision, name)}), true) "
+            declare(DeclaredLock(ACCESS_EXCLUSIVE, name, Hold.BRIEF, index=True))
+            + f"DO $drop$ BEGIN IF NOT coalesce(({snapshots.index_existed_before_sql(revision, name)}), true) "
             f"THEN DROP INDEX IF EXISTS {name}; END IF; END $drop$"
         )
     else:
@@ -361,8 +445,9 @@ def _index_build_progress(index: str):
     connection = op.get_bind()
     pid = connection.execute(text("SELECT pg_backend_pid()")).scalar()
     stop = threading.Event()
+    interval = _settings().progress_interval_s
     reporter = threading.Thread(
-        target=_report_progress, args=(connection.engine, pid, index, stop), name=f"progress-{index}", daemon=True
+        target=_report_progress, args=(connection.engine, pid, index, stop, interval), name=f"progress-{index}", daemon=True
     )
     started = time.monotonic()
     reporter.start()
@@ -374,11 +459,11 @@ def _index_build_progress(index: str):
         log.info("%s built in %.1fs", index, time.monotonic() - started)
 
 
-def _report_progress(engine, pid: int, index: str, stop: threading.Event) -> None:
+def _report_progress(engine, pid: int, index: str, stop: threading.Event, interval: float) -> None:
     started = time.monotonic()
     try:
         with engine.connect() as watcher:
-            while not stop.wait(session.settings.progress_interval_s):
+            while not stop.wait(interval):
                 row = watcher.execute(
                     text(
                         "SELECT phase, blocks_done, blocks_total, tuples_done, tuples_total, lockers_done, lockers_total "
@@ -474,13 +559,15 @@ def finish_not_null(columns_by_table: dict[str, tuple[str, ...]]) -> None:
         # Only where the helper check was added and validated: a column left
         # nullable (a foreign key that sets it NULL) is never scanned for it.
         execute(
-            f"DO $set$ BEGIN IF EXISTS (SELECT FROM pg_constraint WHERE conrelid = '{table}'::regclass "
+            declare(DeclaredLock(ACCESS_EXCLUSIVE, table, Hold.SET_NOT_NULL))
+            + f"DO $set$ BEGIN IF EXISTS (SELECT FROM pg_constraint WHERE conrelid = '{table}'::regclass "
             f"AND conname = '{check}' AND convalidated) THEN "
             f"ALTER TABLE {table} ALTER COLUMN {column} SET NOT NULL; END IF; END $set$",
             table=table,
         )
         execute(
-            lint_exception("only the migration's own helper check, now replaced by NOT NULL", "ban-drop-constraint")
+            declare(DeclaredLock(ACCESS_EXCLUSIVE, table, Hold.BRIEF))
+            + lint_exception("only the migration's own helper check, now replaced by NOT NULL", "ban-drop-constraint")
             + f"ALTER TABLE {table} DROP CONSTRAINT IF EXISTS {check}",
             table=table,
         )
@@ -512,12 +599,14 @@ def drop_not_null(revision: str, table: str, *columns: str) -> None:
     """Reverse of set_not_null: only columns that were nullable before become so again."""
     for column in columns:
         execute(
-            lint_exception("a leftover helper check of an interrupted upgrade, if any", "ban-drop-constraint")
+            declare(DeclaredLock(ACCESS_EXCLUSIVE, table, Hold.BRIEF))
+            + lint_exception("a leftover helper check of an interrupted upgrade, if any", "ban-drop-constraint")
             + f"ALTER TABLE {table} DROP CONSTRAINT IF EXISTS {_not_null_check_name(table, column)}",
             table=table,
         )
         execute(
-            f"DO $drop$ BEGIN IF {snapshots.column_was_nullable_sql(revision, table, column)} THEN "
+            declare(DeclaredLock(ACCESS_EXCLUSIVE, table, Hold.BRIEF))
+            + f"DO $drop$ BEGIN IF {snapshots.column_was_nullable_sql(revision, table, column)} THEN "
             f"ALTER TABLE {table} ALTER COLUMN {column} DROP NOT NULL; END IF; END $drop$",
             table=table,
         )
@@ -534,7 +623,7 @@ def _not_null_check_name(table: str, column: str) -> str:
 
 
 def _add_check_sql(table: str, column: str, check: str) -> str:
-    return f"""DO $add$ BEGIN
+    return declare(DeclaredLock(ACCESS_EXCLUSIVE, table, Hold.NOT_VALID)) + f"""DO $add$ BEGIN
     IF NOT EXISTS (SELECT FROM pg_constraint WHERE conrelid = '{table}'::regclass AND conname = '{check}')
        AND EXISTS (SELECT FROM pg_attribute WHERE attrelid = '{table}'::regclass
                       AND attname = '{column}' AND NOT attnotnull)
@@ -550,7 +639,7 @@ def _validate_sql(table: str, column: str, check: str) -> str:
     Raising here would also undo the clean-up, so the violations collect in a
     session setting and a later statement removes the helpers and raises.
     """
-    return f"""DO $validate$
+    return declare(DeclaredLock(SHARE_UPDATE_EXCLUSIVE, table, Hold.SCAN)) + f"""DO $validate$
 DECLARE
     offending bigint;
     sample text;

@@ -4,6 +4,12 @@ env.py hands every online command to ``migration_connection``; it connects,
 checks the database's identity before anything else, sets the session's
 timeouts, takes the advisory lock that keeps two runners from interleaving, and
 creates the bookkeeping schema when the command is going to write.
+
+The run's ``Settings`` travel as Alembic carries per-run values: env.py parses
+them from ``-x`` and passes them here, and to the revisions' helpers through
+``context.configure(chat_settings=...)`` (``op.get_context().opts``). What the
+head schema knows (the chat tables, how adoption compares) is passed in by
+env.py too, so this module never imports it.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Callable, Iterator
 
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Connection, Engine
@@ -25,7 +31,6 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import NullPool
 
 from chat_migrations.runtime import bookkeeping, identity
-from chat_migrations.schema import tables
 from chat_migrations.runtime.environments import ConfigurationError, Environment, mask_url, parse_url
 from chat_migrations.errors import MigrationRefused
 
@@ -98,8 +103,6 @@ def _parse_setting(field: str, raw: str):
     return int(seconds * 1000) if field.endswith("_ms") else seconds
 
 
-# Set by env.py for the running command; the revisions' helpers read it.
-settings = Settings()
 
 
 # Commands that only read: they write neither the marker nor the bookkeeping schema.
@@ -112,17 +115,24 @@ def migration_connection(
     environments: dict[str, Environment],
     *,
     command: str,
+    settings: Settings,
+    chat_tables: tuple[str, ...],
+    adoption_refusal: Callable[[Connection, str], str | None],
     connectable: Connection | Engine | None = None,
 ) -> Iterator[Connection]:
     """A guarded, time-limited connection holding the migration lock.
 
     ``command`` is the alembic command (upgrade, downgrade, stamp, current,
-    ...). ``connectable`` (a Connection or Engine that tests hand in through
+    ...). ``chat_tables`` are the tables whose presence means a live database
+    (adopted with stamp, never upgraded from nothing); ``adoption_refusal(conn,
+    environment)`` says why such a database may not be stamped (None: it may).
+    ``connectable`` (a Connection or Engine that tests hand in through
     ``config.attributes["connection"]``) is used as given; otherwise the
     environment's URL is read and connected to.
     """
+    run = _Run(env, environments, command, settings, chat_tables, adoption_refusal)
     if isinstance(connectable, Connection):
-        yield from _prepared(env, environments, connectable.engine.url, connectable, command)
+        yield from _prepared(run, connectable.engine.url, connectable)
         return
     if isinstance(connectable, Engine):
         engine, url = connectable, connectable.url
@@ -140,26 +150,37 @@ def migration_connection(
                 f"{first_line(exc)}"
             ) from None
         with conn:
-            yield from _prepared(env, environments, url, conn, command)
+            yield from _prepared(run, url, conn)
     finally:
         if engine is not connectable:
             engine.dispose()
 
 
-def _prepared(env, environments, url, conn: Connection, command: str) -> Iterator[Connection]:
-    mutating = command not in READ_ONLY_COMMANDS
+@dataclass(frozen=True)
+class _Run:
+    env: Environment
+    environments: dict[str, Environment]
+    command: str
+    settings: Settings
+    chat_tables: tuple[str, ...]
+    adoption_refusal: Callable[[Connection, str], str | None]
+
+
+def _prepared(run: _Run, url, conn: Connection) -> Iterator[Connection]:
+    env, settings = run.env, run.settings
+    mutating = run.command not in READ_ONLY_COMMANDS
     try:
-        needs_marker = identity.verify(env, environments, url, conn, mark_as=settings.mark_as)
+        needs_marker = identity.verify(env, run.environments, url, conn, mark_as=settings.mark_as)
         conn.execute(text(f"SET application_name = 'alembic:{env.name}'"))
         conn.execute(text(f"SET lock_timeout = {settings.lock_timeout_ms}"))
         conn.execute(text(f"SET statement_timeout = {settings.statement_timeout_ms}"))
         conn.commit()
-        _take_advisory_lock(conn, env)
+        _take_advisory_lock(conn, env, settings)
         if mutating:
-            if command in ("upgrade", "downgrade"):
-                _refuse_unadopted(conn, env)
-            elif command == "stamp":
-                _refuse_adopting_what_differs(conn, env)
+            if run.command in ("upgrade", "downgrade"):
+                _refuse_unadopted(conn, run)
+            elif run.command == "stamp":
+                _refuse_adopting_what_differs(conn, run)
             conn.execute(text(BOOKKEEPING_SQL))
             if needs_marker:
                 conn.execute(text(identity.mark_sql(env)))
@@ -192,11 +213,12 @@ def _release(conn: Connection) -> None:
         _quietly(conn.invalidate)
 
 
-def _refuse_unadopted(conn: Connection, env: Environment) -> None:
+def _refuse_unadopted(conn: Connection, run: _Run) -> None:
     """A live database holding the chat tables is adopted with stamp, never upgraded from nothing."""
+    env = run.env
     if bookkeeping.current_revision(conn) is not None:
         return
-    present = _chat_tables(conn)
+    present = _chat_tables(conn, run.chat_tables)
     if present:
         baseline = f"000_{env.name}_baseline"
         raise MigrationRefused(
@@ -207,27 +229,25 @@ def _refuse_unadopted(conn: Connection, env: Environment) -> None:
         )
 
 
-def _refuse_adopting_what_differs(conn: Connection, env: Environment) -> None:
+def _refuse_adopting_what_differs(conn: Connection, run: _Run) -> None:
     """Stamping a database that holds the chat tables is adoption: refused where it differs blockingly
     from the baseline (scripts/adopt lists each difference with its fix), before anything is written."""
-    if bookkeeping.current_revision(conn) is not None or not _chat_tables(conn):
+    if bookkeeping.current_revision(conn) is not None or not _chat_tables(conn, run.chat_tables):
         return
-    from chat_migrations.checks import adopt
-
-    blockers = adopt.blocking(conn, env.name)
+    refusal = run.adoption_refusal(conn, run.env.name)
     conn.rollback()
-    if blockers:
-        raise MigrationRefused(adopt.blocked_message(env.name, blockers) + "; nothing was changed")
+    if refusal:
+        raise MigrationRefused(refusal + "; nothing was changed")
 
 
-def _chat_tables(conn: Connection) -> list[str]:
+def _chat_tables(conn: Connection, chat_tables: tuple[str, ...]) -> list[str]:
     return [
-        name for name in tables.QUALIFIED
+        name for name in chat_tables
         if conn.execute(text("SELECT to_regclass(:t) IS NOT NULL"), {"t": name}).scalar()
     ]
 
 
-def _take_advisory_lock(conn: Connection, env: Environment) -> None:
+def _take_advisory_lock(conn: Connection, env: Environment, settings: Settings) -> None:
     started = time.monotonic()
     deadline = started + settings.advisory_lock_wait_s
     next_report = started
