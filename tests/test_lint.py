@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from chat_migrations.harness import alembic_cli
-from chat_migrations.runtime.environments import REPO_ROOT
+from chat_migrations.review.render_sql import Step, offline_sql
+from chat_migrations.runtime.environments import REPO_ROOT, load_environments
 
 from .conftest import ENVIRONMENTS, revisions_in_order
 
@@ -27,13 +27,14 @@ def squawk() -> str:
 
 
 def offline_scripts(environment: str, folder: Path) -> list[Path]:
+    """Each revision's ``alembic upgrade/downgrade --sql``, rendered in this process (render-sql's renderer)."""
     history = revisions_in_order(environment)
+    env = load_environments()[environment]
     scripts = []
     for previous, revision in zip(["base", *history], history):
-        for direction, span in (("upgrade", f"{previous}:{revision}"), ("downgrade", f"{revision}:{previous}")):
-            if previous == "base" and direction == "upgrade":
-                span = revision
-            sql = alembic_cli.run("-n", environment, direction, span, "--sql").stdout
+        for step in (Step("upgrade", previous, revision), Step("downgrade", revision, previous)):
+            direction = step.direction
+            sql = offline_sql(env, step)
             path = folder / f"{environment}-{revision}-{direction}.sql"
             path.write_text(ALEMBIC_VERSION_TABLE.sub("", sql))
             scripts.append(path)
