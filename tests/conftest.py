@@ -104,11 +104,11 @@ class Database:
         )
 
     def alembic(self, *args: str, check: bool = True, other: "Database | None" = None, **kwargs):
-        """Run the alembic CLI with this database as its environment's URL."""
+        """Run the alembic CLI (in this process) with this database as its environment's URL."""
         urls = {self.environment: self.url}
         if other is not None:
             urls[other.environment] = other.url
-        return alembic_cli.run(*args, urls=urls, check=check, **kwargs)
+        return alembic_cli.run_in_process(*args, urls=urls, check=check, **kwargs)
 
 
 @pytest.fixture(scope="session")
@@ -120,11 +120,11 @@ def templates(cluster):
         name = f"tpl_observed_{env}"
         cluster.create_observed_database(name, env)
         cluster.execute(name, seed.seed_sql())
-        alembic_cli.run("-n", env, "-x", f"mark_as={env}", "stamp", f"000_{env}_baseline", urls={env: cluster.url(name)})
+        alembic_cli.run_in_process("-n", env, "-x", f"mark_as={env}", "stamp", f"000_{env}_baseline", urls={env: cluster.url(name)})
         names[f"observed-{env}"] = name
         head = f"tpl_head_{env}"
         cluster.create_database(head, template=name)
-        alembic_cli.run("-n", env, "upgrade", "head", urls={env: cluster.url(head)})
+        alembic_cli.run_in_process("-n", env, "upgrade", "head", urls={env: cluster.url(head)})
         names[f"head-{env}"] = head
     for template in names.values():
         # Nothing left for autovacuum to do there: a worker on a template stops a clone,

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import io
 import os
 import subprocess
 import sys
 import tempfile
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
+
+import alembic.config
 
 from chat_migrations.runtime.environments import ALEMBIC_INI, load_environments
 
@@ -67,6 +72,77 @@ def run(
     if check and completed.returncode != 0:
         raise AssertionError(f"{' '.join(result.args)} exited {completed.returncode}:\n{result.output}")
     return result
+
+
+def run_in_process(
+    *args: str,
+    urls: dict[str, str] | None = None,
+    check: bool = True,
+    extra_env: dict | None = None,
+    cwd: Path | None = None,
+) -> Result:
+    """run(), through the same command line (``alembic.config.main``), in this process.
+
+    For the test suite, which runs alembic a few hundred times: it saves a
+    Python start-up and the imports per run. Everything run() isolates is
+    isolated the same way, for the length of the call: only ``urls`` as
+    connection strings, ``extra_env`` set, an empty working directory. Not
+    for threads: the environment and working directory are the process's.
+    What needs a process of its own (a signal, a second runner) uses start().
+    """
+    config = [] if "-c" in args else ["-c", str(ALEMBIC_INI)]
+    saved_environment, saved_directory = dict(os.environ), os.getcwd()
+    environment = environment_with(urls, extra_env)
+    out, err = io.StringIO(), io.StringIO()
+    os.environ.clear()
+    os.environ.update(environment)
+    try:
+        os.chdir(cwd or _empty_directory())
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), _config_printing_to(out):
+            code = _exit_code(lambda: alembic.config.main([*config, *args], prog="alembic"))
+    finally:
+        os.chdir(saved_directory)
+        os.environ.clear()
+        os.environ.update(saved_environment)
+    result = Result(["alembic", *args], code, out.getvalue(), err.getvalue())
+    if check and code != 0:
+        raise AssertionError(f"{' '.join(result.args)} exited {code}:\n{result.output}")
+    return result
+
+
+@contextlib.contextmanager
+def _config_printing_to(stream):
+    """What commands print (current, heads, history) goes to ``stream``.
+
+    alembic's Config takes ``sys.stdout`` as it was when alembic was imported
+    (a default argument), so redirecting sys.stdout alone does not reach it.
+    """
+    original = alembic.config.Config
+
+    class Config(original):
+        def __init__(self, *args, **kwargs):
+            kwargs.setdefault("stdout", stream)
+            super().__init__(*args, **kwargs)
+
+    alembic.config.Config = Config
+    try:
+        yield
+    finally:
+        alembic.config.Config = original
+
+
+def _exit_code(command) -> int:
+    """What the process would have exited with: SystemExit's code, 1 for an uncaught exception."""
+    try:
+        command()
+    except SystemExit as stop:
+        if stop.code is None:
+            return 0
+        return stop.code % 256 if isinstance(stop.code, int) else 1
+    except Exception:  # as an uncaught exception ends the CLI: traceback on stderr, exit 1
+        traceback.print_exc()
+        return 1
+    return 0
 
 
 def start(*args: str, urls: dict[str, str] | None = None) -> subprocess.Popen:
