@@ -12,7 +12,9 @@ pool promises no session continuity between two runs.
 
 from __future__ import annotations
 
+import os
 import subprocess
+import sys
 from pathlib import Path
 
 import psycopg2
@@ -410,3 +412,19 @@ def test_what_the_online_ddl_declares_is_what_the_parser_reads(environment):
             said, parsed = lock_classes.classify_with_comments(comments, sql)[0], lock_classes.classify(sql)
             assert parsed.known and (said.describe(), said.run_alone) == (parsed.describe(), parsed.run_alone), sql
     assert declared
+
+
+def test_the_rendered_sql_does_not_depend_on_the_hash_seed():
+    # Requirements once iterated a set: 103's guard changed order from run to run.
+    render = (
+        "from chat_migrations.review import render_sql;"
+        "from chat_migrations.runtime.environments import get_environment;"
+        "print(render_sql.offline_sql(get_environment('prod'), "
+        "render_sql.Step('upgrade', '102_unread_count_index', '103_messaging_security')))"
+    )
+    outputs = {
+        subprocess.run([sys.executable, "-c", render], env={**os.environ, "PYTHONHASHSEED": seed},
+                       capture_output=True, text=True, check=True).stdout
+        for seed in ("1", "2", "3")
+    }
+    assert len(outputs) == 1

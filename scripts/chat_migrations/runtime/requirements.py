@@ -52,7 +52,8 @@ class Requirements:
                 f"FROM pg_catalog.pg_class c JOIN pg_catalog.pg_roles o ON o.oid = c.relowner "
                 f"WHERE c.oid = to_regclass({literal(table)}) AND NOT pg_catalog.pg_has_role(c.relowner, 'MEMBER')"
             )
-        for signature in {*self.functions, *self.provides}:
+        # In declaration order: the rendered SQL must not depend on the hash seed.
+        for signature in dict.fromkeys([*self.functions, *self.provides]):
             parts.append(
                 f"SELECT format('%s replaces %s, which is owned by %s; the migration runs as %s, which is not a "
                 f"member of it: run ALTER FUNCTION %s OWNER TO %s as %s', {literal(revision)}, {literal(signature)}, "
