@@ -53,6 +53,7 @@ from chat_migrations.checks import catalog as catalog_module
 from chat_migrations.checks.catalog import qualified
 from chat_migrations.checks.checks_cli import Finding, Target, count_of
 from chat_migrations.runtime.sqlnames import identifier
+from chat_migrations.schema import tables as chat_tables
 from chat_migrations.schema.contract import CheckContext
 
 MINIMUM_SERVER_VERSION_NUM = 120000
@@ -328,7 +329,7 @@ def check_index_definitions(ctx: Context) -> Finding:
 
 
 def check_leftovers(ctx: Context) -> Finding:
-    found = leftovers.find(ctx.conn, ctx.applied)
+    found = leftovers.find(ctx.conn, ctx.applied, chat_tables.QUALIFIED)
     if not found:
         return Finding("leftovers", "nothing left by an interrupted revision", "ok", "catalog",
                        "no leftovers of an interrupted revision")

@@ -64,6 +64,7 @@ from chat_migrations.checks import catalog as catalog_module
 from chat_migrations.checks.catalog import Catalog, qualified
 from chat_migrations.checks.checks_cli import Finding, Target, count_of
 from chat_migrations.runtime.sqlnames import identifier
+from chat_migrations.schema import tables as chat_tables
 from chat_migrations.schema.contract import CheckContext
 from chat_migrations.checks.common import SAMPLE_IDS, check_orphans, settle, describe_rows, invalid_index_problem, null_lookup_method, offending_rows
 
@@ -395,7 +396,7 @@ def check_privileges(ctx: Context) -> Finding:
 
 
 def check_leftovers(ctx: Context) -> Finding:
-    found = leftovers.find(ctx.conn, ctx.applied)
+    found = leftovers.find(ctx.conn, ctx.applied, chat_tables.QUALIFIED)
     finding = Finding(
         "leftovers", "nothing left by an interrupted revision", "pass", "catalog",
         "no leftovers of an interrupted revision", [item.describe() for item in found],

@@ -45,13 +45,13 @@ from pglast import ast, parse_sql
 from chat_migrations.checks import catalog
 from chat_migrations.runtime import identity
 from chat_migrations.runtime.environments import (
-    ALEMBIC_INI, ConfigurationError, Environment, get_environment, load_environments,
+    ALEMBIC_INI, Environment, get_environment, load_environments,
 )
 from chat_migrations.checks.checks_cli import count_of
 from chat_migrations.review.lock_classes import (
     Classification, Transaction, classify, classify_with_comments, code_only, leading_comments, split_statements,
 )
-from chat_migrations.errors import RenderError
+from chat_migrations.errors import ChatMigrationsError, RenderError
 
 DEFAULT_OUT = Path("rendered-sql")
 SUFFIX = ".sql"
@@ -470,7 +470,7 @@ def write(out: Path, rendered: dict[str, list[RenderedFile]]) -> None:
         folder.rename(target)
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="scripts/render-sql",
         description="Write the reviewable upgrade and rollback SQL files of each environment.",
@@ -482,13 +482,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--from", dest="start", metavar="REV",
                         help="the revision the database is at (default: the environment's first revision, its baseline)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"output folder (default: ./{DEFAULT_OUT})")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     try:
         names = args.environments or list(load_environments())
         environments = [get_environment(name) for name in names]
         rendered = {env.name: render_environment(env, args.start) for env in environments}
         write(args.out, rendered)
-    except (RenderError, ConfigurationError, CommandError, ValueError) as error:
+    except (ChatMigrationsError, CommandError, ValueError) as error:
         print(f"render-sql: {error}; nothing was written", file=sys.stderr)
         return EXIT_NOT_RENDERED
     unknown = 0
