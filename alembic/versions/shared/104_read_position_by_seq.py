@@ -54,7 +54,11 @@ choice).
 Locks: ACCESS EXCLUSIVE on chat_participants for ADD COLUMN (catalog only,
 no scan), taken first with online_ddl.lock_tables, waiting at most
 lock_timeout and retried (the revision starts over, holding nothing between
-attempts). Function definitions are catalog rows. One transaction.
+attempts). Function definitions are catalog rows. The upgrade is one
+transaction. The downgrade is two: the functions (under the same lock), then
+DROP COLUMN (ACCESS EXCLUSIVE again, retried), so that a call of 104's
+get_unread_count in flight at the first commit never meets a dropped column
+(measured: in one transaction, such a call failed under load).
 Downgrade verified: tests/test_unread_by_seq.py (dump at 103 equals dump
 after 104's downgrade, both environments, and with the snapshots deleted) and
 tests/test_exact_rollback.py (step by step on hand-written databases, and
@@ -162,8 +166,8 @@ BEGIN
         ALTER TABLE {PARTICIPANTS} DROP COLUMN IF EXISTS last_read_seq;
     END IF;
 END
-$column$;
-{snapshots.forget_sql(revision, COLUMN_KIND, READ_SEQ_COLUMN)}"""
+$column$"""
+
 
 # --- the functions -----------------------------------------------------------------
 
@@ -293,14 +297,28 @@ DEFINITIONS = {
 }
 
 
-def _as_statement(definition: "str | snapshots.Choice") -> str:
-    """One SQL statement creating ``definition`` (a Choice as a DO block): restore_function_sql's fallback."""
-    if isinstance(definition, str):
-        return definition
-    return (
-        f"DO $choice$ BEGIN IF {definition.condition} THEN EXECUTE {snapshots.literal(definition.if_true)}; "
-        f"ELSE EXECUTE {snapshots.literal(definition.if_false)}; END IF; END $choice$"
-    )
+_FALLBACK = "-- 103's definition --"
+
+
+def _restore_function_sql(signature: str) -> str:
+    """restore_function_sql, its fallback 103's definition, and the snapshot kept until the column is gone.
+
+    Kept: a downgrade interrupted before its last transaction restores from
+    the snapshot again (exactly), not from 103's definitions. A Choice (103's
+    mark functions touch updated_at only where it exists) is chosen by the
+    database, as 103's upgrade chose it.
+    """
+    restore = snapshots.restore_function_sql(revision, signature, _FALLBACK)
+    forget = snapshots.forget_sql(revision, "function", signature) + ";"
+    fallback = f"EXECUTE {snapshots.literal(_FALLBACK)};"
+    assert forget in restore and fallback in restore
+    definition = _103.DEFINITIONS[signature]
+    if isinstance(definition, snapshots.Choice):
+        chosen = (f"IF {definition.condition} THEN EXECUTE {snapshots.literal(definition.if_true)}; "
+                  f"ELSE EXECUTE {snapshots.literal(definition.if_false)}; END IF;")
+    else:
+        chosen = f"EXECUTE {snapshots.literal(definition)};"
+    return restore.replace(forget, "").replace(fallback, chosen)
 
 
 def upgrade() -> None:
@@ -311,8 +329,17 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    # First transaction: 103's functions back, which no longer read last_read_seq.
     online_ddl.lock_tables(PARTICIPANTS)
-    # The functions first: 104's read the column the next step drops.
     for signature in reversed(DEFINITIONS):
-        op.execute(snapshots.restore_function_sql(revision, signature, _as_statement(_103.DEFINITIONS[signature])))
-    op.execute(DROP_COLUMN_SQL)
+        op.execute(_restore_function_sql(signature))
+    # Then the column, in a transaction of its own: a call of 104's function that
+    # began before the first commit already holds its lock on chat_participants
+    # (its caller check reads it), so the drop waits for it; dropped in the same
+    # transaction, such a call would fail on the missing column.
+    with op.get_context().autocommit_block():
+        online_ddl.execute(DROP_COLUMN_SQL, table=PARTICIPANTS, in_transaction=False)
+    # Last, with alembic's version update: the snapshots. Until then a rerun restores from them.
+    for signature in reversed(DEFINITIONS):
+        op.execute(snapshots.forget_sql(revision, "function", signature))
+    op.execute(snapshots.forget_sql(revision, COLUMN_KIND, READ_SEQ_COLUMN))

@@ -244,6 +244,11 @@ _ALTER_ACTIONS: list[tuple[re.Pattern, str, str]] = [
      "brief when a validated CHECK (column IS NOT NULL) proves it, otherwise while it scans every row"),
     (_pattern(r"ALTER\s+(COLUMN\s+)?\S+\s+DROP\s+NOT\s+NULL\b"), ACCESS_EXCLUSIVE, BRIEF),
     (_pattern(r"DROP\s+CONSTRAINT\b"), ACCESS_EXCLUSIVE, BRIEF),
+    # A column with no DEFAULT (nor NOT NULL, identity or generated value) is a catalog change; any other form
+    # may rewrite or scan the table, and stays unknown.
+    (_pattern(r"ADD\s+(COLUMN\s+)?(IF\s+NOT\s+EXISTS\s+)?\S+\s+(?!.*\b(DEFAULT|NOT\s+NULL|GENERATED|CHECK|PRIMARY|UNIQUE|REFERENCES)\b)"
+              r"[\w\s.\[\]]+$"), ACCESS_EXCLUSIVE, BRIEF + ", a column without a default: no rewrite, no scan"),
+    (_pattern(r"DROP\s+COLUMN\b"), ACCESS_EXCLUSIVE, BRIEF + ", the column is only marked dropped: no rewrite"),
     (_pattern(r"REPLICA\s+IDENTITY\b"), ACCESS_EXCLUSIVE, BRIEF),
     (_pattern(r"((ENABLE|DISABLE|FORCE|NO\s+FORCE|\?)\s+)?ROW\s+LEVEL\s+SECURITY\b"), ACCESS_EXCLUSIVE, BRIEF),
 ]
