@@ -223,8 +223,8 @@ VARIANTS = {
         1,
         {("functions", "public.get_unread_count(uuid, uuid)", "different", "blocking")},
         ("functions", "public.get_unread_count(uuid, uuid)"),
-        "required by 007_prod_unread_count_privileges, 103_messaging_security as (p_chat_id uuid, p_user_id uuid) "
-        "returning bigint",
+        "required by 007_prod_unread_count_privileges, 103_messaging_security, 104_read_position_by_seq "
+        "as (p_chat_id uuid, p_user_id uuid) returning bigint",
         "rename or drop public.get_unread_count(uuid, uuid) by hand first",
         upgrade_refuses=True,
     ),

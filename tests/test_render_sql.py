@@ -357,7 +357,7 @@ def test_a_do_block_takes_the_locks_of_the_commands_it_runs_and_executes():
     [
         "DO $x$ BEGIN TRUNCATE public.t; END $x$",
         "DO $x$ DECLARE q text := 'ALTER TABLE public.t ADD COLUMN b int'; BEGIN EXECUTE q; END $x$",
-        "DO $x$ BEGIN EXECUTE 'ALTER TABLE public.t ADD COLUMN b int'; END $x$",
+        "DO $x$ BEGIN EXECUTE 'ALTER TABLE public.t ADD COLUMN b int NOT NULL'; END $x$",
         "ALTER TABLE public.t ADD COLUMN b int DEFAULT random()",
         "CLUSTER public.t USING i",
         "VACUUM FULL public.t",
@@ -367,6 +367,17 @@ def test_a_statement_no_rule_reads_is_unknown(statement):
     classification = lock_classes.classify(statement)
     assert not classification.known
     assert classification.describe().startswith("UNKNOWN")
+
+
+@pytest.mark.parametrize("statement", [
+    "ALTER TABLE public.t ADD COLUMN b bigint",
+    "ALTER TABLE public.t ADD COLUMN IF NOT EXISTS b timestamp with time zone",
+    "ALTER TABLE public.t DROP COLUMN IF EXISTS b",
+])
+def test_a_column_without_a_default_added_or_dropped_is_a_brief_catalog_change(statement):
+    classification = lock_classes.classify(f"DO $x$ BEGIN {statement}; END $x$")
+    assert [(lock.mode, lock.target) for lock in classification.locks] == [(AE, "public.t")]
+    assert "brief" in classification.describe()
 
 
 def test_a_recorded_definition_restored_from_a_snapshot_is_read_as_one():

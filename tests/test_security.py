@@ -241,7 +241,7 @@ def test_rolling_back_a_database_stamped_past_the_security_revision_restores_the
     db = make_database(PROD)
     db.alembic("-n", PROD, "upgrade", "102_unread_count_index")
     before = db.schema()
-    db.alembic("-n", PROD, "upgrade", "head")
+    db.alembic("-n", PROD, "upgrade", "103_messaging_security")
     db.execute("DELETE FROM migration_meta.rollback_snapshots WHERE revision = '103_messaging_security'")
     db.alembic("-n", PROD, "downgrade", "-1")
     difference = first_difference(before, db.schema())

@@ -73,14 +73,34 @@ class Recorder:
 class ApplicationWorker(threading.Thread):
     """One client connection doing what the frontend does, in a loop, as a participant."""
 
-    def __init__(self, url: str, environment: str, participants, recorder: Recorder, stop: threading.Event, seed: int):
+    def __init__(self, url: str, environment: str, participants, recorder: Recorder, stop: threading.Event, seed: int,
+                 *, interval: float | None = None):
         super().__init__(daemon=True)
         self.url, self.environment, self.participants = url, environment, participants
         self.recorder, self.stop_event, self.rng = recorder, stop, random.Random(seed)
+        # Paced: one request every ``interval`` seconds (a fixed rate, well below
+        # saturation); a request that overruns its slot delays only the next one.
+        # None: back to back (saturating on purpose).
+        self.interval = interval
+
+    def _pace(self, slot: float) -> float:
+        if self.interval is None:
+            return slot
+        slot += self.interval
+        pause = slot - time.monotonic()
+        if pause > 0:
+            self.stop_event.wait(pause)
+        else:
+            slot = time.monotonic()
+        return slot
 
     def run(self) -> None:
         conn = None
+        slot = time.monotonic() + self.rng.random() * (self.interval or 0)
         while not self.stop_event.is_set():
+            slot = self._pace(slot)
+            if self.stop_event.is_set():
+                break
             if conn is None:
                 try:
                     conn = psycopg2.connect(self.url, application_name="app")
@@ -147,6 +167,56 @@ class ApplicationWorker(threading.Thread):
                 (chat_id,),
             )
         cur.fetchall() if cur.description else None
+
+
+class LockWaitSampler(threading.Thread):
+    """Samples, every ``period`` seconds, the application's requests waiting for a lock held by the migration.
+
+    A request (an ``app`` backend with wait_event_type Lock) counts as waiting
+    on the migration when pg_blocking_pids names a session whose
+    application_name starts with one of ``migration_prefixes`` (``alembic:``
+    for the project's CLI, ``plan:`` for the plan's files): it holds the lock,
+    or queued for it ahead of the request. The wait of one request lasts from
+    the first sample that saw it to the last, plus one period.
+    """
+
+    QUERY = """
+        SELECT a.pid, a.query_start, a.datname,
+               coalesce((SELECT string_agg(b.application_name, ',') FROM pg_stat_activity b
+                          WHERE b.pid = ANY(pg_blocking_pids(a.pid))), '') AS blockers
+          FROM pg_stat_activity a
+         WHERE a.application_name = 'app' AND a.wait_event_type = 'Lock'
+    """
+
+    def __init__(self, connect, stop: threading.Event, *, period: float = 0.02,
+                 migration_prefixes: tuple[str, ...] = ("alembic:", "plan:")):
+        super().__init__(daemon=True)
+        self.connect, self.stop_event, self.period, self.prefixes = connect, stop, period, migration_prefixes
+        self.waits: dict[tuple, list] = {}  # (pid, query_start) -> [first seen, last seen, database, on migration]
+        self.lock = threading.Lock()
+
+    def run(self) -> None:
+        conn = self.connect()
+        try:
+            with conn.cursor() as cur:
+                while not self.stop_event.wait(self.period):
+                    cur.execute(self.QUERY)
+                    now = time.monotonic()
+                    with self.lock:
+                        for pid, query_start, database, blockers in cur.fetchall():
+                            on_migration = any(b.startswith(self.prefixes) for b in blockers.split(",") if b)
+                            entry = self.waits.setdefault((pid, query_start), [now, now, database, False])
+                            entry[1] = now
+                            entry[3] = entry[3] or on_migration
+        finally:
+            conn.close()
+
+    def longest_wait(self, start: float, end: float, database: str | None = None) -> float:
+        """The longest wait (s) of one request on the migration, among the waits that began in [start, end)."""
+        with self.lock:
+            waits = [last - first + self.period for first, last, db, on_migration in self.waits.values()
+                     if on_migration and start <= first < end and (database is None or db == database)]
+        return round(max(waits, default=0.0), 3)
 
 
 def sample_participants(url: str, count: int = 5000) -> list[tuple[str, str]]:

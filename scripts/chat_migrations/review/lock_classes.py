@@ -327,6 +327,16 @@ def _alter_table_rule(command: ast.AlterTableCmd) -> tuple[str, str] | None:
                     return ACCESS_EXCLUSIVE, _NOT_VALID
                 return ACCESS_EXCLUSIVE, "while it scans every row; blocks reads and writes"
             return None
+        case kind.AT_AddColumn:
+            column = command.def_
+            # Without a default, constraint, identity or generated value it is a catalog change;
+            # any other form may rewrite or scan the table, and has no rule.
+            unset = ("", "\x00")  # how pglast gives an empty one-character field
+            if column.raw_default is None and not column.constraints and column.identity in unset and column.generated in unset:
+                return ACCESS_EXCLUSIVE, BRIEF + ", a column without a default: no rewrite, no scan"
+            return None
+        case kind.AT_DropColumn:
+            return ACCESS_EXCLUSIVE, BRIEF + ", the column is only marked dropped: no rewrite"
         case kind.AT_ValidateConstraint:
             return SHARE_UPDATE_EXCLUSIVE, SCANS_ONLINE
         case kind.AT_SetNotNull:

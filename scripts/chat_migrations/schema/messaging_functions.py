@@ -17,9 +17,19 @@ The contract (README, "The messaging functions: contract and security"):
   schema; none is executable by ``anon`` or ``PUBLIC``;
 * ``seq`` is the server's: every insert takes the next seq of its chat, one
   sender per chat at a time until commit, so seqs are gapless and in commit
-  order; a value sent by the client is ignored.
+  order; a value sent by the client is ignored;
+* the read position is ``chat_participants.last_read_seq`` (revision 104):
+  ``mark_messages_as_read`` marks the others' messages read up to the chat's
+  newest committed seq and moves the position there, so a message committed
+  after a concurrent mark-as-read is counted unread; ``get_unread_count``
+  counts the others' messages after it (by ``last_read_at`` only for a
+  participant who has not marked the chat read since 104);
+* cost for the real caller (``authenticated``, through RLS, in a long-lived
+  session whose plans are generic): ``get_unread_count`` O(unread), the mark
+  functions O(messages since the caller's last read), whatever the chat's
+  size.
 
-The SQL that makes it so is each revision's own (101, 102, 103).
+The SQL that makes it so is each revision's own (101, 102, 103, 104).
 """
 
 from __future__ import annotations
@@ -48,5 +58,9 @@ CALLER_CHECKED_SECURITY_DEFINER = {
     ),
 }
 
-# The index that keeps get_unread_count from reading the whole chat (revision 102).
+# The index that keeps get_unread_count from reading the whole chat (revision 102):
+# at head only for a read position by time (last_read_seq NULL).
 UNREAD_INDEX = "idx_chat_messages_chat_created"
+# The read position by seq (revision 104), and the indexes on (chat_id, seq) its range scans use.
+READ_POSITION_COLUMN = "public.chat_participants.last_read_seq"
+SEQ_INDEXES = ("uq_chat_messages_chat_id_seq", "idx_chat_messages_chat_id_seq_desc")

@@ -52,6 +52,11 @@ chat_participants = Table(
     Column("user_id", Uuid, ForeignKey("auth.users.id", ondelete="CASCADE"), nullable=False),
     Column("joined_at", DateTime(timezone=True), nullable=False, server_default=_now),
     Column("last_read_at", DateTime(timezone=True)),
+    # Revision 104: the read position by seq (per chat, in commit order), moved by mark_messages_as_read.
+    Column("last_read_seq", BigInteger, comment=(
+        "The highest seq of the chat this participant has read (mark_messages_as_read); "
+        "NULL: not since revision 104, last_read_at counts."
+    )),
     UniqueConstraint("chat_id", "user_id", name="uq_chat_participants_chat_user"),
     Index("idx_chat_participants_last_read", "user_id", "last_read_at"),
 )

@@ -1,0 +1,345 @@
+"""104_read_position_by_seq: a read position by seq; badge counts and mark functions O(unread) for the real caller.
+
+Environment: both (shared, after 103_messaging_security)
+Why: issue 12, and the plan's "Efficient unread counts ... Impact: ~50-80 %
+faster", which 102 and 103 delivered only in a fresh session and as the
+owner's planner sees it. Two defects of 103's functions:
+* Cost. PL/pgSQL switches a statement to a cached generic plan after its
+  first five executions in a session (PostgREST's pooled connections make
+  every caller a long-lived session). In the generic plan of get_unread_count
+  the condition ``created_at > coalesce($n, '-infinity')`` is not leakproof
+  (PostgreSQL treats COALESCE as possibly leaky), and under RLS a qual that
+  is not leakproof cannot become an index condition ahead of the policy's:
+  the plan read the whole chat through idx_chat_messages_chat_created on
+  chat_id alone and filtered it (issue 12: 300 ms on a 1M chat whatever the
+  unread count; 0.5 ms as the owner). The policies' subquery is not the
+  cause: it runs once per query as a hashed subplan over the caller's own
+  participant rows (O(caller's chats), 7 buffers for 300 chats). The mark
+  functions updated by ``status`` over the whole chat: O(chat) per call.
+* Correctness. The read position was ``last_read_at = now()``, the mark
+  transaction's start time, compared with ``created_at``, the sender's
+  transaction start time. A message whose transaction started before a
+  concurrent mark-as-read but committed after it has ``created_at`` below
+  the new ``last_read_at``: it was counted as read without being seen.
+This revision:
+* adds ``chat_participants.last_read_seq bigint`` (nullable, no default: a
+  catalog change, no rewrite): the highest seq the reader has read;
+* redefines mark_messages_as_read (same name, arguments, result): it reads
+  the chat's highest seq first, in a statement of its own; since 101 seqs are
+  gapless and in commit order per chat, every message up to it is committed
+  and visible to the next statement, and one committed later gets a higher
+  seq. It marks read only the others' messages after the caller's previous
+  position up to that seq, and moves last_read_seq there (never backwards)
+  and last_read_at to now() as before;
+* redefines mark_messages_as_delivered: only the others' messages after the
+  caller's read position (the ones before it are read already);
+* redefines get_unread_count: messages from others after last_read_seq, one
+  statement per kind of read position, each comparing columns with plain
+  parameters only (leakproof), so the generic plan is an index range scan on
+  (chat_id, seq). A participant who has not marked a chat read since this
+  revision (last_read_seq NULL) is counted by last_read_at as before,
+  exactly as at 103, until their next mark_messages_as_read;
+* keeps every security property of 103: the caller checks (copied from 103,
+  which is frozen), search_path = '', EXECUTE for authenticated and
+  service_role only, get_unread_count SECURITY INVOKER under the policies,
+  the mark functions SECURITY DEFINER. authenticated's table SELECT covers
+  the new column; it gets no UPDATE on it (the mark function moves it).
+A direct UPDATE of last_read_at (which authenticated may still do) no longer
+moves the badge once a seq position exists: the frontend marks read through
+mark_messages_as_read.
+Live variants: a last_read_seq column that already exists as bigint is kept
+(and kept by the downgrade); of another type, the upgrade stops, nothing
+changed. updated_at is set by the mark functions only where it exists (103's
+choice).
+Locks: ACCESS EXCLUSIVE on chat_participants for ADD COLUMN (catalog only,
+no scan), taken first with online_ddl.lock_tables, waiting at most
+lock_timeout and retried (the revision starts over, holding nothing between
+attempts). Function definitions are catalog rows. The upgrade is one
+transaction. The downgrade is two: the functions (under the same lock), then
+DROP COLUMN (ACCESS EXCLUSIVE again, retried), so that a call of 104's
+get_unread_count in flight at the first commit never meets a dropped column
+(measured: in one transaction, such a call failed under load).
+Downgrade verified: tests/test_unread_by_seq.py (dump at 103 equals dump
+after 104's downgrade, both environments, and with the snapshots deleted) and
+tests/test_exact_rollback.py (step by step on hand-written databases, and
+through the --sql scripts); it restores the recorded functions (definition,
+owner, ACL in its order, comment) and drops the column only if the upgrade
+added it. Without snapshots (a database stamped at 104) it puts back 103's
+definitions.
+
+Revision ID: 104_read_position_by_seq
+Revises: 103_messaging_security
+"""
+
+import importlib.util
+from pathlib import Path
+from typing import Sequence, Union
+
+from alembic import op
+
+from chat_migrations.runtime import api_access, online_ddl, requirements, snapshots
+
+revision: str = "104_read_position_by_seq"
+down_revision: Union[str, Sequence[str], None] = "103_messaging_security"
+branch_labels: Union[str, Sequence[str], None] = None
+depends_on: Union[str, Sequence[str], None] = None
+PARTICIPANTS = "public.chat_participants"
+# Existing tables whose locks or size matter to this revision (scripts/preflight reports them).
+affected_tables: tuple[str, ...] = (PARTICIPANTS,)
+
+MARK_MESSAGES_AS_DELIVERED = "public.mark_messages_as_delivered(uuid, uuid)"
+MARK_MESSAGES_AS_READ = "public.mark_messages_as_read(uuid, uuid)"
+GET_UNREAD_COUNT = "public.get_unread_count(uuid, uuid)"
+READ_SEQ_COLUMN = f"{PARTICIPANTS}.last_read_seq"
+
+
+def _frozen_103():
+    """Revision 103's module, frozen once shipped: its caller check, its grants, and its definitions (the fallback)."""
+    path = Path(__file__).with_name("103_messaging_security.py")
+    spec = importlib.util.spec_from_file_location("chat_migrations_revision_103", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_103 = _frozen_103()
+
+requires = requirements.Requirements(
+    columns={
+        PARTICIPANTS: ("chat_id", "user_id", "last_read_at"),
+        "public.chat_messages": ("chat_id", "seq", "sender_id", "status", "deleted_at", "created_at"),
+    },
+    functions={
+        MARK_MESSAGES_AS_DELIVERED: ("p_chat_id uuid, p_user_id uuid", "TABLE(updated_count bigint)"),
+        MARK_MESSAGES_AS_READ: ("p_chat_id uuid, p_user_id uuid", "TABLE(updated_count bigint)"),
+        GET_UNREAD_COUNT: ("p_chat_id uuid, p_user_id uuid", "bigint"),
+    },
+)
+
+access = api_access.Access(
+    behaviour={
+        GET_UNREAD_COUNT: "counts the others' messages after the reader's last_read_seq (by last_read_at until "
+        "their first mark_messages_as_read after this revision); a message committed after a concurrent "
+        "mark-as-read is counted unread; O(unread) in long-lived sessions",
+        MARK_MESSAGES_AS_READ: "marks read the others' messages up to the chat's newest committed seq and moves "
+        "last_read_seq there (and last_read_at to now()); O(messages since the caller's last read)",
+        MARK_MESSAGES_AS_DELIVERED: "only the others' messages after the caller's read position; "
+        "O(messages since the caller's last read)",
+        PARTICIPANTS: "new column last_read_seq (readable by the participant, moved only by mark_messages_as_read)",
+    },
+)
+
+# --- the column --------------------------------------------------------------------
+
+COLUMN_KIND = "added_column"
+
+ADD_COLUMN_SQL = f"""
+INSERT INTO {snapshots.SNAPSHOTS} (revision, object_kind, object_name, snapshot)
+SELECT {snapshots.literal(revision)}, '{COLUMN_KIND}', {snapshots.literal(READ_SEQ_COLUMN)},
+       jsonb_build_object('existed', EXISTS (
+           SELECT FROM pg_attribute WHERE attrelid = '{PARTICIPANTS}'::regclass
+              AND attname = 'last_read_seq' AND attnum > 0 AND NOT attisdropped))
+ON CONFLICT (revision, object_kind, object_name) DO NOTHING;
+DO $column$
+DECLARE
+    existing text;
+BEGIN
+    SELECT format_type(atttypid, atttypmod) INTO existing FROM pg_attribute
+     WHERE attrelid = '{PARTICIPANTS}'::regclass AND attname = 'last_read_seq' AND attnum > 0 AND NOT attisdropped;
+    IF existing IS NULL THEN
+        ALTER TABLE {PARTICIPANTS} ADD COLUMN last_read_seq bigint;
+        COMMENT ON COLUMN {READ_SEQ_COLUMN} IS
+            'The highest seq of the chat this participant has read (mark_messages_as_read); NULL: not since revision 104, last_read_at counts.';
+    ELSIF existing <> 'bigint' THEN
+        RAISE EXCEPTION '{revision}: {READ_SEQ_COLUMN} exists as %, not bigint: rename it by hand first; nothing was changed',
+            existing;
+    END IF;
+END
+$column$"""
+
+DROP_COLUMN_SQL = f"""
+DO $column$
+BEGIN
+    IF NOT coalesce((SELECT (snapshot->>'existed')::boolean FROM {snapshots.SNAPSHOTS}
+                      WHERE revision = {snapshots.literal(revision)} AND object_kind = '{COLUMN_KIND}'
+                        AND object_name = {snapshots.literal(READ_SEQ_COLUMN)}), false) THEN
+        ALTER TABLE {PARTICIPANTS} DROP COLUMN IF EXISTS last_read_seq;
+    END IF;
+END
+$column$"""
+
+
+# --- the functions -----------------------------------------------------------------
+
+# PL/pgSQL: the caller's read position as a seq (v_from, exclusive) and the chat's
+# newest committed seq (v_latest). Inside the SECURITY DEFINER mark functions: no
+# RLS, and every comparison is a column against a plain variable, so the generic
+# plans are index range scans on (chat_id, seq) (uq_chat_messages_chat_id_seq).
+_READ_POSITION = """
+    SELECT p.last_read_seq, p.last_read_at INTO v_last_read_seq, v_last_read_at
+      FROM public.chat_participants p
+     WHERE p.chat_id = p_chat_id AND p.user_id = p_user_id;
+    -- A statement of its own: seqs are gapless and in commit order per chat (101),
+    -- so every message up to v_latest is committed and visible to the statements
+    -- below, and one committed after this point gets a higher seq.
+    SELECT max(m.seq) INTO v_latest FROM public.chat_messages m WHERE m.chat_id = p_chat_id;
+    IF v_last_read_seq IS NOT NULL THEN
+        v_from := v_last_read_seq;
+    ELSIF v_last_read_at IS NOT NULL THEN
+        -- A position from before revision 104, by time: from the first message created after it.
+        SELECT min(m.seq) - 1 INTO v_from FROM public.chat_messages m
+         WHERE m.chat_id = p_chat_id AND m.created_at > v_last_read_at;
+        v_from := coalesce(v_from, v_latest, 0);
+    ELSE
+        v_from := 0;
+    END IF;"""
+
+_POSITION_VARIABLES = """
+    v_last_read_seq bigint;
+    v_last_read_at timestamptz;
+    v_latest bigint;
+    v_from bigint;
+    v_updated bigint;"""
+
+
+def _mark_messages_function(status: str, moves_from: str, up_to_latest: bool, then: str, comment: str,
+                            touch_updated_at: bool) -> str:
+    """A mark function: 103's caller check, the read position, then status moves forward on others' messages after it."""
+    name = f"mark_messages_as_{status}"
+    updated_at = ", updated_at = now()" if touch_updated_at else ""
+    upper = "\n       AND seq <= v_latest" if up_to_latest else ""
+    return f"""
+CREATE OR REPLACE FUNCTION public.{name}(p_chat_id uuid, p_user_id uuid)
+RETURNS TABLE(updated_count bigint)
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = ''
+AS $function$
+DECLARE{_POSITION_VARIABLES}
+BEGIN{_103._caller_check(name, acts_as_user_argument=True)}{_READ_POSITION}
+    UPDATE public.chat_messages
+       SET status = '{status}'{updated_at}
+     WHERE chat_id = p_chat_id
+       AND seq > v_from{upper}
+       AND sender_id IS DISTINCT FROM p_user_id
+       AND status IN ({moves_from})
+       AND deleted_at IS NULL;
+    GET DIAGNOSTICS v_updated = ROW_COUNT;{then}
+    RETURN QUERY SELECT v_updated;
+END;
+$function$;{_103._comment(f"public.{name}(uuid, uuid)", comment)}"""
+
+
+def _delivered(touch_updated_at: bool) -> str:
+    return _mark_messages_function(
+        "delivered", moves_from="'sent'", up_to_latest=False, then="", touch_updated_at=touch_updated_at,
+        comment="Marks the other participants' sent messages after the caller's read position as delivered; "
+        "returns how many changed. The caller acts only as themselves (p_user_id = auth.uid()) in a chat "
+        "they participate in.",
+    )
+
+
+def _read(touch_updated_at: bool) -> str:
+    return _mark_messages_function(
+        "read", moves_from="'sent', 'delivered'", up_to_latest=True, touch_updated_at=touch_updated_at,
+        then="""
+    UPDATE public.chat_participants
+       SET last_read_at = now(), last_read_seq = greatest(last_read_seq, v_latest)
+     WHERE chat_id = p_chat_id AND user_id = p_user_id;""",
+        comment="Marks the other participants' messages in a chat read up to its newest committed seq and moves "
+        "the reader's last_read_seq there (and last_read_at to now()); returns how many messages changed. "
+        "The caller acts only as themselves (p_user_id = auth.uid()) in a chat they participate in.",
+    )
+
+
+def _count_after(position: str) -> str:
+    return f"""
+        SELECT count(*) INTO v_unread
+          FROM public.chat_messages m
+         WHERE m.chat_id = p_chat_id{position}
+           AND m.sender_id IS DISTINCT FROM p_user_id
+           AND m.deleted_at IS NULL;"""
+
+
+# SECURITY INVOKER as at 103: the policies let a participant read the chat.
+GET_UNREAD_COUNT_BY_SEQ = f"""
+CREATE OR REPLACE FUNCTION public.get_unread_count(p_chat_id uuid, p_user_id uuid)
+RETURNS bigint
+LANGUAGE plpgsql STABLE
+SET search_path = ''
+AS $function$
+DECLARE
+    v_last_read_seq bigint;
+    v_last_read_at timestamptz;
+    v_unread bigint;
+BEGIN{_103._caller_check("get_unread_count", acts_as_user_argument=True)}
+    SELECT p.last_read_seq, p.last_read_at INTO v_last_read_seq, v_last_read_at
+      FROM public.chat_participants p
+     WHERE p.chat_id = p_chat_id AND p.user_id = p_user_id;
+    -- One statement per kind of position, each comparing columns with plain
+    -- variables only: leakproof, so under RLS even the generic plan PL/pgSQL
+    -- caches after five calls reads only the unread end of the chat (no
+    -- coalesce() in a condition: PostgreSQL does not treat it as leakproof).
+    IF v_last_read_seq IS NOT NULL THEN{_count_after(chr(10) + "           AND m.seq > v_last_read_seq")}
+    ELSIF v_last_read_at IS NOT NULL THEN{_count_after(chr(10) + "           AND m.created_at > v_last_read_at")}
+    ELSE{_count_after("")}
+    END IF;
+    RETURN v_unread;
+END;
+$function$;{_103._comment(GET_UNREAD_COUNT,
+    "Messages from others in a chat after the reader's last_read_seq (before their first mark as read since "
+    "revision 104: newer than last_read_at), not deleted (badge counts). The caller asks only for themselves "
+    "(p_user_id = auth.uid()) in a chat they participate in.")}"""
+
+DEFINITIONS = {
+    MARK_MESSAGES_AS_DELIVERED: snapshots.Choice(_103.HAS_UPDATED_AT, _delivered(True), _delivered(False)),
+    MARK_MESSAGES_AS_READ: snapshots.Choice(_103.HAS_UPDATED_AT, _read(True), _read(False)),
+    GET_UNREAD_COUNT: GET_UNREAD_COUNT_BY_SEQ,
+}
+
+
+_FALLBACK = "-- 103's definition --"
+
+
+def _restore_function_sql(signature: str) -> str:
+    """restore_function_sql, its fallback 103's definition, and the snapshot kept until the column is gone.
+
+    Kept: a downgrade interrupted before its last transaction restores from
+    the snapshot again (exactly), not from 103's definitions. A Choice (103's
+    mark functions touch updated_at only where it exists) is chosen by the
+    database, as 103's upgrade chose it.
+    """
+    restore = snapshots.restore_function_sql(revision, signature, _FALLBACK)
+    forget = snapshots.forget_sql(revision, "function", signature) + ";"
+    fallback = f"EXECUTE {snapshots.literal(_FALLBACK)};"
+    assert forget in restore and fallback in restore
+    definition = _103.DEFINITIONS[signature]
+    if isinstance(definition, snapshots.Choice):
+        chosen = (f"IF {definition.condition} THEN EXECUTE {snapshots.literal(definition.if_true)}; "
+                  f"ELSE EXECUTE {snapshots.literal(definition.if_false)}; END IF;")
+    else:
+        chosen = f"EXECUTE {snapshots.literal(definition)};"
+    return restore.replace(forget, "").replace(fallback, chosen)
+
+
+def upgrade() -> None:
+    online_ddl.lock_tables(PARTICIPANTS)
+    op.execute(ADD_COLUMN_SQL)
+    for signature, definition in DEFINITIONS.items():
+        op.execute(snapshots.redefine_function_sql(revision, signature, definition))
+
+
+def downgrade() -> None:
+    # First transaction: 103's functions back, which no longer read last_read_seq.
+    online_ddl.lock_tables(PARTICIPANTS)
+    for signature in reversed(DEFINITIONS):
+        op.execute(_restore_function_sql(signature))
+    # Then the column, in a transaction of its own: a call of 104's function that
+    # began before the first commit already holds its lock on chat_participants
+    # (its caller check reads it), so the drop waits for it; dropped in the same
+    # transaction, such a call would fail on the missing column.
+    with op.get_context().autocommit_block():
+        online_ddl.execute(DROP_COLUMN_SQL, table=PARTICIPANTS, in_transaction=False)
+    # Last, with alembic's version update: the snapshots. Until then a rerun restores from them.
+    for signature in reversed(DEFINITIONS):
+        op.execute(snapshots.forget_sql(revision, "function", signature))
+    op.execute(snapshots.forget_sql(revision, COLUMN_KIND, READ_SEQ_COLUMN))

@@ -1,0 +1,467 @@
+"""scripts/benchmark-plan-vs-project: the plan's SQL files and the project's revisions, same data, same paced load.
+
+A benchmark, not a test: its numbers depend on the machine. It loads the
+staging and prod lookalikes once (``bulk_load``, ``--messages`` each) and
+keeps them as templates; every scenario runs on fresh copies of them, under a
+**paced** application load (``--rate`` requests per second per environment,
+as ``authenticated`` with JWT claims: the workers of bench_under_load, paced),
+with a sampler of the requests that wait for a lock held by the migration
+(``pg_blocking_pids``). Subcommands, each printing Markdown for BENCHMARKS.md:
+
+* ``compare``: (a) the plan's own SQL files as an operator pastes them into
+  the SQL editor (each file one simple-query message: one implicit
+  transaction), then its ``rollback.sql``; (b) ``alembic -n ENV upgrade
+  100_converged`` and the downgrade to the baseline; (c) ``upgrade head`` and
+  the downgrade. Wall time, application errors, p50/p99/max at rest and
+  during the DDL, the longest wait of one request on the migration, ratios.
+* ``deadlocks``: the plan's prod file repeated ``--trials`` times under load
+  (the NOT NULL undone between trials, the index kept as prod had it),
+  against the project's 001_schema_alignment upgrade and downgrade.
+* ``queries``: the plan's three performance claims on staging, as
+  ``authenticated`` in one long-lived session: at the baseline, after the
+  plan's files, at head.
+* ``index-floor``: CREATE INDEX against CREATE INDEX CONCURRENTLY on an idle
+  copy, at the server's maintenance_work_mem (what the migration uses) and
+  at ``--big-maintenance-work-mem``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import threading
+import time
+from dataclasses import dataclass
+
+import psycopg2
+
+from chat_migrations.frozen import baseline
+from chat_migrations.harness import alembic_cli, bulk_load
+from chat_migrations.harness.bench_under_load import (
+    ApplicationWorker, LockWaitSampler, Recorder, run_alembic, sample_participants, summarize,
+)
+from chat_migrations.harness.cluster import Cluster
+
+ENVIRONMENTS = ("staging", "prod")
+
+# The plan's files as its summary gives them (000_0ab04973857fefb3: "Migration
+# Strategy" and "Rollback Plan"), in the order an operator runs them. Each is
+# pasted whole into the SQL editor: one request, one implicit transaction.
+PLAN_FILES = {
+    "staging": {
+        "002_function_updates_staging.sql": f"DROP FUNCTION IF EXISTS {baseline.MARK_MESSAGES_AS_READ};"
+        f"{baseline.MARK_MESSAGES_AS_READ_RETURNING_COUNT}{baseline.MARK_MESSAGES_AS_READ_GRANTS}"
+        f"{baseline.GET_UNREAD_COUNT_FUNCTION}",
+        "003_index_alignment.sql": "CREATE INDEX IF NOT EXISTS idx_chat_messages_reply_to "
+        "ON public.chat_messages (reply_to_message_id);",
+    },
+    "prod": {
+        "001_schema_alignment.sql": "ALTER TABLE public.chat_participants ALTER COLUMN chat_id SET NOT NULL;\n"
+        "ALTER TABLE public.chat_participants ALTER COLUMN user_id SET NOT NULL;\n"
+        "CREATE INDEX IF NOT EXISTS idx_chat_messages_sender_id ON public.chat_messages (sender_id);",
+    },
+}
+# rollback.sql, each environment's half (the plan: "Function rollback usually not needed").
+PLAN_ROLLBACK = {
+    "staging": "DROP INDEX IF EXISTS idx_chat_messages_reply_to;",
+    "prod": "ALTER TABLE public.chat_participants ALTER COLUMN chat_id DROP NOT NULL;\n"
+    "ALTER TABLE public.chat_participants ALTER COLUMN user_id DROP NOT NULL;\n"
+    "DROP INDEX IF EXISTS idx_chat_messages_sender_id;",
+}
+# Between deadlock trials: back to prod as it was (its sender index existed before the plan).
+UNDO_PROD_NOT_NULL = ("ALTER TABLE public.chat_participants ALTER COLUMN chat_id DROP NOT NULL, "
+                      "ALTER COLUMN user_id DROP NOT NULL")
+
+
+@dataclass
+class Step:
+    label: str
+    environment: str
+    start: float
+    end: float
+    error: str | None = None
+
+    @property
+    def seconds(self) -> float:
+        return self.end - self.start
+
+
+class Bench:
+    """The server, the loaded templates, and fresh copies under paced load."""
+
+    def __init__(self, messages: int, rate: float, workers: int):
+        self.messages, self.rate, self.workers = messages, rate, workers
+        self.cluster = Cluster.start()
+        print(f"server on port {self.cluster.port}, data in {self.cluster.root}", file=sys.stderr, flush=True)
+        self.templates = {}
+        for env in ENVIRONMENTS:
+            name = f"tpl_{env}"
+            started = time.monotonic()
+            self.cluster.create_observed_database(name, env)
+            bulk_load.load(self.cluster.passfile_url(name), messages=messages)
+            alembic_cli.run("-n", env, "-x", f"mark_as={env}", "stamp", f"000_{env}_baseline",
+                            urls={env: self.cluster.passfile_url(name)})
+            self.templates[env] = name
+            say(f"loaded {env}: {messages:,} messages in {time.monotonic() - started:.0f}s")
+        self.participants = {env: sample_participants(self.cluster.url(name)) for env, name in self.templates.items()}
+
+    def copies(self, tag: str) -> dict[str, str]:
+        """Fresh copies of the loaded templates; returns {environment: database}."""
+        names = {}
+        for env, template in self.templates.items():
+            name = f"{tag}_{env}"
+            self.cluster.drop_database(name)
+            self.cluster.create_database(name, template=template)
+            names[env] = name
+        return names
+
+    def under_load(self, databases: dict[str, str], run, quiet: float) -> dict:
+        """Paced traffic on ``databases``; ``quiet`` s at rest, then run() -> [Step], then ``quiet`` s more."""
+        recorder, stop = Recorder(), threading.Event()
+        interval = self.workers / self.rate
+        workers = [
+            ApplicationWorker(self.cluster.url(database), env, self.participants[env], recorder, stop, seed=n,
+                              interval=interval)
+            for env, database in databases.items() for n in range(self.workers)
+        ]
+        sampler = LockWaitSampler(lambda: self.cluster.admin_connect("postgres"), stop)
+        for thread in (*workers, sampler):
+            thread.start()
+        try:
+            time.sleep(quiet)
+            began = time.monotonic()
+            steps = run()
+            ended = time.monotonic()
+            time.sleep(quiet)
+        finally:
+            stop.set()
+            for thread in (*workers, sampler):
+                thread.join(timeout=60)
+        return {"recorder": recorder, "sampler": sampler, "steps": steps, "began": began, "ended": ended}
+
+    def paste(self, database: str, environment: str, label: str, sql: str) -> Step:
+        """One file pasted into the SQL editor: one simple query, one implicit transaction, no timeouts."""
+        conn = psycopg2.connect(self.cluster.url(database), application_name=f"plan:{environment}")
+        conn.autocommit = True
+        started, error = time.monotonic(), None
+        try:
+            with conn.cursor() as cur:
+                cur.execute(sql)
+        except psycopg2.Error as problem:
+            error = f"{type(problem).__name__}: {str(problem).strip().splitlines()[0]}"
+        finally:
+            conn.close()
+        return Step(label, environment, started, time.monotonic(), error)
+
+    def alembic(self, database: str, environment: str, *args: str) -> Step:
+        start, end, _, _ = run_alembic({environment: self.cluster.passfile_url(database)}, "-n", environment, *args)
+        return Step(f"alembic {' '.join(args)}", environment, start, end)
+
+    def stop(self) -> None:
+        self.cluster.stop(remove=True)
+
+
+def say(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def _phase_summary(run: dict) -> dict:
+    samples, steps, sampler = run["recorder"].samples, run["steps"], run["sampler"]
+    during = [s for s in samples if any(step.start <= s.at < step.end for step in steps)]
+    rest = [s for s in samples if s.at < run["began"]]
+    return {
+        "wall_seconds": round(sum(step.seconds for step in steps), 2),
+        "at_rest": summarize(rest),
+        "during": summarize(during),
+        "errors_during": sum(1 for s in samples if s.error and run["began"] <= s.at < run["ended"] + 1),
+        "error_kinds": sorted({s.error for s in samples if s.error})[:4],
+        "longest_wait_on_migration_s": sampler.longest_wait(run["began"], run["ended"]),
+        "steps": [(step.environment, step.label, round(step.seconds, 2), step.error) for step in steps],
+    }
+
+
+def compare(bench: Bench, quiet: float) -> dict:
+    results = {}
+
+    def plan(databases):
+        steps = []
+        for env in ENVIRONMENTS:
+            for name, sql in PLAN_FILES[env].items():
+                steps.append(bench.paste(databases[env], env, name, sql))
+        for env in ENVIRONMENTS:
+            steps.append(bench.paste(databases[env], env, "rollback.sql", PLAN_ROLLBACK[env]))
+        return steps
+
+    def project(target):
+        def run(databases):
+            steps = [bench.alembic(databases[env], env, "upgrade", target) for env in ENVIRONMENTS]
+            steps += [bench.alembic(databases[env], env, "downgrade", f"000_{env}_baseline") for env in ENVIRONMENTS]
+            return steps
+        return run
+
+    for label, run in (("plan's files + rollback.sql", plan), ("project: upgrade 100_converged + downgrade",
+                                                               project("100_converged")),
+                       ("project: upgrade head + downgrade", project("head"))):
+        databases = bench.copies("compare")
+        say(f"compare: {label}")
+        measured = bench.under_load(databases, lambda: run(databases), quiet)
+        results[label] = _phase_summary(measured)
+        say(json.dumps(results[label]))
+    return results
+
+
+def deadlocks(bench: Bench, trials: int, quiet: float) -> dict:
+    results = {}
+    prod = {"prod": bench.copies("deadlocks")["prod"]}
+
+    def plan_trials():
+        steps = []
+        for _ in range(trials):
+            steps.append(bench.paste(prod["prod"], "prod", "001_schema_alignment.sql",
+                                     PLAN_FILES["prod"]["001_schema_alignment.sql"]))
+            bench.paste(prod["prod"], "prod", "undo", UNDO_PROD_NOT_NULL)  # not the plan's: it keeps the index
+            time.sleep(1)
+        return steps
+
+    def project_trials():
+        steps = []
+        for _ in range(trials):
+            steps.append(bench.alembic(prod["prod"], "prod", "upgrade", "001_schema_alignment"))
+            bench.alembic(prod["prod"], "prod", "downgrade", "000_prod_baseline")
+            time.sleep(1)
+        return steps
+
+    for label, run in (("plan: 001_schema_alignment.sql", plan_trials),
+                       ("project: upgrade 001_schema_alignment", project_trials)):
+        say(f"deadlocks: {label}")
+        measured = bench.under_load({"prod": prod["prod"]}, run, quiet)
+        samples = measured["recorder"].samples
+        rows = []
+        for step in measured["steps"]:
+            inside = [s for s in samples if step.start <= s.at < step.end + 0.5]
+            app_deadlocks = sum(1 for s in inside if s.error and "deadlock" in s.error)
+            rows.append({
+                "seconds": round(step.seconds, 2), "migration_error": step.error, "app_deadlocks": app_deadlocks,
+                "app_errors": sum(1 for s in inside if s.error),
+                "app_max_ms": max((s.latency * 1000 for s in inside if s.error is None), default=0.0),
+                "longest_wait_s": measured["sampler"].longest_wait(step.start, step.end),
+            })
+        results[label] = rows
+        say(json.dumps(rows))
+    return results
+
+
+# The plan's three claims, as the frontend asks them (as the caller, through RLS).
+CLAIMS = {
+    "sender: messages from user X (claimed ~10-30 % faster)":
+        "SELECT id, chat_id, message_text, created_at FROM public.chat_messages WHERE sender_id = %(me)s "
+        "ORDER BY created_at DESC LIMIT 50",
+    "reply thread: replies to a message (claimed ~15-40 % faster)":
+        "SELECT id, sender_id, message_text, created_at FROM public.chat_messages WHERE reply_to_message_id = %(message)s "
+        "ORDER BY created_at",
+    "unread count (claimed ~50-80 % faster)": "UNREAD",
+}
+UNREAD_BEFORE_FUNCTION = ("SELECT count(*) FROM public.chat_messages WHERE chat_id = %(chat)s AND sender_id <> %(me)s "
+                          "AND deleted_at IS NULL AND status <> 'read'")
+
+
+def _callers(url: str) -> dict:
+    """A member of the largest chat, a message of it with replies."""
+    conn = psycopg2.connect(url)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT chat_id FROM public.chat_messages GROUP BY chat_id ORDER BY count(*) DESC LIMIT 1")
+            [chat] = cur.fetchone()
+            cur.execute("SELECT user_id FROM public.chat_participants WHERE chat_id = %s AND last_read_at IS NOT NULL "
+                        "ORDER BY user_id LIMIT 1", (chat,))
+            [me] = cur.fetchone()
+            cur.execute("SELECT reply_to_message_id FROM public.chat_messages WHERE chat_id = %s AND reply_to_message_id "
+                        "IS NOT NULL GROUP BY 1 ORDER BY count(*) DESC LIMIT 1", (chat,))
+            [message] = cur.fetchone()
+    finally:
+        conn.close()
+    return {"chat": str(chat), "me": str(me), "message": str(message)}
+
+
+def _time_queries(url: str, who: dict, calls: int) -> dict:
+    conn = psycopg2.connect(url, application_name="app")
+    timings = {}
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT to_regprocedure('public.get_unread_count(uuid, uuid)') IS NOT NULL")
+            [has_function] = cur.fetchone()
+            conn.commit()
+            for label, sql in CLAIMS.items():
+                if sql == "UNREAD":
+                    sql = ("SELECT public.get_unread_count(%(chat)s, %(me)s)" if has_function else UNREAD_BEFORE_FUNCTION)
+                runs = []
+                for _ in range(calls):
+                    started = time.perf_counter()
+                    cur.execute("SET LOCAL ROLE authenticated")
+                    cur.execute("SELECT set_config('request.jwt.claims', %s, true)",
+                                (json.dumps({"sub": who["me"], "role": "authenticated"}),))
+                    cur.execute(sql, who)
+                    cur.fetchall()
+                    conn.commit()
+                    runs.append((time.perf_counter() - started) * 1000)
+                ordered = sorted(runs)
+                timings[label] = {"p50_ms": round(statistics.median(ordered), 2),
+                                  "p99_ms": round(ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))], 2)}
+    finally:
+        conn.close()
+    return timings
+
+
+def _mark_read_as(url: str, who: dict) -> None:
+    conn = psycopg2.connect(url, application_name="app")
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SET LOCAL ROLE authenticated")
+            cur.execute("SELECT set_config('request.jwt.claims', %s, true)",
+                        (json.dumps({"sub": who["me"], "role": "authenticated"}),))
+            cur.execute("SELECT * FROM public.mark_messages_as_read(%(chat)s, %(me)s)", who)
+        conn.commit()
+    finally:
+        conn.close()
+
+
+def queries(bench: Bench, calls: int) -> dict:
+    """Staging at its baseline and after the plan's files (one copy); at 103 and at head (another)."""
+    plan_copy = bench.copies("queries_plan")["staging"]
+    url = bench.cluster.url(plan_copy)
+    who = _callers(url)
+    results = {"baseline": _time_queries(url, who, calls)}
+    for name, sql in PLAN_FILES["staging"].items():
+        bench.paste(plan_copy, "staging", name, sql)
+    bench.cluster.execute(plan_copy, "ANALYZE public.chat_messages")
+    results["after the plan's files"] = _time_queries(url, who, calls)
+    bench.cluster.drop_database(plan_copy)
+    project_copy = bench.copies("queries_project")["staging"]
+    url = bench.cluster.url(project_copy)
+    bench.alembic(project_copy, "staging", "upgrade", "103_messaging_security")
+    results["at 103_messaging_security"] = _time_queries(url, who, calls)
+    bench.alembic(project_copy, "staging", "upgrade", "head")
+    results["at head (read position by time)"] = _time_queries(url, who, calls)
+    # The reader's first mark-as-read since 104 gives them a seq position: counted by seq from then on.
+    _mark_read_as(url, who)
+    results["at head, after the reader's mark_messages_as_read"] = _time_queries(url, who, calls)
+    bench.cluster.drop_database(project_copy)
+    return {"caller": who, "calls": calls, "results": results}
+
+
+def index_floor(bench: Bench, big: str) -> dict:
+    database = bench.copies("floor")["staging"]
+    conn = bench.cluster.connect(database)
+    rows = []
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SHOW maintenance_work_mem")
+            [default] = cur.fetchone()
+            for setting in (default, big):
+                for concurrently in ("", "CONCURRENTLY "):
+                    cur.execute(f"SET maintenance_work_mem = '{setting}'")
+                    started = time.monotonic()
+                    cur.execute(f"CREATE INDEX {concurrently}idx_chat_messages_reply_to "
+                                "ON public.chat_messages (reply_to_message_id)")
+                    seconds = time.monotonic() - started
+                    cur.execute("DROP INDEX public.idx_chat_messages_reply_to")
+                    rows.append({"maintenance_work_mem": setting, "statement": f"CREATE INDEX {concurrently}".strip(),
+                                 "seconds": round(seconds, 2)})
+                    say(json.dumps(rows[-1]))
+    finally:
+        conn.close()
+    return {"rows": rows}
+
+
+def _ratio(a, b) -> str:
+    return f"{a / b:.1f}×" if b else ("—" if not a else "∞")
+
+
+def print_compare(results: dict) -> None:
+    print("| run | wall (s) | app errors | at rest p50 / p99 / max (ms) | during DDL p50 / p99 / max (ms) "
+          "| longest wait on the migration (s) |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for label, r in results.items():
+        rest, during = r["at_rest"], r["during"]
+        print(f"| {label} | {r['wall_seconds']} | {r['errors_during']} | {rest.get('p50_ms')} / {rest.get('p99_ms')} / "
+              f"{rest.get('max_ms')} | {during.get('p50_ms')} / {during.get('p99_ms')} / {during.get('max_ms')} "
+              f"| {r['longest_wait_on_migration_s']} |")
+    plan = next(iter(results.values()))
+    for label, r in list(results.items())[1:]:
+        print(f"\n{label} / plan: wall {_ratio(r['wall_seconds'], plan['wall_seconds'])}, "
+              f"max during {_ratio(r['during'].get('max_ms', 0), plan['during'].get('max_ms', 0))}, "
+              f"longest wait {_ratio(r['longest_wait_on_migration_s'], plan['longest_wait_on_migration_s'])}")
+    print("\nSteps:")
+    for label, r in results.items():
+        print(f"- {label}: " + "; ".join(f"{env} {name} {seconds}s" + (f" ({error})" if error else "")
+                                        for env, name, seconds, error in r["steps"]))
+
+
+def print_deadlocks(results: dict) -> None:
+    print("| run | trials | trials with aborted app transactions | app deadlocks | migration failed "
+          "| longest wait on the migration (s) | app max (ms) |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for label, rows in results.items():
+        print(f"| {label} | {len(rows)} | {sum(1 for r in rows if r['app_errors'])} | "
+              f"{sum(r['app_deadlocks'] for r in rows)} | {sum(1 for r in rows if r['migration_error'])} | "
+              f"{max((r['longest_wait_s'] for r in rows), default=0)} | "
+              f"{round(max((r['app_max_ms'] for r in rows), default=0), 1)} |")
+
+
+def print_queries(results: dict) -> None:
+    states = list(results["results"])
+    print("| query | " + " | ".join(f"{state} p50 (ms)" for state in states) + " | change, baseline → head |")
+    print("| --- |" + " --- |" * (len(states) + 1))
+    for label in CLAIMS:
+        values = [results["results"][state][label]["p50_ms"] for state in states]
+        change = (values[0] - values[-1]) / values[0] * 100 if values[0] else 0
+        print(f"| {label} | " + " | ".join(str(v) for v in values) + f" | {change:+.0f} % faster |")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="scripts/benchmark-plan-vs-project", description=__doc__.split("\n\n")[0])
+    parser.add_argument("what", nargs="+", choices=("compare", "deadlocks", "queries", "index-floor"))
+    parser.add_argument("--messages", type=int, default=1_000_000, help="messages per environment (default 1,000,000)")
+    parser.add_argument("--rate", type=float, default=50.0, help="application requests per second per environment (50)")
+    parser.add_argument("--workers", type=int, default=4, help="application connections per environment (4)")
+    parser.add_argument("--quiet-seconds", type=float, default=20.0, help="traffic at rest before and after (20)")
+    parser.add_argument("--trials", type=int, default=20, help="deadlocks: repetitions of each file (20)")
+    parser.add_argument("--calls", type=int, default=200, help="queries: calls per query and state (200)")
+    parser.add_argument("--big-maintenance-work-mem", default="1GB", help="index-floor: the raised setting (1GB)")
+    parser.add_argument("--json", type=argparse.FileType("w"), help="also write the raw results here")
+    args = parser.parse_args(argv)
+    load = os.getloadavg()
+    print(f"Machine: {platform.platform()}, {os.cpu_count()} cores; load average at start "
+          f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f}. {args.messages:,} messages per environment, "
+          f"{args.rate:g} requests/s per environment over {args.workers} connections.\n")
+    bench = Bench(args.messages, args.rate, args.workers)
+    everything = {}
+    try:
+        for what in args.what:
+            if what == "compare":
+                everything[what] = compare(bench, args.quiet_seconds)
+                print_compare(everything[what])
+            elif what == "deadlocks":
+                everything[what] = deadlocks(bench, args.trials, args.quiet_seconds / 2)
+                print_deadlocks(everything[what])
+            elif what == "queries":
+                everything[what] = queries(bench, args.calls)
+                print_queries(everything[what])
+            else:
+                everything[what] = index_floor(bench, args.big_maintenance_work_mem)
+                for row in everything[what]["rows"]:
+                    print(f"| {row['statement']} | {row['maintenance_work_mem']} | {row['seconds']} |")
+            print(flush=True)
+    finally:
+        bench.stop()
+        if args.json:
+            json.dump(everything, args.json, indent=2, default=str)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,267 @@
+"""Unread counts by seq (revision 104): correct under a concurrent mark-as-read, and O(unread) for the real caller.
+
+The callers are ``Frontend`` clients (role ``authenticated``, JWT claims, one
+transaction per request, as PostgREST runs them). The plans are the ones
+PostgreSQL really used inside the functions, reported by auto_explain with
+ANALYZE and BUFFERS from the caller's session; ``plan_cache_mode =
+force_generic_plan`` stands for a long-lived session (PostgREST's pooled
+connections), where PL/pgSQL caches a generic plan after five executions.
+Each case is run at 103 too, to show what 104 fixes.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+
+import pytest
+
+from chat_migrations.schema import messaging_functions
+
+from .conftest import assert_same_schema, head_of
+from .supabase_api import new_chat, new_users
+
+BEFORE = "103_messaging_security"
+SMALL, LARGE = 5_000, 50_000  # the chat grows tenfold...
+UNREAD = 20  # ...with the unread count fixed
+OTHER_CHATS = 200  # the reader who belongs to hundreds of chats
+
+
+def at(make_database, revision: str, environment: str = "prod"):
+    if revision == "head":
+        return make_database(environment, "head")
+    db = make_database(environment)
+    db.alembic("-n", environment, "upgrade", revision)
+    return db
+
+
+# --- correctness: the race -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "revision, unread_after",
+    [(BEFORE, 0), ("head", 1)],
+    ids=["103: by created_at, counted read unseen", "104: by seq, still unread"],
+)
+def test_a_message_committed_after_a_concurrent_mark_as_read_stays_unread(make_database, frontend, revision, unread_after):
+    db = at(make_database, revision)
+    alice, bob = new_users(db, 2)
+    chat = new_chat(db, [alice, bob])
+    as_alice, as_bob = frontend(db, alice), frontend(db, bob)
+    as_alice.send(chat, "seen")
+    with as_alice.request() as cur:
+        # Alice's send has begun (its created_at is her transaction's start) but not committed...
+        cur.execute("INSERT INTO public.chat_messages (chat_id, sender_id, message_text) VALUES (%s, %s, 'late')",
+                    (chat, alice))
+        # ...when Bob, on his own connection, marks the chat read: he cannot see it.
+        assert as_bob.rpc("mark_messages_as_read", p_chat_id=chat, p_user_id=bob) == [{"updated_count": 1}]
+    # Alice's message is committed now, unseen and still 'sent'.
+    assert db.scalar("SELECT status FROM public.chat_messages WHERE chat_id = %s AND message_text = 'late'", (chat,)) == "sent"
+    assert as_bob.rpc("get_unread_count", p_chat_id=chat, p_user_id=bob) == [{"get_unread_count": unread_after}]
+    # Bob's next mark-as-read sees it and marks it read, at both revisions.
+    assert as_bob.rpc("mark_messages_as_read", p_chat_id=chat, p_user_id=bob) == [{"updated_count": 1}]
+    assert as_bob.rpc("get_unread_count", p_chat_id=chat, p_user_id=bob) == [{"get_unread_count": 0}]
+
+
+def test_the_read_position_moves_forward_only_and_counts_what_came_after(make_database, frontend):
+    db = make_database("prod", "head")
+    alice, bob = new_users(db, 2)
+    chat = new_chat(db, [alice, bob])
+    as_alice, as_bob = frontend(db, alice), frontend(db, bob)
+    for text in ("one", "two"):
+        as_alice.send(chat, text)
+    position = "SELECT last_read_seq FROM public.chat_participants WHERE chat_id = %s AND user_id = %s"
+    assert db.scalar(position, (chat, bob)) is None
+    assert as_bob.rpc("mark_messages_as_delivered", p_chat_id=chat, p_user_id=bob) == [{"updated_count": 2}]
+    assert as_bob.rpc("mark_messages_as_read", p_chat_id=chat, p_user_id=bob) == [{"updated_count": 2}]
+    assert db.scalar(position, (chat, bob)) == 2
+    as_bob.send(chat, "three")  # his own: never unread for him
+    as_alice.send(chat, "four")
+    assert as_bob.rpc("get_unread_count", p_chat_id=chat, p_user_id=bob) == [{"get_unread_count": 1}]
+    # The participant may read their position (and only theirs).
+    assert as_bob.query("SELECT last_read_seq FROM public.chat_participants") == [{"last_read_seq": 2}]
+    # Never backwards, even if an older position is written by the owner.
+    db.execute("UPDATE public.chat_participants SET last_read_seq = 1 WHERE chat_id = %s AND user_id = %s", (chat, bob))
+    assert as_bob.rpc("mark_messages_as_read", p_chat_id=chat, p_user_id=bob) == [{"updated_count": 1}]
+    assert db.scalar(position, (chat, bob)) == 4
+    assert as_bob.rpc("get_unread_count", p_chat_id=chat, p_user_id=bob) == [{"get_unread_count": 0}]
+
+
+# --- cost: the plans the real caller gets -------------------------------------------
+
+
+def load_chat(db, writer: str, readers: list[str], messages: int) -> str:
+    """A chat of ``messages`` from ``writer``; every reader has read all but the last UNREAD (by seq and by time)."""
+    chat = new_chat(db, [writer, *readers])
+    db.execute(
+        """
+        SET session_replication_role = replica;
+        INSERT INTO public.chat_messages (chat_id, sender_id, message_text, seq, status, created_at)
+        SELECT %(chat)s, %(writer)s, 'message ' || g, g, CASE WHEN g > %(read)s THEN 'sent' ELSE 'read' END,
+               timestamptz '2025-01-01 00:00+00' + g * interval '1 second'
+          FROM generate_series(1, %(count)s) g;
+        UPDATE public.chat_participants
+           SET last_read_at = timestamptz '2025-01-01 00:00+00' + %(read)s * interval '1 second'
+         WHERE chat_id = %(chat)s AND user_id <> %(writer)s;
+        """,
+        {"chat": chat, "writer": writer, "count": messages, "read": messages - UNREAD},
+        admin=True,  # test data with triggers off: a superuser's load, not the project's
+    )
+    if db.revision() != BEFORE:
+        db.execute("UPDATE public.chat_participants SET last_read_seq = %s WHERE chat_id = %s AND user_id <> %s",
+                   (messages - UNREAD, chat, writer))
+    return chat
+
+
+@pytest.fixture
+def two_sizes(make_database, request):
+    """A database at the revision asked for, with a small and a tenfold chat; readers in one chat and in 201."""
+    db = at(make_database, request.param)
+    writer, busy, single_small, single_large, *others = new_users(db, 4 + 3)
+    chats = {
+        SMALL: load_chat(db, writer, [busy, single_small], SMALL),
+        LARGE: load_chat(db, writer, [busy, single_large], LARGE),
+    }
+    db.execute(
+        "INSERT INTO public.chats (id, created_by) SELECT md5('other-chat-' || g)::uuid, %(me)s FROM generate_series(1, %(n)s) g;"
+        "INSERT INTO public.chat_participants (chat_id, user_id) "
+        "SELECT md5('other-chat-' || g)::uuid, u FROM generate_series(1, %(n)s) g, unnest(ARRAY[%(me)s, %(other)s]::uuid[]) u;",
+        {"me": busy, "other": others[0], "n": OTHER_CHATS},
+    )
+    db.execute("ANALYZE public.chats, public.chat_participants, public.chat_messages")
+    return db, chats, {"in 201 chats": {SMALL: busy, LARGE: busy}, "in one chat": {SMALL: single_small, LARGE: single_large}}
+
+
+def watched(frontend, db, user: str, *, generic: bool):
+    """A caller's session whose nested statements' plans auto_explain reports, with buffers."""
+    client = frontend(db, user, observed=True)
+    with client.connection.cursor() as cur:
+        cur.execute(
+            "LOAD 'auto_explain'; SET auto_explain.log_min_duration = 0; SET auto_explain.log_nested_statements = on;"
+            "SET auto_explain.log_analyze = on; SET auto_explain.log_buffers = on; SET auto_explain.log_timing = off;"
+            "SET auto_explain.log_format = json; SET auto_explain.log_level = notice"
+            + ("; SET plan_cache_mode = force_generic_plan" if generic else "")
+        )
+    return client
+
+
+def plans(notices: list[str], statement: str) -> list[dict]:
+    """auto_explain's reports of the nested statements starting with ``statement``."""
+    found = []
+    for notice in notices:
+        if "{" in notice:
+            report = json.loads(notice[notice.index("{"):])
+            if report["Query Text"].strip().startswith(statement):
+                found.append(report)
+    assert found, f"auto_explain reported no {statement!r}: {notices}"
+    return found
+
+
+def blocks(report: dict) -> int:
+    plan = report["Plan"]
+    return plan.get("Shared Hit Blocks", 0) + plan.get("Shared Read Blocks", 0)
+
+
+def nodes(plan: dict):
+    yield plan
+    for child in plan.get("Plans", []):
+        yield from nodes(child)
+
+
+def count_blocks(client, chat: str, calls: int = 8) -> tuple[list[int], set[str]]:
+    """Buffers read by get_unread_count's count statement in each of ``calls`` calls in one session, and its indexes."""
+    read, indexes = [], set()
+    for _ in range(calls):
+        client.connection.notices.clear()
+        assert client.rpc("get_unread_count", p_chat_id=chat, p_user_id=client.user_id) == [{"get_unread_count": UNREAD}]
+        [count] = plans(client.connection.notices, "SELECT count(*)")
+        read.append(blocks(count))
+        scans = [n for n in nodes(count["Plan"]) if n.get("Relation Name") == "chat_messages" or "Index Name" in n]
+        indexes |= {n.get("Index Name", n["Node Type"]) for n in scans if n["Node Type"] != "Bitmap Heap Scan"}
+    return read, indexes
+
+
+@pytest.mark.parametrize("two_sizes", [BEFORE, "head"], indirect=True, ids=["at 103", "at 104"])
+def test_unread_count_buffers_stay_bounded_when_the_chat_grows_tenfold(two_sizes, frontend):
+    db, chats, callers = two_sizes
+    at_head = db.revision() == head_of("prod")
+    # Fresh sessions whose plans come as PL/pgSQL picks them (custom first, generic
+    # after five calls if cheaper), and long-lived ones with generic plans throughout.
+    for generic, (caller, user_of) in itertools.product((False, True), callers.items()):
+        measured = {size: count_blocks(watched(frontend, db, user_of[size], generic=generic), chats[size]) for size in chats}
+        read = {size: blocks_read for size, (blocks_read, _) in measured.items()}
+        small, large = max(read[SMALL]), max(read[LARGE])
+        if at_head:
+            # A range scan of the read position's index: (chat_id, seq).
+            used = {index for _, indexes in measured.values() for index in indexes}
+            assert used and used <= set(messaging_functions.SEQ_INDEXES), f"{caller}: {used}"
+            # A few more index pages on the way down, never the chat: 20 unread are about 20 heap rows.
+            assert large <= small + 5, f"{caller}: {read}"
+            assert large < 60, f"{caller}: {read}"
+        elif generic:
+            # 103's generic plan filters the whole chat: its buffers grow with it.
+            assert large > 5 * small, f"{caller}: {read}"
+
+
+@pytest.mark.parametrize("two_sizes", ["head"], indirect=True, ids=["at 104"])
+def test_reads_and_marks_cost_what_they_touch_not_the_chat(two_sizes, frontend):
+    db, chats, callers = two_sizes
+    cost = {}
+    for size, chat in chats.items():
+        user = callers["in 201 chats"][size]
+        client = watched(frontend, db, user, generic=True)
+        # The frontend's per-chat reads, prepared as PostgREST prepares them, planned generically.
+        with client.request() as cur:
+            cur.execute("PREPARE latest_page(uuid) AS SELECT id, seq, sender_id, message_text, status, created_at "
+                        "FROM public.chat_messages WHERE chat_id = $1 AND deleted_at IS NULL ORDER BY seq DESC LIMIT 50")
+            cur.execute("PREPARE unread_list(uuid, bigint) AS SELECT id, seq, message_text FROM public.chat_messages "
+                        "WHERE chat_id = $1 AND seq > $2 AND deleted_at IS NULL ORDER BY seq")
+            cur.execute("SELECT last_read_seq FROM public.chat_participants WHERE chat_id = %s", (chat,))
+            position = cur.fetchone()["last_read_seq"]
+            for name, arguments in (("latest_page", (chat,)), ("unread_list", (chat, position))):
+                cur.execute(f"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) EXECUTE {name}({', '.join(['%s'] * len(arguments))})",
+                            arguments)
+                [[report]] = cur.fetchone().values()
+                cost[(name, size)] = blocks(report)
+                assert report["Plan"]["Actual Rows"] == (50 if name == "latest_page" else UNREAD)
+        client.connection.notices.clear()
+        assert client.rpc("mark_messages_as_delivered", p_chat_id=chat, p_user_id=user) == [{"updated_count": UNREAD}]
+        assert client.rpc("mark_messages_as_read", p_chat_id=chat, p_user_id=user) == [{"updated_count": UNREAD}]
+        updates = plans(client.connection.notices, "UPDATE public.chat_messages")
+        cost[("mark_messages_as_delivered", size)], cost[("mark_messages_as_read", size)] = map(blocks, updates)
+        assert client.rpc("get_unread_count", p_chat_id=chat, p_user_id=user) == [{"get_unread_count": 0}]
+    for name in ("latest_page", "unread_list", "mark_messages_as_delivered", "mark_messages_as_read"):
+        assert cost[(name, LARGE)] <= cost[(name, SMALL)] + 5, cost
+
+
+# --- the downgrade ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("environment", ["prod", "staging"])
+def test_downgrade_to_103_restores_its_schema_exactly_with_or_without_snapshots(make_database, environment):
+    expected = at(make_database, BEFORE, environment).schema()
+    for snapshots_kept in (True, False):
+        db = make_database(environment, "head")
+        if not snapshots_kept:
+            db.execute("DELETE FROM migration_meta.rollback_snapshots WHERE revision = '104_read_position_by_seq'")
+        db.alembic("-n", environment, "downgrade", BEFORE)
+        assert_same_schema(db.schema(), expected, f"{environment} at 103 (snapshots kept: {snapshots_kept})")
+
+
+def test_a_last_read_seq_column_that_was_there_is_kept_by_the_downgrade(make_database):
+    db = at(make_database, BEFORE)
+    db.execute("ALTER TABLE public.chat_participants ADD COLUMN last_read_seq bigint")
+    before = db.schema()
+    db.alembic("-n", "prod", "upgrade", "head")
+    db.alembic("-n", "prod", "downgrade", BEFORE)
+    assert_same_schema(db.schema(), before, "prod with its own last_read_seq")
+
+
+def test_a_last_read_seq_of_another_type_stops_the_upgrade_before_anything_changes(make_database):
+    db = at(make_database, BEFORE)
+    db.execute("ALTER TABLE public.chat_participants ADD COLUMN last_read_seq text")
+    before = db.schema()
+    result = db.alembic("-n", "prod", "upgrade", "head", check=False)
+    assert result.returncode != 0 and "exists as text, not bigint" in result.output
+    assert db.revision() == BEFORE
+    assert_same_schema(db.schema(), before, "prod refused at 104")
