@@ -26,6 +26,7 @@ COMMANDS: dict[str, str] = {
     "bulk-load": "chat_migrations.harness.bulk_load",
     "benchmark-checks": "chat_migrations.harness.benchmark_checks",
     "benchmark-under-load": "chat_migrations.harness.bench_under_load",
+    "benchmark-plan-vs-project": "chat_migrations.harness.bench_plan_vs_project",
 }
 
 

@@ -422,7 +422,7 @@ def print_queries(results: dict) -> None:
         print(f"| {label} | " + " | ".join(str(v) for v in values) + f" | {change:+.0f} % faster |")
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="scripts/benchmark-plan-vs-project", description=__doc__.split("\n\n")[0])
     parser.add_argument("what", nargs="+", choices=("compare", "deadlocks", "queries", "index-floor"))
     parser.add_argument("--messages", type=int, default=1_000_000, help="messages per environment (default 1,000,000)")
@@ -433,6 +433,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--calls", type=int, default=200, help="queries: calls per query and state (200)")
     parser.add_argument("--big-maintenance-work-mem", default="1GB", help="index-floor: the raised setting (1GB)")
     parser.add_argument("--json", type=argparse.FileType("w"), help="also write the raw results here")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     load = os.getloadavg()
     print(f"Machine: {platform.platform()}, {os.cpu_count()} cores; load average at start "

@@ -302,12 +302,17 @@ def plot(samples: list[Sample], windows: list[tuple[str, float, float]], origin:
     figure.savefig(path, dpi=110)
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="scripts/benchmark-under-load", description=__doc__.split("\n\n")[0])
     parser.add_argument("--messages", type=int, default=10_000_000, help="messages per environment (default 10,000,000)")
     parser.add_argument("--workers", type=int, default=4, help="application connections per environment (default 4)")
     parser.add_argument("--quiet-seconds", type=float, default=30.0, help="traffic before and after the migration (default 30)")
     parser.add_argument("--output", type=Path, default=Path("benchmark-under-load"), help="folder for results.json and latency.png")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     args.output.mkdir(parents=True, exist_ok=True)
 

@@ -47,10 +47,15 @@ def _data_size(url: str) -> str:
     return f"{messages:,} messages; chat_messages {table} with its indexes; database {database}"
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="scripts/benchmark-checks", description=__doc__.split("\n\n")[0])
     parser.add_argument("--messages", type=int, default=10_000_000, help="messages loaded into prod (default 10,000,000)")
     parser.add_argument("--repeat", type=int, default=3, help="runs of each command; the median is reported (default 3)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
 
     cluster = Cluster.start()
