@@ -14,7 +14,7 @@ import argparse
 import ast
 import configparser
 import importlib
-import importlib.util
+
 import re
 import shlex
 from functools import cache
@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 from alembic.config import CommandLine
 
+from chat_migrations import cli
 from chat_migrations.runtime.session import Settings
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -31,30 +32,12 @@ DOCS_DIR = REPO_ROOT / "docs"
 COMMANDS_PAGE = DOCS_DIR / "commands.md"
 DEPLOYING_PAGE = DOCS_DIR / "deploying.md"
 
-# scripts/NAME → the module whose parser it runs.
-try:
-    from chat_migrations.cli import COMMANDS as _COMMANDS
-except ImportError:  # before the command group lands on main
-    _COMMANDS = {
-        "adopt": "chat_migrations.checks.adopt",
-        "drift": "chat_migrations.checks.drift",
-        "preflight": "chat_migrations.checks.preflight",
-        "validate": "chat_migrations.checks.validate",
-        "render-sql": "chat_migrations.review.render_sql",
-        "rehearse": "chat_migrations.harness.rehearse",
-        "local-job": "chat_migrations.harness.local_job",
-        "local-db": "chat_migrations.harness.local_db",
-        "benchmark-checks": "chat_migrations.harness.benchmark_checks",
-        "benchmark-under-load": "chat_migrations.harness.bench_under_load",
-    }
-COMMANDS: dict[str, str] = dict(_COMMANDS)
-# A command named in the docs whose module another change is adding. Its
-# entry is used only while the module does not exist; then its real parser is.
-PENDING = {"smoke": ("chat_migrations.checks.smoke", {"-n", "--name", "--json"})}
+# scripts/NAME → its module; a command without a wrapper is shown as `chat-migrations NAME`.
+COMMANDS: dict[str, str] = {name: module for name, module in cli.COMMANDS.items() if (REPO_ROOT / "scripts" / name).is_file()}
 # Shell commands: scripts/test passes everything to pytest; install-postgres takes a version.
 SHELL_COMMANDS = {"test", "install-postgres"}
 # How the docs show a command that has no scripts/ wrapper.
-MODULE_COMMANDS = {"python -m chat_migrations.harness.bulk_load": "chat_migrations.harness.bulk_load"}
+MODULE_COMMANDS = {f"chat-migrations {name}": module for name, module in cli.COMMANDS.items() if name not in COMMANDS}
 
 # Environment variables the docs may name that the code sets for others or
 # that another tool reads; each must still appear in the file given.
@@ -73,43 +56,16 @@ EXAMPLE_VARIABLES = {"PREVIEW_DATABASE_URL"}
 # --- the sources of truth --------------------------------------------------------------
 
 
-class _Captured(Exception):
-    def __init__(self, parser: argparse.ArgumentParser) -> None:
-        self.parser = parser
-
-
-def _parser_of_module(module_name: str) -> argparse.ArgumentParser | None:
-    module = importlib.import_module(module_name)
-    if hasattr(module, "build_parser"):
-        return module.build_parser()
-    # A main() that builds its parser inline: stop it at parse_args and keep the parser.
-    original = argparse.ArgumentParser.parse_args
-
-    def capture(self, *args, **kwargs):
-        raise _Captured(self)
-
-    if not module.main.__code__.co_argcount:
-        return None  # a main() without arguments takes no flags (scripts/local-job)
-    argparse.ArgumentParser.parse_args = capture
-    try:
-        try:
-            module.main([])
-        except _Captured as captured:
-            return captured.parser
-        return None
-    finally:
-        argparse.ArgumentParser.parse_args = original
+def _parser_of_module(module_name: str) -> argparse.ArgumentParser:
+    return importlib.import_module(module_name).build_parser()
 
 
 @cache
 def parsers() -> dict[str, argparse.ArgumentParser | None]:
-    """scripts/NAME (or a MODULE_COMMANDS name) → its parser; None for a command without flags."""
+    """scripts/NAME (or a MODULE_COMMANDS name) → its parser."""
     found = {name: _parser_of_module(module) for name, module in COMMANDS.items()}
     for name, module in MODULE_COMMANDS.items():
         found[name] = _parser_of_module(module)
-    for name, (module, _) in PENDING.items():
-        if name not in found and importlib.util.find_spec(module) is not None:
-            found[name] = _parser_of_module(module)
     return found
 
 
@@ -123,8 +79,6 @@ def known_options(command: str) -> set[str] | None:
     """The flags of scripts/COMMAND; None when the command is not known at all."""
     if command in parsers():
         return option_strings(parsers()[command])
-    if command in PENDING:
-        return PENDING[command][1]
     return None
 
 
@@ -252,7 +206,7 @@ def command_problems(markdown: str, where: str) -> list[str]:
     problems = []
     mentioned = set(re.findall(r"(?<![\w/.-])scripts/([a-z][a-z0-9-]*)(?![\w/.-])", markdown))
     for name in sorted(mentioned):
-        if not (REPO_ROOT / "scripts" / name).is_file() and name not in PENDING:
+        if not (REPO_ROOT / "scripts" / name).is_file():
             problems.append(f"{where}: scripts/{name} does not exist")
     for code in code_texts(markdown):
         for command, args in invocations(code):
