@@ -1,0 +1,118 @@
+"""The library's shape: what a revision may import, and the one command group.
+
+A revision that imported the head schema (or anything a later change to it
+would edit) would silently do something else on the next database it runs
+on: a new environment, a rehearsal clone, a rollback. So revisions import
+only the runtime (versioned helpers) and the frozen schema, and those import
+nothing that follows head.
+"""
+
+from __future__ import annotations
+
+import ast
+import contextlib
+import io
+import re
+from pathlib import Path
+
+import pytest
+
+from chat_migrations import cli
+from chat_migrations.runtime.environments import REPO_ROOT
+
+LIBRARY = REPO_ROOT / "scripts" / "chat_migrations"
+REVISIONS = sorted((REPO_ROOT / "alembic" / "versions").rglob("*.py"))
+STABLE = ("chat_migrations.runtime", "chat_migrations.frozen", "chat_migrations.errors")
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(LIBRARY.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def package_of(path: Path) -> str:
+    return module_name(path.parent / "__init__.py")
+
+
+def is_module(dotted: str) -> bool:
+    path = LIBRARY.parent.joinpath(*dotted.split("."))
+    return path.is_dir() or path.with_suffix(".py").exists()
+
+
+def project_imports(source: str, package: str = "") -> set[str]:
+    """Every chat_migrations module the source imports, at any depth of the file.
+
+    ``package`` is the package the source belongs to, for relative imports.
+    """
+    found = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            anchor = package.split(".")[: len(package.split(".")) - node.level + 1] if node.level else []
+            base = ".".join([*anchor, *([node.module] if node.module else [])])
+            # `from package import module` imports that module; `from module import name`, the module.
+            found.update(f"{base}.{a.name}" if is_module(f"{base}.{a.name}") else base for a in node.names)
+    return {name for name in found if name == "chat_migrations" or name.startswith("chat_migrations.")}
+
+
+def unstable(imports: set[str]) -> list[str]:
+    return sorted(name for name in imports if not name.startswith(STABLE))
+
+
+@pytest.mark.parametrize("revision", REVISIONS, ids=lambda path: path.stem)
+def test_a_revision_imports_only_the_runtime_and_the_frozen_schema(revision):
+    assert unstable(project_imports(revision.read_text())) == []
+
+
+def test_the_runtime_and_the_frozen_schema_import_nothing_that_follows_head():
+    stable_modules = [path for path in LIBRARY.rglob("*.py") if module_name(path).startswith(STABLE)]
+    assert len(stable_modules) > 10
+    offenders = {
+        module_name(path): unstable(project_imports(path.read_text(), package_of(path))) for path in stable_modules
+    }
+    assert {name: imports for name, imports in offenders.items() if imports} == {}
+
+
+def test_the_rule_catches_what_would_follow_head():
+    revision = (
+        "from chat_migrations.runtime import online_ddl\n"
+        "def upgrade():\n"
+        "    from chat_migrations.schema import messaging_functions\n"
+        "    from chat_migrations import cli\n"
+    )
+    assert unstable(project_imports(revision)) == ["chat_migrations.cli", "chat_migrations.schema.messaging_functions"]
+    relative = "from ..schema import tables\nfrom . import session\n"
+    assert unstable(project_imports(relative, "chat_migrations.runtime")) == ["chat_migrations.schema.tables"]
+
+
+def wrappers() -> dict[str, str]:
+    """scripts/NAME → the command each thin wrapper runs."""
+    found = {}
+    for path in (REPO_ROOT / "scripts").iterdir():
+        match = path.is_file() and re.search(r'^exec chat-migrations (\S+) "\$@"$', path.read_text(), re.M)
+        if match:
+            found[path.name] = match.group(1)
+    return found
+
+
+def test_every_documented_command_is_a_thin_wrapper_of_the_command_group():
+    assert {name: name for name in wrappers()} == wrappers()
+    # bulk-load has no wrapper: the harness calls it, and `chat-migrations bulk-load` runs it by hand.
+    assert set(cli.COMMANDS) - set(wrappers()) == {"bulk-load"}
+
+
+@pytest.mark.parametrize("name", list(cli.COMMANDS))
+def test_each_command_declares_its_parser_and_answers_help(name):
+    module = cli.command(name)
+    assert module.build_parser().format_usage()
+    output = io.StringIO()
+    with contextlib.redirect_stdout(output), pytest.raises(SystemExit) as stop:
+        cli.main([name, "--help"])
+    assert stop.value.code == 0 and "usage:" in output.getvalue()
+
+
+def test_an_unknown_command_is_refused_with_the_list(capsys):
+    assert cli.main(["upgrade"]) == 2
+    error = capsys.readouterr().err
+    assert "unknown command 'upgrade'" in error and "validate" in error
