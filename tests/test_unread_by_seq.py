@@ -87,6 +87,59 @@ def test_the_read_position_moves_forward_only_and_counts_what_came_after(make_da
     assert as_bob.rpc("get_unread_count", p_chat_id=chat, p_user_id=bob) == [{"get_unread_count": 0}]
 
 
+@pytest.mark.parametrize("revision", [BEFORE, "head"], ids=["at 103", "at 104"])
+def test_a_direct_update_of_last_read_at_moves_the_badge_as_at_103(make_database, frontend, revision):
+    """authenticated may UPDATE its own last_read_at; the badge follows it (created after it: unread), as at 103."""
+    db = at(make_database, revision)
+    alice, bob = new_users(db, 2)
+    chat = new_chat(db, [alice, bob])
+    as_alice, as_bob = frontend(db, alice), frontend(db, bob)
+    sent = {text: as_alice.send(chat, text)["created_at"] for text in ("one", "two")}
+    assert as_bob.rpc("mark_messages_as_read", p_chat_id=chat, p_user_id=bob) == [{"updated_count": 2}]
+    sent |= {text: as_alice.send(chat, text)["created_at"] for text in ("three", "four")}
+
+    def unread() -> int:
+        [[count]] = [row.values() for row in as_bob.rpc("get_unread_count", p_chat_id=chat, p_user_id=bob)]
+        return count
+
+    def read_up_to(moment) -> None:
+        as_bob.query("UPDATE public.chat_participants SET last_read_at = %s WHERE chat_id = %s AND user_id = %s",
+                     (moment, chat, bob))
+
+    assert unread() == 2
+    read_up_to(sent["three"])  # forward, directly: "four" is the only one created after it
+    assert unread() == 1
+    read_up_to(sent["one"])  # backwards: marked unread again
+    assert unread() == 3
+    read_up_to(sent["four"])
+    assert unread() == 0
+    read_up_to(sent["two"])
+    assert unread() == 2
+    # mark_messages_as_read takes over again, with the exact position: from the
+    # first message created after last_read_at (as it does for a position from before 104).
+    assert as_bob.rpc("mark_messages_as_read", p_chat_id=chat, p_user_id=bob) == [{"updated_count": 2}]
+    assert unread() == 0
+    if revision == BEFORE:
+        return
+    position = "SELECT last_read_seq FROM public.chat_participants WHERE chat_id = %s AND user_id = %s"
+    assert db.scalar(position, (chat, bob)) == 4
+    # Its own update keeps the position even when the seq does not move (last_read_at does)...
+    assert as_bob.rpc("mark_messages_as_read", p_chat_id=chat, p_user_id=bob) == [{"updated_count": 0}]
+    assert db.scalar(position, (chat, bob)) == 4
+    # ...and does not mark the rest of its transaction: a direct update after it there still counts.
+    with as_bob.request() as cur:
+        cur.execute("SELECT * FROM public.mark_messages_as_read(p_chat_id := %s, p_user_id := %s)", (chat, bob))
+        cur.execute("UPDATE public.chat_participants SET last_read_at = %s WHERE chat_id = %s AND user_id = %s",
+                    (sent["two"], chat, bob))
+    assert db.scalar(position, (chat, bob)) is None
+    assert unread() == 2
+    # An update that sets a position of its own with the time (the owner's, by hand) keeps that position.
+    db.execute("UPDATE public.chat_participants SET last_read_at = now(), last_read_seq = 3 "
+               "WHERE chat_id = %s AND user_id = %s", (chat, bob))
+    assert db.scalar(position, (chat, bob)) == 3
+    assert unread() == 1
+
+
 # --- cost: the plans the real caller gets -------------------------------------------
 
 
@@ -244,7 +297,11 @@ def test_downgrade_to_103_restores_its_schema_exactly_with_or_without_snapshots(
         db = make_database(environment, "head")
         if not snapshots_kept:
             db.execute("DELETE FROM migration_meta.rollback_snapshots WHERE revision = '104_read_position_by_seq'")
+        assert db.scalar("SELECT count(*) FROM pg_trigger WHERE tgname = 'trg_follow_direct_last_read_at'") == 1
         db.alembic("-n", environment, "downgrade", BEFORE)
+        # The trigger and its function are gone (the dump compare says so too).
+        assert db.scalar("SELECT count(*) FROM pg_trigger WHERE tgname = 'trg_follow_direct_last_read_at'") == 0
+        assert db.scalar("SELECT to_regprocedure('public.follow_direct_last_read_at()')") is None
         assert_same_schema(db.schema(), expected, f"{environment} at 103 (snapshots kept: {snapshots_kept})")
 
 

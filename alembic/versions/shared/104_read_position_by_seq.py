@@ -44,28 +44,42 @@ This revision:
   service_role only, get_unread_count SECURITY INVOKER under the policies,
   the mark functions SECURITY DEFINER. authenticated's table SELECT covers
   the new column; it gets no UPDATE on it (the mark function moves it).
-A direct UPDATE of last_read_at (which authenticated may still do) no longer
-moves the badge once a seq position exists: the frontend marks read through
-mark_messages_as_read.
+* keeps 103's direct read position: authenticated may still UPDATE its own
+  last_read_at, and the badge follows it as at 103 (messages created after
+  it are unread). A BEFORE UPDATE OF last_read_at trigger on
+  chat_participants (trg_follow_direct_last_read_at, function
+  public.follow_direct_last_read_at(), SECURITY INVOKER, search_path = '',
+  EXECUTE revoked from PUBLIC and the API roles as 101 does: a trigger needs
+  none) clears last_read_seq when an update changes last_read_at, leaves
+  last_read_seq as it was, and is not mark_messages_as_read's own update
+  (which sets the transaction-local chat_migrations.marking_read just
+  before it and clears it just after); get_unread_count then counts by
+  last_read_at until the next mark_messages_as_read, which starts from the
+  first message created after it. Setting the marker by hand only keeps
+  one's own seq position (the policy limits updates to one's own rows).
 Live variants: a last_read_seq column that already exists as bigint is kept
 (and kept by the downgrade); of another type, the upgrade stops, nothing
 changed. updated_at is set by the mark functions only where it exists (103's
 choice).
 Locks: ACCESS EXCLUSIVE on chat_participants for ADD COLUMN (catalog only,
-no scan), taken first with online_ddl.lock_tables, waiting at most
+no scan) and CREATE TRIGGER (SHARE ROW EXCLUSIVE, covered), taken first with
+online_ddl.lock_tables, waiting at most
 lock_timeout and retried (the revision starts over, holding nothing between
 attempts). Function definitions are catalog rows. The upgrade is one
-transaction. The downgrade is two: the functions (under the same lock), then
+transaction. The downgrade is two: the trigger (DROP TRIGGER: ACCESS EXCLUSIVE) and
+the functions (under the same lock, taken first), then
 DROP COLUMN (ACCESS EXCLUSIVE again, retried), so that a call of 104's
 get_unread_count in flight at the first commit never meets a dropped column
 (measured: in one transaction, such a call failed under load).
 Downgrade verified: tests/test_unread_by_seq.py (dump at 103 equals dump
-after 104's downgrade, both environments, and with the snapshots deleted) and
+after 104's downgrade, both environments, and with the snapshots deleted;
+the trigger and its function are gone) and
 tests/test_exact_rollback.py (step by step on hand-written databases, and
 through the --sql scripts); it restores the recorded functions (definition,
 owner, ACL in its order, comment) and drops the column only if the upgrade
-added it. Without snapshots (a database stamped at 104) it puts back 103's
-definitions.
+added it; the trigger function is dropped (restored, had one of its name
+existed). Without snapshots (a database stamped at 104) it puts back 103's
+definitions and drops the trigger and its function.
 
 Revision ID: 104_read_position_by_seq
 Revises: 103_messaging_security
@@ -91,6 +105,10 @@ MARK_MESSAGES_AS_DELIVERED = "public.mark_messages_as_delivered(uuid, uuid)"
 MARK_MESSAGES_AS_READ = "public.mark_messages_as_read(uuid, uuid)"
 GET_UNREAD_COUNT = "public.get_unread_count(uuid, uuid)"
 READ_SEQ_COLUMN = f"{PARTICIPANTS}.last_read_seq"
+FOLLOW_LAST_READ_AT = "public.follow_direct_last_read_at()"
+FOLLOW_TRIGGER = "trg_follow_direct_last_read_at"
+# Set (transaction-local) by mark_messages_as_read around its own update of the reader's row only.
+MARKING_READ = "chat_migrations.marking_read"
 
 
 def _frozen_103():
@@ -117,6 +135,8 @@ requires = requirements.Requirements(
 )
 
 access = api_access.Access(
+    # A trigger's function: nobody calls it (a trigger needs no EXECUTE of the user who fires it).
+    functions={FOLLOW_LAST_READ_AT: {"PUBLIC": False, "anon": False, "authenticated": False, "service_role": False}},
     behaviour={
         GET_UNREAD_COUNT: "counts the others' messages after the reader's last_read_seq (by last_read_at until "
         "their first mark_messages_as_read after this revision); a message committed after a concurrent "
@@ -125,7 +145,11 @@ access = api_access.Access(
         "last_read_seq there (and last_read_at to now()); O(messages since the caller's last read)",
         MARK_MESSAGES_AS_DELIVERED: "only the others' messages after the caller's read position; "
         "O(messages since the caller's last read)",
-        PARTICIPANTS: "new column last_read_seq (readable by the participant, moved only by mark_messages_as_read)",
+        PARTICIPANTS: "new column last_read_seq (readable by the participant, moved only by mark_messages_as_read); "
+        "a direct UPDATE of last_read_at (authenticated may still make one) clears it, so the badge counts by "
+        "last_read_at again, as at 103, until the next mark_messages_as_read",
+        FOLLOW_LAST_READ_AT: "the BEFORE UPDATE OF last_read_at trigger's function on chat_participants; "
+        "nobody may execute it",
     },
 )
 
@@ -241,10 +265,14 @@ def _delivered(touch_updated_at: bool) -> str:
 def _read(touch_updated_at: bool) -> str:
     return _mark_messages_function(
         "read", moves_from="'sent', 'delivered'", up_to_latest=True, touch_updated_at=touch_updated_at,
-        then="""
+        then=f"""
+    -- Its own update of the reader's row: the trigger {FOLLOW_TRIGGER} keeps the seq
+    -- position for it (a direct change of last_read_at clears the position).
+    PERFORM set_config('{MARKING_READ}', 'on', true);
     UPDATE public.chat_participants
        SET last_read_at = now(), last_read_seq = greatest(last_read_seq, v_latest)
-     WHERE chat_id = p_chat_id AND user_id = p_user_id;""",
+     WHERE chat_id = p_chat_id AND user_id = p_user_id;
+    PERFORM set_config('{MARKING_READ}', '', true);""",
         comment="Marks the other participants' messages in a chat read up to its newest committed seq and moves "
         "the reader's last_read_seq there (and last_read_at to now()); returns how many messages changed. "
         "The caller acts only as themselves (p_user_id = auth.uid()) in a chat they participate in.",
@@ -290,6 +318,42 @@ $function$;{_103._comment(GET_UNREAD_COUNT,
     "revision 104: newer than last_read_at), not deleted (badge counts). The caller asks only for themselves "
     "(p_user_id = auth.uid()) in a chat they participate in.")}"""
 
+# --- a direct UPDATE of last_read_at counts, as at 103 ---------------------------------
+
+# SECURITY INVOKER: it only changes the row being updated (NEW), whoever updates it.
+# An update that changes last_read_at and leaves last_read_seq as it was, other than
+# mark_messages_as_read's own, is a read position by time again: get_unread_count counts
+# by last_read_at until the next mark_messages_as_read. Only a session that can run SQL
+# can set the marker itself, and then only keeps its own position by seq (the policy lets
+# a participant update only their own rows).
+FOLLOW_LAST_READ_AT_SQL = f"""
+CREATE OR REPLACE FUNCTION {FOLLOW_LAST_READ_AT}
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = ''
+AS $function$
+BEGIN
+    IF NEW.last_read_seq IS NOT DISTINCT FROM OLD.last_read_seq
+       AND current_setting('{MARKING_READ}', true) IS DISTINCT FROM 'on' THEN
+        NEW.last_read_seq := NULL;
+    END IF;
+    RETURN NEW;
+END;
+$function$;
+COMMENT ON FUNCTION {FOLLOW_LAST_READ_AT} IS
+    'A direct change of last_read_at (not mark_messages_as_read''s) clears last_read_seq: the badge counts by last_read_at, as before revision 104.';
+{access.function_grants_sql(FOLLOW_LAST_READ_AT)}"""
+
+# SHARE ROW EXCLUSIVE on the table, inside lock_tables' ACCESS EXCLUSIVE (taken first).
+CREATE_TRIGGER_SQL = (
+    f"""CREATE TRIGGER {FOLLOW_TRIGGER} BEFORE UPDATE OF last_read_at ON {PARTICIPANTS}
+    FOR EACH ROW WHEN (OLD.last_read_at IS DISTINCT FROM NEW.last_read_at)
+    EXECUTE FUNCTION {FOLLOW_LAST_READ_AT}"""
+)
+
+# ACCESS EXCLUSIVE on the table, inside lock_tables' (taken first).
+DROP_TRIGGER_SQL = f"DROP TRIGGER IF EXISTS {FOLLOW_TRIGGER} ON {PARTICIPANTS}"
+
 DEFINITIONS = {
     MARK_MESSAGES_AS_DELIVERED: snapshots.Choice(_103.HAS_UPDATED_AT, _delivered(True), _delivered(False)),
     MARK_MESSAGES_AS_READ: snapshots.Choice(_103.HAS_UPDATED_AT, _read(True), _read(False)),
@@ -308,8 +372,12 @@ def _restore_function_sql(signature: str) -> str:
     mark functions touch updated_at only where it exists) is chosen by the
     database, as 103's upgrade chose it.
     """
-    restore = snapshots.restore_function_sql(revision, signature, _FALLBACK)
     forget = snapshots.forget_sql(revision, "function", signature) + ";"
+    if signature == FOLLOW_LAST_READ_AT:  # 104's own: it did not exist at 103
+        restore = snapshots.restore_function_sql(revision, signature, snapshots.ABSENT)
+        assert forget in restore
+        return restore.replace(forget, "")
+    restore = snapshots.restore_function_sql(revision, signature, _FALLBACK)
     fallback = f"EXECUTE {snapshots.literal(_FALLBACK)};"
     assert forget in restore and fallback in restore
     definition = _103.DEFINITIONS[signature]
@@ -326,11 +394,16 @@ def upgrade() -> None:
     op.execute(ADD_COLUMN_SQL)
     for signature, definition in DEFINITIONS.items():
         op.execute(snapshots.redefine_function_sql(revision, signature, definition))
+    op.execute(snapshots.redefine_function_sql(revision, FOLLOW_LAST_READ_AT, FOLLOW_LAST_READ_AT_SQL))
+    op.execute(CREATE_TRIGGER_SQL)
 
 
 def downgrade() -> None:
-    # First transaction: 103's functions back, which no longer read last_read_seq.
+    # First transaction: the trigger and its function gone, 103's functions back,
+    # which no longer read last_read_seq.
     online_ddl.lock_tables(PARTICIPANTS)
+    op.execute(DROP_TRIGGER_SQL)
+    op.execute(_restore_function_sql(FOLLOW_LAST_READ_AT))
     for signature in reversed(DEFINITIONS):
         op.execute(_restore_function_sql(signature))
     # Then the column, in a transaction of its own: a call of 104's function that
@@ -340,6 +413,6 @@ def downgrade() -> None:
     with op.get_context().autocommit_block():
         online_ddl.execute(DROP_COLUMN_SQL, table=PARTICIPANTS, in_transaction=False)
     # Last, with alembic's version update: the snapshots. Until then a rerun restores from them.
-    for signature in reversed(DEFINITIONS):
+    for signature in (FOLLOW_LAST_READ_AT, *reversed(DEFINITIONS)):
         op.execute(snapshots.forget_sql(revision, "function", signature))
     op.execute(snapshots.forget_sql(revision, COLUMN_KIND, READ_SEQ_COLUMN))

@@ -234,6 +234,8 @@ def _classify_node(node) -> Classification:
             return _classify_drop(node)
         case ast.AlterTableStmt(objtype=enums.ObjectType.OBJECT_TABLE):
             return _classify_alter_table(node)
+        case ast.CreateTrigStmt(relation=relation):
+            return Classification((Lock(SHARE_ROW_EXCLUSIVE, _relation(relation), BRIEF),))
         case ast.CreatePolicyStmt(table=table) | ast.AlterPolicyStmt(table=table):
             return Classification((Lock(ACCESS_EXCLUSIVE, _relation(table), BRIEF),))
         case ast.CreateFunctionStmt() | ast.AlterFunctionStmt():
@@ -293,7 +295,7 @@ def _classify_drop(node: ast.DropStmt) -> Classification:
             locks = (Lock(SHARE_UPDATE_EXCLUSIVE, f"the table of {_object_name(o)}", waits) for o in node.objects)
             return Classification(tuple(locks), run_alone=True)
         return Classification(tuple(Lock(ACCESS_EXCLUSIVE, f"the table of {_object_name(o)}", BRIEF) for o in node.objects))
-    if kind is enums.ObjectType.OBJECT_POLICY:  # objects: [schema,] table, policy
+    if kind in (enums.ObjectType.OBJECT_POLICY, enums.ObjectType.OBJECT_TRIGGER):  # [schema,] table, name
         return Classification(tuple(Lock(ACCESS_EXCLUSIVE, _object_name(o[:-1]), BRIEF) for o in node.objects))
     if kind in _FUNCTION_OBJECTS:
         return FUNCTIONS_ONLY

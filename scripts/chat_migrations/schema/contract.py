@@ -17,7 +17,8 @@ information (validate's ``unknown_objects``), not a failure.
   (``online_ddl.index_definition``, the one source for both).
 * Unique keys and foreign keys by their columns (and referenced table), under
   any name and with any ON DELETE action.
-* The functions (signature -> result), the seq trigger, the Realtime tables.
+* The functions (signature -> result), the seq trigger and 104's read-position
+  trigger, the Realtime tables.
 * Privileges at head: what anon, authenticated and PUBLIC never hold.
 
 No revision imports this module: a revision says what it does itself, so a
@@ -233,6 +234,9 @@ MARK_MESSAGES_AS_DELIVERED = "public.mark_messages_as_delivered(uuid, uuid)"
 GET_UNREAD_COUNT = "public.get_unread_count(uuid, uuid)"
 GET_LATEST_SEQ = "public.get_latest_seq(uuid)"
 ASSIGN_MESSAGE_SEQ = "public.assign_message_seq()"
+# Revision 104: a direct UPDATE of last_read_at clears last_read_seq (the badge follows it, as at 103).
+FOLLOW_DIRECT_LAST_READ_AT = "public.follow_direct_last_read_at()"
+TRIGGER_FUNCTIONS = (ASSIGN_MESSAGE_SEQ, FOLLOW_DIRECT_LAST_READ_AT)
 API_FUNCTIONS = (MARK_MESSAGES_AS_READ, MARK_MESSAGES_AS_DELIVERED, GET_UNREAD_COUNT, GET_LATEST_SEQ)
 
 FUNCTIONS: dict[str, str] = {
@@ -241,11 +245,16 @@ FUNCTIONS: dict[str, str] = {
     GET_UNREAD_COUNT: "bigint",
     GET_LATEST_SEQ: "bigint",
     ASSIGN_MESSAGE_SEQ: "trigger",
+    FOLLOW_DIRECT_LAST_READ_AT: "trigger",
 }
 TRIGGERS: dict[str, dict[str, Any]] = {
     "public.chat_messages.trg_assign_message_seq": {
         "timing": "BEFORE", "events": ["INSERT"], "level": "ROW",
         "function": "public.assign_message_seq", "enabled": "enabled",
+    },
+    "public.chat_participants.trg_follow_direct_last_read_at": {
+        "timing": "BEFORE", "events": ["UPDATE"], "level": "ROW",
+        "function": "public.follow_direct_last_read_at", "enabled": "enabled",
     },
 }
 # Supabase Realtime sends the previous row with UPDATE and DELETE events only
@@ -269,7 +278,7 @@ COLUMN_PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "REFERENCES")
 
 # anon holds nothing on the chat tables, the API functions and the trigger function.
 ANON_HOLDS_NOTHING_ON_TABLES = TABLES
-ANON_HOLDS_NOTHING_ON_FUNCTIONS = (*API_FUNCTIONS, ASSIGN_MESSAGE_SEQ)
+ANON_HOLDS_NOTHING_ON_FUNCTIONS = (*API_FUNCTIONS, *TRIGGER_FUNCTIONS)
 # authenticated never holds these on the chat tables (RLS does not cover TRUNCATE, TRIGGER, REFERENCES).
 AUTHENTICATED_NEVER = ("TRUNCATE", "TRIGGER", "REFERENCES")
 # And DELETE only where a policy allows one (delete_policies): at head none does (POLICIES has no DELETE policy).

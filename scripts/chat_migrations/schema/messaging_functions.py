@@ -22,8 +22,11 @@ The contract (README, "The messaging functions: contract and security"):
   ``mark_messages_as_read`` marks the others' messages read up to the chat's
   newest committed seq and moves the position there, so a message committed
   after a concurrent mark-as-read is counted unread; ``get_unread_count``
-  counts the others' messages after it (by ``last_read_at`` only for a
-  participant who has not marked the chat read since 104);
+  counts the others' messages after it (by ``last_read_at`` for a
+  participant who has not marked the chat read since 104, or who changed
+  ``last_read_at`` directly since their last mark: the trigger
+  ``trg_follow_direct_last_read_at`` clears the position then, so such an
+  update moves the badge as at 103);
 * cost for the real caller (``authenticated``, through RLS, in a long-lived
   session whose plans are generic): ``get_unread_count`` O(unread), the mark
   functions O(messages since the caller's last read), whatever the chat's
@@ -35,6 +38,7 @@ The SQL that makes it so is each revision's own (101, 102, 103, 104).
 from __future__ import annotations
 
 ASSIGN_MESSAGE_SEQ = "public.assign_message_seq()"
+FOLLOW_DIRECT_LAST_READ_AT = "public.follow_direct_last_read_at()"  # 104's trigger function
 MARK_MESSAGES_AS_DELIVERED = "public.mark_messages_as_delivered(uuid, uuid)"
 MARK_MESSAGES_AS_READ = "public.mark_messages_as_read(uuid, uuid)"
 GET_UNREAD_COUNT = "public.get_unread_count(uuid, uuid)"
