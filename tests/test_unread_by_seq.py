@@ -88,6 +88,20 @@ def test_the_read_position_moves_forward_only_and_counts_what_came_after(make_da
 
 
 @pytest.mark.parametrize("revision", [BEFORE, "head"], ids=["at 103", "at 104"])
+def test_after_a_position_by_time_mark_as_read_moves_every_status_forward_as_at_103(make_database, frontend, revision):
+    """Read receipts: messages before a time position (a direct update of last_read_at) still end up read."""
+    db = at(make_database, revision)
+    alice, bob = new_users(db, 2)
+    chat = new_chat(db, [alice, bob])
+    as_alice, as_bob = frontend(db, alice), frontend(db, bob)
+    last = [as_alice.send(chat, text)["created_at"] for text in ("one", "two")][-1]
+    as_bob.query("UPDATE public.chat_participants SET last_read_at = %s WHERE chat_id = %s AND user_id = %s",
+                 (last, chat, bob))
+    assert as_bob.rpc("mark_messages_as_read", p_chat_id=chat, p_user_id=bob) == [{"updated_count": 2}]
+    assert db.query("SELECT DISTINCT status FROM public.chat_messages WHERE chat_id = %s", (chat,)) == [("read",)]
+
+
+@pytest.mark.parametrize("revision", [BEFORE, "head"], ids=["at 103", "at 104"])
 def test_a_direct_update_of_last_read_at_moves_the_badge_as_at_103(make_database, frontend, revision):
     """authenticated may UPDATE its own last_read_at; the badge follows it (created after it: unread), as at 103."""
     db = at(make_database, revision)
@@ -115,8 +129,8 @@ def test_a_direct_update_of_last_read_at_moves_the_badge_as_at_103(make_database
     assert unread() == 0
     read_up_to(sent["two"])
     assert unread() == 2
-    # mark_messages_as_read takes over again, with the exact position: from the
-    # first message created after last_read_at (as it does for a position from before 104).
+    # mark_messages_as_read takes over again, with the exact position (marking from
+    # the chat's start once, as it does for a position from before 104).
     assert as_bob.rpc("mark_messages_as_read", p_chat_id=chat, p_user_id=bob) == [{"updated_count": 2}]
     assert unread() == 0
     if revision == BEFORE:

@@ -29,8 +29,9 @@ This revision:
   gapless and in commit order per chat, every message up to it is committed
   and visible to the next statement, and one committed later gets a higher
   seq. It marks read only the others' messages after the caller's previous
-  position up to that seq, and moves last_read_seq there (never backwards)
-  and last_read_at to now() as before;
+  seq position up to that seq (from the chat's start where there is none
+  yet, as 103 did), and moves last_read_seq there (never backwards) and
+  last_read_at to now() as before;
 * redefines mark_messages_as_delivered: only the others' messages after the
   caller's read position (the ones before it are read already);
 * redefines get_unread_count: messages from others after last_read_seq, one
@@ -54,8 +55,9 @@ This revision:
   last_read_seq as it was, and is not mark_messages_as_read's own update
   (which sets the transaction-local chat_migrations.marking_read just
   before it and clears it just after); get_unread_count then counts by
-  last_read_at until the next mark_messages_as_read, which starts from the
-  first message created after it. Setting the marker by hand only keeps
+  last_read_at until the next mark_messages_as_read, which then marks from
+  the chat's start as 103 did (once: it leaves a seq position), so no message
+  before a time position keeps a status behind it. Setting the marker by hand only keeps
   one's own seq position (the policy limits updates to one's own rows).
 Live variants: a last_read_seq column that already exists as bigint is kept
 (and kept by the downgrade); of another type, the upgrade stops, nothing
@@ -209,12 +211,10 @@ _READ_POSITION = """
     SELECT max(m.seq) INTO v_latest FROM public.chat_messages m WHERE m.chat_id = p_chat_id;
     IF v_last_read_seq IS NOT NULL THEN
         v_from := v_last_read_seq;
-    ELSIF v_last_read_at IS NOT NULL THEN
-        -- A position from before revision 104, by time: from the first message created after it.
-        SELECT min(m.seq) - 1 INTO v_from FROM public.chat_messages m
-         WHERE m.chat_id = p_chat_id AND m.created_at > v_last_read_at;
-        v_from := coalesce(v_from, v_latest, 0);
     ELSE
+        -- No seq position (none yet since 104, or a direct update of last_read_at):
+        -- from the chat's start, as 103 marked, so that no message before a time
+        -- position keeps a status behind it. Once: the call leaves a seq position.
         v_from := 0;
     END IF;"""
 
