@@ -149,7 +149,7 @@ VARIANTS = {
             ("functions", "public.mark_messages_as_delivered(uuid, uuid)", "different", "handled"),
         },
         ("columns", f"{MESSAGES}.updated_at"),
-        "no revision requires it: the revisions that touch it (103_messaging_security) check for it",
+        "no revision requires it: the revisions that touch it (103_messaging_security, 104_read_position_by_seq) check for it",
     ),
     "updated_at dropped, staging": Variant(
         "staging", WITHOUT_UPDATED_AT, 0,
@@ -159,7 +159,7 @@ VARIANTS = {
             ("functions", "public.mark_messages_as_delivered(uuid, uuid)", "different", "handled"),
         },
         ("columns", f"{MESSAGES}.updated_at"),
-        "the revisions that touch it (002_function_updates_staging, 103_messaging_security) check for it",
+        "the revisions that touch it (002_function_updates_staging, 103_messaging_security, 104_read_position_by_seq) check for it",
     ),
     "partial reply index": Variant(
         "prod",

@@ -72,7 +72,7 @@ _VERSION_DEPENDENT_PRIVILEGES = ("MAINTAIN", "MAINTAIN (grantable)")
 NOT_NULL_BY = {key.name: key.made_by for key in contract.NOT_NULL_KEYS}
 BUILT_BY = {index.key: index.built_by for index in contract.INDEXES}
 CHECKED_BY = {  # a column the plan never names: these revisions touch it only where it exists
-    f"{contract.MESSAGES}.updated_at": ("002_function_updates_staging", "103_messaging_security"),
+    f"{contract.MESSAGES}.updated_at": ("002_function_updates_staging", "103_messaging_security", "104_read_position_by_seq"),
 }
 # The unique keys the converged schema cannot work without.
 REQUIRED_KEYS = {
