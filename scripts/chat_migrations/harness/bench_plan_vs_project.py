@@ -618,7 +618,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--workers", type=int, default=4, help="application connections per environment (4)")
     parser.add_argument("--quiet-seconds", type=float, default=20.0, help="traffic at rest before and after (20)")
     parser.add_argument("--trials", type=int, default=20, help="deadlocks: repetitions of each file (20)")
-    parser.add_argument("--calls", type=int, default=200, help="queries: calls per query and state (200)")
+    parser.add_argument("--calls", type=int, default=200, help="queries, unread: calls per query and state (200)")
     parser.add_argument("--big-maintenance-work-mem", default="1GB", help="index-floor: the raised setting (1GB)")
     parser.add_argument("--chat-messages", type=int, nargs="+", default=[1_000_000],
                         help="unread: messages in the measured chat, one run per size (default 1,000,000)")
