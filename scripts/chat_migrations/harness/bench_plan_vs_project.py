@@ -32,8 +32,9 @@ with a sampler of the requests that wait for a lock held by the migration
   CALLER_SQL), one transaction per request: get_unread_count, the latest
   page, the first page of unread and all unread, ``--calls`` calls in one
   long-lived session and ``--calls`` calls each on a new connection (the
-  connection's setup not timed). Then the same counts one revision down
-  (103_messaging_security, by last_read_at).
+  connection's setup not timed), and the buffers each touched under EXPLAIN
+  (ANALYZE, BUFFERS) in the long-lived session. Then the same counts one
+  revision down (103_messaging_security, by last_read_at).
 """
 
 from __future__ import annotations
@@ -504,6 +505,20 @@ def _request(conn, user: str, sql: str, params: dict, expect: int | None) -> flo
     return elapsed
 
 
+def _explain(conn, user: str, sql: str, params: dict) -> dict:
+    """The same request under EXPLAIN (ANALYZE, BUFFERS): the buffers it touched (the function's statements
+    included) and the server's execution time; in the long-lived session, after its plans are cached."""
+    with conn.cursor() as cur:
+        cur.execute(CALLER_SQL, caller_settings("authenticated", user))
+        cur.execute("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + sql, params)
+        [[plan]] = cur.fetchall()
+    conn.commit()
+    top = (json.loads(plan) if isinstance(plan, str) else plan)[0]
+    node = top["Plan"]
+    return {"buffers": node.get("Shared Hit Blocks", 0) + node.get("Shared Read Blocks", 0),
+            "execution_ms": round(top["Execution Time"], 3)}
+
+
 def _time_reads(url: str, data: dict, unread: int, calls: int, reads: dict) -> dict:
     results = {}
     for caller, user in data["callers"].items():
@@ -513,6 +528,7 @@ def _time_reads(url: str, data: dict, unread: int, calls: int, reads: dict) -> d
             conn = psycopg2.connect(url, application_name="ubench-long-lived")
             try:
                 long_lived = [_request(conn, user, sql, params, expect) for _ in range(calls)]
+                explained = _explain(conn, user, sql, params)
             finally:
                 conn.close()
             fresh = []
@@ -523,7 +539,8 @@ def _time_reads(url: str, data: dict, unread: int, calls: int, reads: dict) -> d
                 finally:
                     conn.close()
             results[f"{caller} | {label}"] = {"long-lived session": _percentiles(long_lived),
-                                              "new connection per call": _percentiles(fresh)}
+                                              "new connection per call": _percentiles(fresh),
+                                              "explain": explained}
             say(f"unread={unread:,} {caller} {label}: {json.dumps(results[f'{caller} | {label}'])}")
     return results
 
@@ -555,13 +572,17 @@ def print_unread(results: dict) -> None:
     for size, result in results.items():
         print(f"Chat of {size} messages ({result['total_messages']:,} messages in the database, chat_messages "
               f"{result['table_size']}), {result['calls']} calls per cell; p50 / p99 / max in ms:\n")
-        print("| state | caller | read | long-lived session | new connection per call |")
-        print("| --- | --- | --- | --- | --- |")
+        print("| state | caller | read | long-lived session | new connection per call "
+              "| buffers (server ms), long-lived |")
+        print("| --- | --- | --- | --- | --- | --- |")
         for state, rows in result["runs"].items():
             for key, modes in rows.items():
                 caller, read = key.split(" | ")
-                cells = " | ".join(f"{m['p50_ms']} / {m['p99_ms']} / {m['max_ms']}" for m in modes.values())
-                print(f"| {state} | {caller} | {read} | {cells} |")
+                cells = " | ".join(f"{m['p50_ms']} / {m['p99_ms']} / {m['max_ms']}"
+                                   for mode, m in modes.items() if mode != "explain")
+                explained = modes["explain"]
+                print(f"| {state} | {caller} | {read} | {cells} | {explained['buffers']} "
+                      f"({explained['execution_ms']}) |")
         print()
 
 
