@@ -23,6 +23,18 @@ with a sampler of the requests that wait for a lock held by the migration
 * ``index-floor``: CREATE INDEX against CREATE INDEX CONCURRENTLY on an idle
   copy, at the server's maintenance_work_mem (what the migration uses) and
   at ``--big-maintenance-work-mem``.
+* ``unread``: issue 12's per-chat reads as the frontend makes them, on a
+  database of its own (staging at head, no paced load, not the templates):
+  one chat of ``--chat-messages`` messages among 200 users who each belong to
+  ``--other-chats`` other chats too, and a 201st member who belongs to that
+  chat only. For 0, 1,000 and 10,000 unread, for both callers, as
+  ``authenticated`` with the JWT settings PostgREST makes (checks/smoke.py's
+  CALLER_SQL), one transaction per request: get_unread_count, the latest
+  page, the first page of unread and all unread, ``--calls`` calls in one
+  long-lived session and ``--calls`` calls each on a new connection (the
+  connection's setup not timed), and the buffers each touched under EXPLAIN
+  (ANALYZE, BUFFERS) in the long-lived session. Then the same counts one
+  revision down (103_messaging_security, by last_read_at).
 """
 
 from __future__ import annotations
@@ -39,6 +51,7 @@ from dataclasses import dataclass
 
 import psycopg2
 
+from chat_migrations.checks.smoke import CALLER_SQL, caller_settings, rpc_sql
 from chat_migrations.frozen import baseline
 from chat_migrations.harness import alembic_cli, bulk_load
 from chat_migrations.harness.bench_under_load import (
@@ -377,6 +390,202 @@ def index_floor(bench: Bench, big: str) -> dict:
     return {"rows": rows}
 
 
+# --- unread: issue 12's per-chat reads for the real caller ---------------------------
+
+UNREAD_LEVELS = (0, 1_000, 10_000)
+UNREAD_MEMBERS = 200  # the big chat's members who also belong to the other chats
+UNREAD_OTHER_CHAT_MESSAGES = 20
+UNREAD_BEFORE = "103_messaging_security"
+# What the frontend asks, as supabase-js sends it through PostgREST (one request each).
+UNREAD_READS = {
+    # The floor: a request that reads no table (settings, a round trip, the commit; a new backend's start-up).
+    "floor: SELECT 1": "SELECT 1 WHERE %(p_chat_id)s::uuid IS NOT NULL",
+    "get_unread_count": rpc_sql("get_unread_count", ("p_chat_id", "p_user_id")),
+    "latest page (50)": "SELECT * FROM public.chat_messages WHERE chat_id = %(p_chat_id)s ORDER BY seq DESC LIMIT 50",
+    "unread, first page (50)": "SELECT * FROM public.chat_messages WHERE chat_id = %(p_chat_id)s "
+    "AND seq > %(after)s ORDER BY seq LIMIT 50",
+    "unread, all": "SELECT * FROM public.chat_messages WHERE chat_id = %(p_chat_id)s AND seq > %(after)s ORDER BY seq",
+}
+
+_UB_USER = "md5('ubench-user-' || {})::uuid"
+_UB_CHAT = "md5('ubench-chat-' || {})::uuid"
+
+# As the cluster's admin, like bulk_load: set-based, triggers and FK checks off for
+# this session (seq given 1..n, consistent by construction). Chat 0 is the big one;
+# users 0..199 are in it and in every other chat; user 200 is in chat 0 only.
+# Nobody's message is their reader's own: user 0 and user 200 never send.
+_UNREAD_LOAD_SQL = f"""
+SET session_replication_role = replica;
+SET synchronous_commit = off;
+INSERT INTO auth.users (id, email, created_at)
+SELECT {_UB_USER.format("u")}, 'ubench-' || u || '@example.test', timestamptz '2024-12-01 00:00+00'
+  FROM generate_series(0, %(members)s) AS u;
+INSERT INTO public.chats (id, title, is_group, created_by, created_at, updated_at)
+SELECT {_UB_CHAT.format("c")}, 'Group ' || c, true, {_UB_USER.format("1")},
+       timestamptz '2025-01-01 00:00+00', timestamptz '2025-01-01 00:00+00'
+  FROM generate_series(0, %(other_chats)s) AS c;
+INSERT INTO public.chat_participants (id, chat_id, user_id, joined_at, last_read_at)
+SELECT md5('ubench-participant-' || c || '-' || u)::uuid, {_UB_CHAT.format("c")}, {_UB_USER.format("u")},
+       timestamptz '2025-01-01 00:00+00', NULL
+  FROM generate_series(0, %(other_chats)s) AS c, generate_series(0, %(members)s) AS u
+ WHERE u < %(members)s OR c = 0;
+INSERT INTO public.chat_messages (id, chat_id, sender_id, message_text, seq, status, created_at, updated_at)
+SELECT md5('ubench-message-' || c || '-' || s)::uuid, {_UB_CHAT.format("c")},
+       {_UB_USER.format("1 + (s * 31 + c) %% (%(members)s - 1)")},
+       'message ' || s || ' ' || left('lorem ipsum dolor sit amet consectetur adipiscing elit sed do eiusmod tempor', (s * 7) %% 80),
+       s, CASE WHEN c = 0 AND s > %(chat_messages)s - 20000 THEN 'delivered' ELSE 'read' END,
+       timestamptz '2025-01-01 00:00+00' + s * interval '37 seconds',
+       timestamptz '2025-01-01 00:00+00' + s * interval '37 seconds'
+  FROM generate_series(0, %(other_chats)s) AS c,
+       generate_series(1, CASE WHEN c = 0 THEN %(chat_messages)s ELSE {UNREAD_OTHER_CHAT_MESSAGES} END) AS s;
+SET session_replication_role = DEFAULT;
+"""
+
+
+def _unread_database(cluster: Cluster, name: str, chat_messages: int, other_chats: int) -> dict:
+    """Staging at head with the big chat; returns the chat and the two callers."""
+    started = time.monotonic()
+    cluster.create_observed_database(name, "staging")
+    urls = {"staging": cluster.passfile_url(name)}
+    alembic_cli.run("-n", "staging", "-x", "mark_as=staging", "stamp", "000_staging_baseline", urls=urls)
+    alembic_cli.run("-n", "staging", "upgrade", "head", urls=urls)
+    conn = cluster.admin_connect(name)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(_UNREAD_LOAD_SQL, {"members": UNREAD_MEMBERS, "other_chats": other_chats,
+                                           "chat_messages": chat_messages})
+            cur.execute("VACUUM ANALYZE auth.users, public.chats, public.chat_participants, public.chat_messages")
+            cur.execute(f"SELECT {_UB_CHAT.format('0')}, {_UB_USER.format('0')}, {_UB_USER.format(UNREAD_MEMBERS)}, "
+                        "pg_size_pretty(pg_total_relation_size('public.chat_messages')), "
+                        "(SELECT count(*) FROM public.chat_messages)")
+            chat, many, one, size, total = cur.fetchone()
+    finally:
+        conn.close()
+    say(f"unread: {chat_messages:,}-message chat loaded at head in {time.monotonic() - started:.0f}s "
+        f"({total:,} messages, chat_messages {size})")
+    return {"chat": str(chat), "total_messages": total, "table_size": size,
+            "callers": {f"member of {other_chats + 1} chats": str(many), "member of this chat only": str(one)}}
+
+
+def _set_position(cluster: Cluster, database: str, data: dict, latest: int, unread: int, by_seq: bool) -> None:
+    """Both callers have read all but the last ``unread`` messages (as mark_messages_as_read leaves it)."""
+    position = latest - unread
+    seq = ", last_read_seq = %(position)s" if by_seq else ""
+    conn = cluster.connect(database)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(f"""
+                UPDATE public.chat_participants
+                   SET last_read_at = (SELECT created_at FROM public.chat_messages
+                                        WHERE chat_id = %(chat)s AND seq = %(position)s){seq}
+                 WHERE chat_id = %(chat)s AND user_id = ANY(%(callers)s::uuid[])""",
+                        {"chat": data["chat"], "position": position, "callers": list(data["callers"].values())})
+    finally:
+        conn.close()
+
+
+def _percentiles(runs: list[float]) -> dict:
+    ordered = sorted(runs)
+    return {"p50_ms": round(statistics.median(ordered), 3),
+            "p99_ms": round(ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))], 3),
+            "max_ms": round(ordered[-1], 3)}
+
+
+def _request(conn, user: str, sql: str, params: dict, expect: int | None) -> float:
+    """One PostgREST request: the caller's settings and the query in one transaction; its time in ms."""
+    started = time.perf_counter()
+    with conn.cursor() as cur:
+        cur.execute(CALLER_SQL, caller_settings("authenticated", user))
+        cur.execute(sql, params)
+        rows = cur.fetchall()
+    conn.commit()
+    elapsed = (time.perf_counter() - started) * 1000
+    if expect is not None and rows != [(expect,)]:
+        raise AssertionError(f"get_unread_count returned {rows}, expected {expect}")
+    return elapsed
+
+
+def _explain(conn, user: str, sql: str, params: dict) -> dict:
+    """The same request under EXPLAIN (ANALYZE, BUFFERS): the buffers it touched (the function's statements
+    included) and the server's execution time; in the long-lived session, after its plans are cached."""
+    with conn.cursor() as cur:
+        cur.execute(CALLER_SQL, caller_settings("authenticated", user))
+        cur.execute("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + sql, params)
+        [[plan]] = cur.fetchall()
+    conn.commit()
+    top = (json.loads(plan) if isinstance(plan, str) else plan)[0]
+    node = top["Plan"]
+    return {"buffers": node.get("Shared Hit Blocks", 0) + node.get("Shared Read Blocks", 0),
+            "execution_ms": round(top["Execution Time"], 3)}
+
+
+def _time_reads(url: str, data: dict, unread: int, calls: int, reads: dict) -> dict:
+    results = {}
+    for caller, user in data["callers"].items():
+        params = {"p_chat_id": data["chat"], "p_user_id": user, "after": data["latest"] - unread}
+        for label, sql in reads.items():
+            expect = unread if label == "get_unread_count" else None
+            conn = psycopg2.connect(url, application_name="ubench-long-lived")
+            try:
+                long_lived = [_request(conn, user, sql, params, expect) for _ in range(calls)]
+                explained = _explain(conn, user, sql, params)
+            finally:
+                conn.close()
+            fresh = []
+            for _ in range(calls):
+                conn = psycopg2.connect(url, application_name="ubench-fresh")
+                try:
+                    fresh.append(_request(conn, user, sql, params, expect))
+                finally:
+                    conn.close()
+            results[f"{caller} | {label}"] = {"long-lived session": _percentiles(long_lived),
+                                              "new connection per call": _percentiles(fresh),
+                                              "explain": explained}
+            say(f"unread={unread:,} {caller} {label}: {json.dumps(results[f'{caller} | {label}'])}")
+    return results
+
+
+def unread(cluster: Cluster, chat_sizes: list[int], other_chats: int, calls: int, before: bool) -> dict:
+    everything = {}
+    for chat_messages in chat_sizes:
+        name = f"ubench_{chat_messages}"
+        cluster.drop_database(name)
+        data = _unread_database(cluster, name, chat_messages, other_chats)
+        data["latest"] = chat_messages
+        url = cluster.url(name)
+        runs = {}
+        for level in UNREAD_LEVELS:
+            _set_position(cluster, name, data, chat_messages, level, by_seq=True)
+            runs[f"head, {level:,} unread"] = _time_reads(url, data, level, calls, UNREAD_READS)
+        if before:
+            alembic_cli.run("-n", "staging", "downgrade", UNREAD_BEFORE, urls={"staging": cluster.passfile_url(name)})
+            count = {"get_unread_count": UNREAD_READS["get_unread_count"]}
+            for level in UNREAD_LEVELS:
+                _set_position(cluster, name, data, chat_messages, level, by_seq=False)
+                runs[f"{UNREAD_BEFORE}, {level:,} unread"] = _time_reads(url, data, level, calls, count)
+        cluster.drop_database(name)
+        everything[f"{chat_messages:,}"] = {**data, "calls": calls, "runs": runs}
+    return everything
+
+
+def print_unread(results: dict) -> None:
+    for size, result in results.items():
+        print(f"Chat of {size} messages ({result['total_messages']:,} messages in the database, chat_messages "
+              f"{result['table_size']}), {result['calls']} calls per cell; p50 / p99 / max in ms:\n")
+        print("| state | caller | read | long-lived session | new connection per call "
+              "| buffers (server ms), long-lived |")
+        print("| --- | --- | --- | --- | --- | --- |")
+        for state, rows in result["runs"].items():
+            for key, modes in rows.items():
+                caller, read = key.split(" | ")
+                cells = " | ".join(f"{m['p50_ms']} / {m['p99_ms']} / {m['max_ms']}"
+                                   for mode, m in modes.items() if mode != "explain")
+                explained = modes["explain"]
+                print(f"| {state} | {caller} | {read} | {cells} | {explained['buffers']} "
+                      f"({explained['execution_ms']}) |")
+        print()
+
+
 def _ratio(a, b) -> str:
     return f"{a / b:.1f}×" if b else ("—" if not a else "∞")
 
@@ -424,14 +633,20 @@ def print_queries(results: dict) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="scripts/benchmark-plan-vs-project", description=__doc__.split("\n\n")[0])
-    parser.add_argument("what", nargs="+", choices=("compare", "deadlocks", "queries", "index-floor"))
+    parser.add_argument("what", nargs="+", choices=("compare", "deadlocks", "queries", "index-floor", "unread"))
     parser.add_argument("--messages", type=int, default=1_000_000, help="messages per environment (default 1,000,000)")
     parser.add_argument("--rate", type=float, default=50.0, help="application requests per second per environment (50)")
     parser.add_argument("--workers", type=int, default=4, help="application connections per environment (4)")
     parser.add_argument("--quiet-seconds", type=float, default=20.0, help="traffic at rest before and after (20)")
     parser.add_argument("--trials", type=int, default=20, help="deadlocks: repetitions of each file (20)")
-    parser.add_argument("--calls", type=int, default=200, help="queries: calls per query and state (200)")
+    parser.add_argument("--calls", type=int, default=200, help="queries, unread: calls per query and state (200)")
     parser.add_argument("--big-maintenance-work-mem", default="1GB", help="index-floor: the raised setting (1GB)")
+    parser.add_argument("--chat-messages", type=int, nargs="+", default=[1_000_000],
+                        help="unread: messages in the measured chat, one run per size (default 1,000,000)")
+    parser.add_argument("--other-chats", type=int, default=300,
+                        help="unread: other chats each of the 200 members belongs to (300)")
+    parser.add_argument("--no-before", action="store_true",
+                        help="unread: skip the counts one revision down (103_messaging_security)")
     parser.add_argument("--json", type=argparse.FileType("w"), help="also write the raw results here")
     return parser
 
@@ -440,14 +655,29 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     load = os.getloadavg()
+    sizes = (f"unread: chats of {', '.join(f'{n:,}' for n in args.chat_messages)} messages, no other load"
+             if set(args.what) == {"unread"} else
+             f"{args.messages:,} messages per environment, {args.rate:g} requests/s per environment over "
+             f"{args.workers} connections")
     print(f"Machine: {platform.platform()}, {os.cpu_count()} cores; load average at start "
-          f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f}. {args.messages:,} messages per environment, "
-          f"{args.rate:g} requests/s per environment over {args.workers} connections.\n")
-    bench = Bench(args.messages, args.rate, args.workers)
+          f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f}. {sizes}.\n")
+    # unread alone builds its own database: no templates to load.
+    if set(args.what) == {"unread"}:
+        bench, cluster = None, Cluster.start()
+        say(f"server on port {cluster.port}, data in {cluster.root}")
+    else:
+        bench = Bench(args.messages, args.rate, args.workers)
+        cluster = bench.cluster
     everything = {}
     try:
         for what in args.what:
-            if what == "compare":
+            if what == "unread":
+                everything[what] = unread(cluster, args.chat_messages, args.other_chats, args.calls,
+                                          not args.no_before)
+                print_unread(everything[what])
+                load = os.getloadavg()
+                print(f"Load average at the end: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}.\n")
+            elif what == "compare":
                 everything[what] = compare(bench, args.quiet_seconds)
                 print_compare(everything[what])
             elif what == "deadlocks":
@@ -462,7 +692,10 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"| {row['statement']} | {row['maintenance_work_mem']} | {row['seconds']} |")
             print(flush=True)
     finally:
-        bench.stop()
+        if bench:
+            bench.stop()
+        else:
+            cluster.stop(remove=True)
         if args.json:
             json.dump(everything, args.json, indent=2, default=str)
     return 0
