@@ -132,21 +132,12 @@ def replace_function_sql(revision: str, signature: str, definition: "str | Choic
     comment; otherwise the definition's own GRANT/COMMENT statements apply.
     """
     keep = _apply_privileges_plpgsql(signature) if keep_privileges else ""
-    return f"""{record_function_sql(revision, signature)};
-DO $replace$
-DECLARE
-    s jsonb;
-    item jsonb;
-    grantee_name text;
-BEGIN
-    {_snapshot_lookup(revision, 'function', signature)}
-    EXECUTE 'DROP FUNCTION IF EXISTS ' || {literal(signature)};
+    body = f"""EXECUTE 'DROP FUNCTION IF EXISTS ' || {literal(signature)};
     {_execute_plpgsql(definition)}
     IF (s->>'existed')::boolean THEN{keep}
         NULL;
-    END IF;
-END
-$replace$"""
+    END IF;"""
+    return f"{record_function_sql(revision, signature)};\n{_function_snapshot_block('replace', revision, signature, body)}"
 
 
 def redefine_function_sql(revision: str, signature: str, definition: "str | Choice") -> str:
@@ -217,7 +208,14 @@ def restore_function_privileges_sql(revision: str, signature: str) -> str:
 
 def _function_restore_block(revision: str, signature: str, body: str) -> str:
     """The DO block both restores run: read the snapshot into ``s``, run ``body``, forget the snapshot."""
-    return f"""DO $restore$
+    return _function_snapshot_block(
+        "restore", revision, signature, f"{body}\n    {forget_sql(revision, 'function', signature)};"
+    )
+
+
+def _function_snapshot_block(label: str, revision: str, signature: str, body: str) -> str:
+    """A DO block that reads the function's snapshot into ``s`` (item, grantee_name for its ACL), then runs ``body``."""
+    return f"""DO ${label}$
 DECLARE
     s jsonb;
     item jsonb;
@@ -225,9 +223,8 @@ DECLARE
 BEGIN
     {_snapshot_lookup(revision, 'function', signature)}
     {body}
-    {forget_sql(revision, 'function', signature)};
 END
-$restore$"""
+${label}$"""
 
 
 def if_function_exists_sql(signature: str, statements: str) -> str:
