@@ -48,9 +48,13 @@ def environment_with(urls: dict[str, str] | None, extra_env: dict | None = None)
     return env
 
 
+def _arguments(args) -> list[str]:
+    """alembic's arguments, with this checkout's alembic.ini unless ``-c`` names another."""
+    return [*([] if "-c" in args else ["-c", str(ALEMBIC_INI)]), *args]
+
+
 def _invocation(args, urls, extra_env):
-    config = [] if "-c" in args else ["-c", str(ALEMBIC_INI)]
-    return [sys.executable, "-m", "alembic", *config, *args], environment_with(urls, extra_env)
+    return [sys.executable, "-m", "alembic", *_arguments(args)], environment_with(urls, extra_env)
 
 
 def run(
@@ -90,7 +94,6 @@ def run_in_process(
     for threads: the environment and working directory are the process's.
     What needs a process of its own (a signal, a second runner) uses start().
     """
-    config = [] if "-c" in args else ["-c", str(ALEMBIC_INI)]
     saved_environment, saved_directory = dict(os.environ), os.getcwd()
     environment = environment_with(urls, extra_env)
     out, err = io.StringIO(), io.StringIO()
@@ -99,7 +102,7 @@ def run_in_process(
     try:
         os.chdir(cwd or _empty_directory())
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), _config_printing_to(out):
-            code = _exit_code(lambda: alembic.config.main([*config, *args], prog="alembic"))
+            code = _exit_code(lambda: alembic.config.main(_arguments(args), prog="alembic"))
     finally:
         os.chdir(saved_directory)
         os.environ.clear()
