@@ -17,30 +17,19 @@ chat_migrations.runtime.faults.
 from __future__ import annotations
 
 import pytest
-from alembic.config import main as alembic_main
 
+from chat_migrations.harness import alembic_cli
 from chat_migrations.runtime import faults
-from chat_migrations.runtime.environments import ALEMBIC_INI, load_environments
 
 from .conftest import ENVIRONMENTS, assert_same_schema
 
 
-def alembic(capsys, monkeypatch, db, *args: str, fault: str | None = None) -> tuple[int, str]:
-    monkeypatch.setenv(load_environments()[db.environment].url_env, db.url)
-    if fault:
-        monkeypatch.setenv(faults.VARIABLE, fault)
-    else:
-        monkeypatch.delenv(faults.VARIABLE, raising=False)
-    capsys.readouterr()
-    try:
-        alembic_main(["-c", str(ALEMBIC_INI), "-n", db.environment, *args])
-        code = 0
-    except SystemExit as exit_:
-        code = exit_.code % 256 if isinstance(exit_.code, int) else 1
-    finally:
-        monkeypatch.delenv(faults.VARIABLE, raising=False)
-    captured = capsys.readouterr()
-    return code, captured.out + captured.err
+def alembic(db, *args: str, fault: str | None = None) -> tuple[int, str]:
+    result = alembic_cli.run_in_process(
+        "-n", db.environment, *args, urls={db.environment: db.url}, check=False,
+        extra_env={faults.VARIABLE: fault} if fault else None,
+    )
+    return result.returncode, result.output
 
 
 def snapshots(db) -> list:
@@ -60,7 +49,7 @@ def no_leftovers(db) -> None:
 @pytest.mark.parametrize("kind", ["sigint", "terminate"])
 @pytest.mark.parametrize("environment", ENVIRONMENTS)
 def test_an_upgrade_interrupted_at_any_statement_reruns_or_rolls_back_exactly(
-    make_database, capsys, monkeypatch, environment, kind
+    make_database, environment, kind
 ):
     observed = make_database(environment).schema()
     head_db = make_database(environment, "head")
@@ -70,7 +59,7 @@ def test_an_upgrade_interrupted_at_any_statement_reruns_or_rolls_back_exactly(
     while True:
         statement += 1
         rerun = make_database(environment)
-        code, output = alembic(capsys, monkeypatch, rerun, "upgrade", "head", fault=f"{kind}:{statement}")
+        code, output = alembic(rerun, "upgrade", "head", fault=f"{kind}:{statement}")
         if code == 0:
             break  # past the last statement: the upgrade ran whole
         failed = [line for line in output.splitlines() if line.startswith("FAILED:")]
@@ -79,14 +68,14 @@ def test_an_upgrade_interrupted_at_any_statement_reruns_or_rolls_back_exactly(
         assert ("alembic -n" in failed[0] and "current" in failed[0]) or "nothing was changed" in failed[0], failed[0]
         rollback = make_database(environment, copy_of=rerun)  # the same interrupted state, twice
 
-        code, output = alembic(capsys, monkeypatch, rerun, "upgrade", "head")
+        code, output = alembic(rerun, "upgrade", "head")
         assert code == 0, f"rerun after a fault at statement {statement}:\n{output}"
         assert_same_schema(rerun.schema(), head, f"rerun after {kind} at statement {statement}")
         no_leftovers(rerun)
         # What the rerun recorded is what a clean upgrade records, so its rollback is exact too.
         assert snapshots(rerun) == head_snapshots, f"snapshots after {kind} at statement {statement}"
 
-        code, output = alembic(capsys, monkeypatch, rollback, "downgrade", baseline)
+        code, output = alembic(rollback, "downgrade", baseline)
         assert code == 0, f"rollback after a fault at statement {statement}:\n{output}"
         assert_same_schema(rollback.schema(), observed, f"rollback after {kind} at statement {statement}")
         no_leftovers(rollback)

@@ -13,19 +13,16 @@ changed when the command refuses.
 from __future__ import annotations
 
 import io
-import string
 from contextlib import redirect_stderr, redirect_stdout
 from urllib.parse import quote
 
 import pytest
-from alembic.config import main as alembic_main
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from chat_migrations.checks import adopt, drift, preflight, smoke, validate
 from chat_migrations.harness import alembic_cli
-from chat_migrations.runtime import environments
-from chat_migrations.runtime.environments import ALEMBIC_INI, load_environments
+from chat_migrations.runtime.environments import load_environments
 
 # Every character that means something in a URL, a shell or a .env file.
 SECRET = "p/w?x#y@z:%&=+ $!'\"\\;sEcReT"
@@ -85,22 +82,9 @@ def test_no_command_prints_the_password_succeeding_or_failing(special_login, sch
 
 # -- the property test -----------------------------------------------------------------------------
 
-def run(monkeypatch, capsys, cwd, *args: str, url: str | None) -> tuple[int, str]:
-    variable = load_environments()["prod"].url_env
-    if url is None:
-        monkeypatch.delenv(variable, raising=False)
-    else:
-        monkeypatch.setenv(variable, url)
-    monkeypatch.chdir(cwd)
-    capsys.readouterr()
-    try:
-        alembic_main(["-c", str(ALEMBIC_INI), *args])
-        code = 0
-    except SystemExit as exit_:
-        # alembic exits with -1, which a shell sees as 255.
-        code = exit_.code % 256 if isinstance(exit_.code, int) else 1
-    captured = capsys.readouterr()
-    return code, captured.out + captured.err
+def run(cwd, *args: str, url: str | None) -> tuple[int, str]:
+    result = alembic_cli.run_in_process(*args, urls=None if url is None else {"prod": url}, check=False, cwd=cwd)
+    return result.returncode, result.output
 
 
 def state(db) -> tuple:
@@ -139,7 +123,7 @@ def invocations(draw):
 @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
 @given(invocations())
 def test_any_careless_invocation_is_one_line_with_its_documented_exit_and_changes_nothing_when_refused(
-    cluster, special_login, make_database, monkeypatch, capsys, tmp_path_factory, invocation
+    cluster, special_login, make_database, tmp_path_factory, invocation
 ):
     command, x, revision, url_form = invocation
     db = make_database("prod")  # a fresh one per example
@@ -161,7 +145,7 @@ def test_any_careless_invocation_is_one_line_with_its_documented_exit_and_change
         args += ["-x", f"{key}={value}"]
     args += [command] + ([revision] if command != "current" else [])
     before = state(db)
-    code, output = run(monkeypatch, capsys, cwd, *args, url=urls.get(url_form))
+    code, output = run(cwd, *args, url=urls.get(url_form))
     assert "Traceback" not in output, output
     assert_no_secret(output)
     assert code in (0, 2, 255), (code, output)  # done, argparse's usage error, one FAILED line
