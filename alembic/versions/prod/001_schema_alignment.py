@@ -27,6 +27,7 @@ Revises: 000_prod_baseline
 from typing import Sequence, Union
 
 from chat_migrations.runtime import online_ddl, requirements
+from chat_migrations.runtime.promises import Column, Index, Promises
 
 revision: str = "001_schema_alignment"
 down_revision: Union[str, Sequence[str], None] = "000_prod_baseline"
@@ -38,6 +39,13 @@ affected_tables: tuple[str, ...] = ("public.chat_participants", "public.chat_mes
 requires = requirements.Requirements(
     columns={"public.chat_participants": ("chat_id", "user_id"), "public.chat_messages": ("sender_id",)}
 )
+
+# The keys stay nullable where a foreign key sets them NULL on delete (see the docstring).
+promises = Promises((
+    Column("public.chat_participants", "chat_id", "uuid", not_null=True),
+    Column("public.chat_participants", "user_id", "uuid", not_null=True),
+    Index("idx_chat_messages_sender_id", "public.chat_messages", "sender_id"),
+))
 
 
 KEYS = {"public.chat_participants": ("chat_id", "user_id")}

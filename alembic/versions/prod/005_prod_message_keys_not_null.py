@@ -25,6 +25,7 @@ Revises: 001_schema_alignment
 from typing import Sequence, Union
 
 from chat_migrations.runtime import online_ddl, requirements
+from chat_migrations.runtime.promises import Column, Promises
 
 revision: str = "005_prod_message_keys_not_null"
 down_revision: Union[str, Sequence[str], None] = "001_schema_alignment"
@@ -34,6 +35,11 @@ depends_on: Union[str, Sequence[str], None] = None
 affected_tables: tuple[str, ...] = ("public.chat_messages",)
 
 requires = requirements.Requirements(columns={"public.chat_messages": ("chat_id", "sender_id")})
+
+promises = Promises((
+    Column("public.chat_messages", "chat_id", "uuid", not_null=True),
+    Column("public.chat_messages", "sender_id", "uuid", not_null=True),
+))
 
 
 def upgrade() -> None:

@@ -53,6 +53,7 @@ from alembic import op
 
 from chat_migrations.runtime import api_access, online_ddl, policy_snapshots, requirements, snapshots
 from chat_migrations.frozen import converged
+from chat_migrations.runtime.promises import Function, Promises
 
 revision: str = "103_messaging_security"
 down_revision: Union[str, Sequence[str], None] = "102_unread_count_index"
@@ -111,6 +112,17 @@ access = api_access.Access(
         "public.chat_messages": "a sender may update only their own messages, and only the columns above",
     },
 )
+
+_CALLER_ARGUMENTS = "p_chat_id uuid, p_user_id uuid"
+# The marks change other participants' messages (SECURITY DEFINER); the readers run as the caller.
+promises = Promises((
+    Function(MARK_MESSAGES_AS_DELIVERED, _CALLER_ARGUMENTS, "TABLE(updated_count bigint)",
+             security_definer=True, search_path='""'),
+    Function(MARK_MESSAGES_AS_READ, _CALLER_ARGUMENTS, "TABLE(updated_count bigint)",
+             security_definer=True, search_path='""'),
+    Function(GET_UNREAD_COUNT, _CALLER_ARGUMENTS, "bigint", security_definer=False, search_path='""'),
+    Function(GET_LATEST_SEQ, "p_chat_id uuid", "bigint", security_definer=False, search_path='""'),
+)) + access.promises()
 
 HAS_UPDATED_AT = (
     "EXISTS (SELECT FROM pg_attribute WHERE attrelid = 'public.chat_messages'::regclass "

@@ -94,6 +94,7 @@ from typing import Sequence, Union
 from alembic import op
 
 from chat_migrations.runtime import api_access, online_ddl, requirements, snapshots
+from chat_migrations.runtime.promises import Column, Function, Promises, Trigger
 
 revision: str = "104_read_position_by_seq"
 down_revision: Union[str, Sequence[str], None] = "103_messaging_security"
@@ -154,6 +155,18 @@ access = api_access.Access(
         "nobody may execute it",
     },
 )
+
+# Redefined with 103's names, arguments, results and security; the column, its trigger and the trigger's function are new.
+promises = Promises((
+    Column(PARTICIPANTS, "last_read_seq", "bigint", not_null=False),
+    Function(MARK_MESSAGES_AS_DELIVERED, "p_chat_id uuid, p_user_id uuid", "TABLE(updated_count bigint)",
+             security_definer=True, search_path='""'),
+    Function(MARK_MESSAGES_AS_READ, "p_chat_id uuid, p_user_id uuid", "TABLE(updated_count bigint)",
+             security_definer=True, search_path='""'),
+    Function(GET_UNREAD_COUNT, "p_chat_id uuid, p_user_id uuid", "bigint", security_definer=False, search_path='""'),
+    Function(FOLLOW_LAST_READ_AT, "", "trigger", security_definer=False, search_path='""'),
+    Trigger(PARTICIPANTS, FOLLOW_TRIGGER, "BEFORE", ("UPDATE",), FOLLOW_LAST_READ_AT.split("(")[0]),
+)) + access.promises()
 
 # --- the column --------------------------------------------------------------------
 

@@ -19,6 +19,7 @@ Revises: 002_function_updates_staging
 from typing import Sequence, Union
 
 from chat_migrations.runtime import online_ddl, requirements
+from chat_migrations.runtime.promises import Index, Promises
 
 revision: str = "003_index_alignment"
 down_revision: Union[str, Sequence[str], None] = "002_function_updates_staging"
@@ -28,6 +29,8 @@ depends_on: Union[str, Sequence[str], None] = None
 affected_tables: tuple[str, ...] = ("public.chat_messages",)
 
 requires = requirements.Requirements(columns={"public.chat_messages": ("reply_to_message_id",)})
+
+promises = Promises((Index("idx_chat_messages_reply_to", "public.chat_messages", "reply_to_message_id"),))
 
 
 def upgrade() -> None:

@@ -18,6 +18,7 @@ Revises: 003_index_alignment
 from typing import Sequence, Union
 
 from chat_migrations.runtime import online_ddl, requirements
+from chat_migrations.runtime.promises import Index, Promises
 
 revision: str = "005_staging_sender_index"
 down_revision: Union[str, Sequence[str], None] = "003_index_alignment"
@@ -27,6 +28,8 @@ depends_on: Union[str, Sequence[str], None] = None
 affected_tables: tuple[str, ...] = ("public.chat_messages",)
 
 requires = requirements.Requirements(columns={"public.chat_messages": ("sender_id",)})
+
+promises = Promises((Index("idx_chat_messages_sender_id", "public.chat_messages", "sender_id"),))
 
 
 def upgrade() -> None:

@@ -22,6 +22,7 @@ Revises: 005_staging_sender_index
 from typing import Sequence, Union
 
 from chat_migrations.runtime import online_ddl, requirements
+from chat_migrations.runtime.promises import Column, Promises
 
 revision: str = "006_staging_keys_not_null"
 down_revision: Union[str, Sequence[str], None] = "005_staging_sender_index"
@@ -33,6 +34,14 @@ affected_tables: tuple[str, ...] = ("public.chat_participants", "public.chat_mes
 requires = requirements.Requirements(
     columns={"public.chat_participants": ("chat_id", "user_id"), "public.chat_messages": ("chat_id", "sender_id")}
 )
+
+# Each stays nullable where its foreign key sets it NULL on delete (see the docstring).
+promises = Promises(tuple(
+    Column(table, column, "uuid", not_null=True)
+    for table, columns in (("public.chat_participants", ("chat_id", "user_id")),
+                           ("public.chat_messages", ("chat_id", "sender_id")))
+    for column in columns
+))
 
 
 def upgrade() -> None:

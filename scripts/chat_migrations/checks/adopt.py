@@ -246,7 +246,10 @@ class Delta:
         if self.section == "tables":
             return self.object
         if self.section == "grants":
-            return self.object.removeprefix("table ").rsplit(" to ", 1)[0]
+            target = self.object.rsplit(" to ", 1)[0]
+            if target.startswith("column "):
+                return target.removeprefix("column ").rsplit(".", 1)[0]
+            return target.removeprefix("table ")
         return self.object.rsplit(".", 1)[0]
 
     @property
@@ -276,7 +279,7 @@ def _scoped(section: str, data: dict[str, Any], functions: set[str]) -> dict[str
     if section == "grants":
         return {
             key: value for key, value in entries.items()
-            if key.startswith("table ") or key.removeprefix("function ").rsplit(" to ", 1)[0] in functions
+            if key.startswith(("table ", "column ")) or key.removeprefix("function ").rsplit(" to ", 1)[0] in functions
         }
     return entries
 

@@ -73,7 +73,8 @@ class Catalog:
     triggers     public.<table>.<name>: table, definition, timing, events, level,
                  function, enabled
     policies     public.<table>.<name>: command, permissive, roles, using, with_check
-    grants       "<table or function> to <role>": privileges
+    grants       "<table, column or function> to <role>": privileges ("column
+                 public.<table>.<column> to <role>" for a column's own grants)
     """
 
     server_version: str
@@ -431,6 +432,13 @@ def _grants(conn: Connection) -> dict[str, dict[str, Any]]:
                        coalesce(c.relacl, acldefault('r', c.relowner)) AS acl
                   FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
                  WHERE n.nspname = :schema AND c.relname = ANY(:tables)
+                UNION ALL
+                -- Column privileges: a column's ACL is NULL unless something was granted on it.
+                SELECT 'column ' || n.nspname || '.' || c.relname || '.' || a.attname, a.attacl
+                  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                  JOIN pg_attribute a ON a.attrelid = c.oid
+                 WHERE n.nspname = :schema AND c.relname = ANY(:tables)
+                   AND a.attnum > 0 AND NOT a.attisdropped AND a.attacl IS NOT NULL
                 UNION ALL
                 SELECT 'function ' || n.nspname || '.' || p.proname || '('
                            || coalesce((SELECT string_agg(format_type(t.type, NULL), ', ' ORDER BY t.position)
