@@ -117,11 +117,11 @@ _CALLER_ARGUMENTS = "p_chat_id uuid, p_user_id uuid"
 # The marks change other participants' messages (SECURITY DEFINER); the readers run as the caller.
 promises = Promises((
     Function(MARK_MESSAGES_AS_DELIVERED, _CALLER_ARGUMENTS, "TABLE(updated_count bigint)",
-             security_definer=True, search_path='""'),
+             security_definer=True, search_path='""', caller_checked=True),
     Function(MARK_MESSAGES_AS_READ, _CALLER_ARGUMENTS, "TABLE(updated_count bigint)",
-             security_definer=True, search_path='""'),
-    Function(GET_UNREAD_COUNT, _CALLER_ARGUMENTS, "bigint", security_definer=False, search_path='""'),
-    Function(GET_LATEST_SEQ, "p_chat_id uuid", "bigint", security_definer=False, search_path='""'),
+             security_definer=True, search_path='""', caller_checked=True),
+    Function(GET_UNREAD_COUNT, _CALLER_ARGUMENTS, "bigint", security_definer=False, search_path='""', caller_checked=True),
+    Function(GET_LATEST_SEQ, "p_chat_id uuid", "bigint", security_definer=False, search_path='""', caller_checked=True),
 )) + access.promises()
 
 HAS_UPDATED_AT = (

@@ -160,10 +160,11 @@ access = api_access.Access(
 promises = Promises((
     Column(PARTICIPANTS, "last_read_seq", "bigint", not_null=False),
     Function(MARK_MESSAGES_AS_DELIVERED, "p_chat_id uuid, p_user_id uuid", "TABLE(updated_count bigint)",
-             security_definer=True, search_path='""'),
+             security_definer=True, search_path='""', caller_checked=True),
     Function(MARK_MESSAGES_AS_READ, "p_chat_id uuid, p_user_id uuid", "TABLE(updated_count bigint)",
-             security_definer=True, search_path='""'),
-    Function(GET_UNREAD_COUNT, "p_chat_id uuid, p_user_id uuid", "bigint", security_definer=False, search_path='""'),
+             security_definer=True, search_path='""', caller_checked=True),
+    Function(GET_UNREAD_COUNT, "p_chat_id uuid, p_user_id uuid", "bigint", security_definer=False, search_path='""',
+             caller_checked=True),
     Function(FOLLOW_LAST_READ_AT, "", "trigger", security_definer=False, search_path='""'),
     Trigger(PARTICIPANTS, FOLLOW_TRIGGER, "BEFORE", ("UPDATE",), FOLLOW_LAST_READ_AT.split("(")[0]),
 )) + access.promises()

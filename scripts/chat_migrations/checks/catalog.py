@@ -20,14 +20,11 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
-from alembic.config import Config
-from alembic.script import ScriptDirectory
 from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection
 
 from chat_migrations.runtime import bookkeeping
-from chat_migrations.schema import tables as chat_tables
-from chat_migrations.runtime.environments import ALEMBIC_INI
+from chat_migrations.schema import history, tables as chat_tables
 
 SCHEMA = "public"
 TABLES = chat_tables.NAMES
@@ -122,19 +119,10 @@ def read_catalog(conn: Connection) -> Catalog:
 
 VERSION_TABLE = bookkeeping.VERSION_TABLE
 current_revision = bookkeeping.current_revision
-
-
-def script_directory(environment: str) -> ScriptDirectory:
-    """The environment's revisions, as ``alembic -n <environment>`` loads them."""
-    return ScriptDirectory.from_config(Config(str(ALEMBIC_INI), ini_section=environment))
-
-
-def head_revision(environment: str) -> str:
-    return script_directory(environment).get_current_head()
-
-
-def revisions(environment: str) -> set[str]:
-    return {script.revision for script in script_directory(environment).walk_revisions()}
+# The environment's chain, as ``alembic -n <environment>`` loads it (one place: chat_migrations.schema.history).
+script_directory = history.script_directory
+head_revision = history.head_revision
+revisions = history.revisions
 
 
 # --- tables, columns, constraints, indexes -----------------------------------

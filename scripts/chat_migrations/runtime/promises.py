@@ -188,6 +188,9 @@ class Function:
     result: str
     security_definer: bool | None = None
     search_path: str | None = None
+    # True: it refuses (SQLSTATE 42501, nothing changed) a caller acting for another user or in a chat
+    # they are not in; scripts/smoke proves it as the frontend calls it.
+    caller_checked: bool | None = None
 
     @property
     def key(self) -> tuple:
@@ -199,6 +202,8 @@ class Function:
             extras.append("SECURITY DEFINER" if self.security_definer else "SECURITY INVOKER")
         if self.search_path is not None:
             extras.append(f"search_path = {self.search_path!r}")
+        if self.caller_checked:
+            extras.append("callers act only as themselves, in their own chats")
         return f"function {self.signature.split('(')[0]}({self.arguments}) returns {self.result}" + (
             f" ({', '.join(extras)})" if extras else "")
 

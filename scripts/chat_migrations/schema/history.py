@@ -69,6 +69,11 @@ def promised(environment: str, revision: str | None = None, script: ScriptDirect
     return promises.fold((s.revision, declaration(s)) for s in chain(environment, revision, script))
 
 
+def states(environment: str, script: ScriptDirectory | None = None) -> list[promises.State]:
+    """The promised state at each revision of the chain, baseline first."""
+    return [promised(environment, s.revision, script) for s in chain(environment, None, script)]
+
+
 def common_to_every_revision(environment: str, script: ScriptDirectory | None = None) -> promises.State:
     """The promises that hold, unchanged, at every revision of the chain (for a database at an unknown one)."""
     states = [promised(environment, s.revision, script) for s in chain(environment, None, script)]
