@@ -53,7 +53,7 @@ from alembic import op
 
 from chat_migrations.runtime import api_access, online_ddl, policy_snapshots, requirements, snapshots
 from chat_migrations.frozen import converged
-from chat_migrations.runtime.promises import Function, Promises
+from chat_migrations.runtime.promises import Function, OptionalColumn, Promises
 
 revision: str = "103_messaging_security"
 down_revision: Union[str, Sequence[str], None] = "102_unread_count_index"
@@ -116,6 +116,7 @@ access = api_access.Access(
 _CALLER_ARGUMENTS = "p_chat_id uuid, p_user_id uuid"
 # The marks change other participants' messages (SECURITY DEFINER); the readers run as the caller.
 promises = Promises((
+    OptionalColumn("public.chat_messages", "updated_at"),  # set, and granted, only where it exists
     Function(MARK_MESSAGES_AS_DELIVERED, _CALLER_ARGUMENTS, "TABLE(updated_count bigint)",
              security_definer=True, search_path='""', caller_checked=True),
     Function(MARK_MESSAGES_AS_READ, _CALLER_ARGUMENTS, "TABLE(updated_count bigint)",

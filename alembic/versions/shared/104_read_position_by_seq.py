@@ -94,7 +94,7 @@ from typing import Sequence, Union
 from alembic import op
 
 from chat_migrations.runtime import api_access, online_ddl, requirements, snapshots
-from chat_migrations.runtime.promises import Column, Function, Promises, Trigger
+from chat_migrations.runtime.promises import Column, Function, OptionalColumn, Promises, Trigger
 
 revision: str = "104_read_position_by_seq"
 down_revision: Union[str, Sequence[str], None] = "103_messaging_security"
@@ -159,6 +159,7 @@ access = api_access.Access(
 # Redefined with 103's names, arguments, results and security; the column, its trigger and the trigger's function are new.
 promises = Promises((
     Column(PARTICIPANTS, "last_read_seq", "bigint", not_null=False),
+    OptionalColumn("public.chat_messages", "updated_at"),  # set only where it exists
     Function(MARK_MESSAGES_AS_DELIVERED, "p_chat_id uuid, p_user_id uuid", "TABLE(updated_count bigint)",
              security_definer=True, search_path='""', caller_checked=True),
     Function(MARK_MESSAGES_AS_READ, "p_chat_id uuid, p_user_id uuid", "TABLE(updated_count bigint)",

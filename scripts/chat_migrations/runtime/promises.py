@@ -220,6 +220,8 @@ class Trigger:
     level: str = "ROW"
     # The trigger's full definition, for the fix that creates it where it is missing.
     definition: str = ""
+    # What stops without it (adopt names it when the trigger is missing).
+    because: str = ""
 
     @property
     def key(self) -> tuple:
