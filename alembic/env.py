@@ -103,11 +103,23 @@ def run_revisions() -> None:
 
 
 def _adoption_refusal(connection, environment: str) -> str | None:
-    """Why stamping this live database would adopt what differs blockingly from its baseline (scripts/adopt)."""
-    from chat_migrations.checks import adopt  # only a stamp of a live database needs the comparison
+    """Why this database may not be stamped at the revision asked for: it does not hold what that revision promises.
 
-    blockers = adopt.blocking(connection, environment)
-    return adopt.blocked_message(environment, blockers) if blockers else None
+    At the baseline, adopt's comparison (scripts/adopt); at any other
+    revision, every promise of the chain up to it (chat_migrations.checks.guarantees).
+    """
+    # Only a stamp needs the comparison: imported here, so other commands start without it.
+    from chat_migrations.checks import adopt, stamping
+
+    # alembic's stamp takes its revisions as a list (cmd_opts.revisions).
+    asked = getattr(config.cmd_opts, "revisions", None) or [getattr(config.cmd_opts, "revision", None)]
+    target = stamping.target(context.script, asked[0] if len(asked) == 1 else None)
+    if target is None:
+        return None
+    if target == context.script.get_base():
+        blockers = adopt.blocking(connection, environment)
+        return adopt.blocked_message(environment, blockers) if blockers else None
+    return stamping.refusal(connection, environment, target)
 
 
 class Plan:

@@ -110,7 +110,7 @@ def _as_catalog(data: dict[str, Any]) -> Catalog:
 
 
 @contextmanager
-def _catalog_search_path(conn: Connection) -> Iterator[None]:
+def catalog_search_path(conn: Connection) -> Iterator[None]:
     """read_catalog's expressions are schema-qualified only with search_path = pg_catalog.
 
     checks_cli sets it for its sessions; a caller's own connection (env.py's)
@@ -750,7 +750,7 @@ def _functionidentifier(signature: str) -> str:
 def compare(conn: Connection, environment: str) -> list[Difference]:
     """Every difference between the live chat objects and the environment's baseline, judged."""
     expected = expected_picture(environment)
-    with _catalog_search_path(conn):
+    with catalog_search_path(conn):
         live = picture(read_catalog(conn))
         user = conn.execute(text("SELECT current_user")).scalar()
         members_of = text("SELECT rolname FROM pg_roles WHERE pg_has_role(oid, 'MEMBER')")
