@@ -1,6 +1,6 @@
 """scripts/validate: every check fails, naming the object, on a database that breaks exactly it.
 
-It judges what the revisions promise (chat_migrations.schema.contract), so what they
+It judges what the revisions promise (their declarations, folded along the chain), so what they
 never promised (a constraint's name, an extra index, a default, an ON DELETE
 action) passes, and what the plan does not know is reported as information.
 

@@ -11,8 +11,8 @@ Read-only, and reported before anything runs:
                       unmet, the upgrade refuses before changing anything
  table_sizes          size and estimated rows of the tables the pending revisions touch
  not_null_violations  rows with NULL in a key a pending revision makes NOT NULL
-                      (chat_migrations.schema.contract: only the keys the revisions
-                      promise, never a column no revision touches)
+                      (only the keys a pending revision promises NOT NULL,
+                      never a column no revision touches)
  set_null_conflicts   keys whose foreign key sets them NULL on delete: they stay
                       nullable (NOT NULL would make that delete fail), or are
                       NOT NULL already and that delete fails today

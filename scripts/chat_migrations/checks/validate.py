@@ -1,16 +1,19 @@
 """scripts/validate -n prod|staging [--json] [--thorough] [--at-current-revision]: is this the converged head?
 
 The plan's 004_validation.sql as a command a deploy pipeline can trust. It
-judges, read-only, what the revisions promise (chat_migrations.schema.contract),
-never models.py's spelling of the rest:
+judges, read-only, what the revisions promise: the fold of the declarations
+each revision makes in its own file (chat_migrations.schema.history), each
+judged by its guarantee (chat_migrations.checks.guarantees), never models.py's
+spelling of the rest:
 
  revision            the database is at its environment's head revision
- not_null            the four keys the revisions make NOT NULL are NOT NULL; a
+ not_null            the keys the revisions promise NOT NULL are NOT NULL; a
                      key whose foreign key sets it NULL on delete stays
                      nullable by design and passes (the summary says why)
+ columns             the promised columns exist with their types
  seq                 every message has a seq
- functions           the messaging functions and the seq trigger exist with
-                     the expected arguments and return types
+ functions           the promised functions (arguments, result, security,
+                     search_path) and triggers
  indexes             the indexes the revisions build exist with exactly the
                      definition they build (a partial index of that name
                      fails, naming its definition), and no index on the
@@ -18,21 +21,20 @@ never models.py's spelling of the rest:
  realtime            REPLICA IDENTITY FULL and supabase_realtime membership
  orphans             no participant or message points to a missing row
  duplicate_seq       no seq appears twice within a chat
- unique_constraints  the primary and unique keys exist by their columns (any
-                     name), validated, on valid indexes
+ unique_constraints  the promised keys hold by their columns (any name): a
+                     validated constraint or a valid unique index
  foreign_keys        the foreign keys exist by column and referenced table
                      (any name, any ON DELETE action), validated, with their
                      triggers enabled
- privileges          anon holds nothing on the chat tables and the API
-                     functions; authenticated no TRUNCATE, TRIGGER,
-                     REFERENCES, nor DELETE without a policy allowing it;
-                     PUBLIC no EXECUTE on the API functions
+ privileges          each role holds exactly what the revisions grant it on
+                     tables, columns and functions
+ policies            RLS on, and each table's policies exactly the promised ones
  leftovers           nothing an interrupted revision left behind
                      (chat_migrations.runtime.leftovers)
  unknown_objects     columns, indexes, constraints, policies, functions and
                      triggers on the chat tables that neither the plan's
                      schema (models.py's names, the baseline's policies) nor
-                     the contract knows: reported, never judged
+                     the revisions' promises know: reported, never judged
 
 Statuses: ``pass``, ``fail``, and ``info`` (unknown_objects when it found
 something: information only, it never fails the command). Exit 1 only when a

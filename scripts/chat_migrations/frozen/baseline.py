@@ -323,7 +323,7 @@ def promises(environment: str):
         *(p.Unique(table, ("id",), primary=True) for table in (_CHATS, _PARTICIPANTS, _MESSAGES)),
         p.Unique(_PARTICIPANTS, ("chat_id", "user_id"), because="a user is a participant of a chat once"),
         p.Unique(_MESSAGES, ("chat_id", "seq"),
-                 because="101_serialised_message_seq's gapless seqs and the frontend's ordering rely on it; "
+                 because="the seq trigger's gapless seqs and the frontend's ordering rely on it; "
                  "without it a duplicate seq goes unnoticed"),
         p.Unique(_MESSAGES, ("client_generated_id",),
                  because="the frontend resends with upsert(onConflict: 'client_generated_id'), which fails "

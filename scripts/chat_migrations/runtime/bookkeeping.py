@@ -13,6 +13,8 @@ checks and a pasted SQL script can check it; only the owner writes it.
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 from sqlalchemy import text
 
 SCHEMA = "migration_meta"
@@ -51,3 +53,19 @@ def current_revision(conn) -> str | None:
         return None
     versions = conn.execute(text(f"SELECT version_num FROM {VERSION_TABLE} ORDER BY 1")).scalars().all()
     return ",".join(versions) or None
+
+
+@lru_cache(maxsize=None)
+def script_directory(environment: str):
+    """The environment's revisions, as ``alembic -n <environment>`` loads them (read once per process)."""
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    from chat_migrations.runtime.environments import ALEMBIC_INI
+
+    return ScriptDirectory.from_config(Config(str(ALEMBIC_INI), ini_section=environment))
+
+
+def base_revision(environment: str) -> str:
+    """The environment's baseline: the revision a live database is adopted at."""
+    return script_directory(environment).get_base()

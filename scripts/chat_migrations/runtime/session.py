@@ -220,7 +220,7 @@ def _refuse_unadopted(conn: Connection, run: _Run) -> None:
         return
     present = _chat_tables(conn, run.chat_tables)
     if present:
-        baseline = f"000_{env.name}_baseline"
+        baseline = bookkeeping.base_revision(env.name)
         raise MigrationRefused(
             f"{env.name}'s database holds {', '.join(present)} but was never adopted (no revision in "
             f"{bookkeeping.VERSION_TABLE}): adopt it first: scripts/adopt -n {env.name} compares it with "

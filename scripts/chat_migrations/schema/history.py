@@ -8,36 +8,22 @@ revision: what a revision did is read from that revision.
 
 from __future__ import annotations
 
-from functools import lru_cache
-
-from alembic.config import Config
 from alembic.script import Script, ScriptDirectory
 
 from chat_migrations.errors import ChatMigrationsError
-from chat_migrations.runtime import promises
-from chat_migrations.runtime.environments import ALEMBIC_INI
+from chat_migrations.runtime import bookkeeping, promises
 
 
 class UnknownRevision(ChatMigrationsError):
     """A revision this environment's chain does not contain."""
 
 
-@lru_cache(maxsize=None)
-def _script_directory(ini: str, environment: str) -> ScriptDirectory:
-    return ScriptDirectory.from_config(Config(ini, ini_section=environment))
-
-
-def script_directory(environment: str) -> ScriptDirectory:
-    """The environment's revisions, as ``alembic -n <environment>`` loads them."""
-    return _script_directory(str(ALEMBIC_INI), environment)
+script_directory = bookkeeping.script_directory
+base_revision = bookkeeping.base_revision
 
 
 def head_revision(environment: str) -> str:
     return script_directory(environment).get_current_head()
-
-
-def base_revision(environment: str) -> str:
-    return script_directory(environment).get_base()
 
 
 def revisions(environment: str) -> set[str]:
