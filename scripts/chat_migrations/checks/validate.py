@@ -322,6 +322,7 @@ def known_names(environment: str) -> dict[str, set[str]]:
         for fk in table.foreign_key_constraints:
             constraints.add(f"{prefix}.{name}_{'_'.join(c.name for c in fk.columns)}_fkey")
     state = history.promised(environment)
+    columns |= {item.qualified for item in (*state.of(p.Column), *state.of(p.OptionalColumn))}
     indexes |= {index.key[1] for index in state.of(p.Index)}
     policies = {f"{item.table}.{policy}" for item in state.of(p.Policies) for policy in item.names}
     if environment in baseline.ENVIRONMENTS:

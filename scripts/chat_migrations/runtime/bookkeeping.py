@@ -55,15 +55,20 @@ def current_revision(conn) -> str | None:
     return ",".join(versions) or None
 
 
-@lru_cache(maxsize=None)
 def script_directory(environment: str):
-    """The environment's revisions, as ``alembic -n <environment>`` loads them (read once per process)."""
+    """The environment's revisions, as ``alembic -n <environment>`` loads them (``ALEMBIC_CONFIG`` names
+    another alembic.ini, as for alembic itself; each is read once per process)."""
+    from chat_migrations.runtime.environments import alembic_ini
+
+    return _script_directory(str(alembic_ini()), environment)
+
+
+@lru_cache(maxsize=None)
+def _script_directory(ini: str, environment: str):
     from alembic.config import Config
     from alembic.script import ScriptDirectory
 
-    from chat_migrations.runtime.environments import ALEMBIC_INI
-
-    return ScriptDirectory.from_config(Config(str(ALEMBIC_INI), ini_section=environment))
+    return ScriptDirectory.from_config(Config(ini, ini_section=environment))
 
 
 def base_revision(environment: str) -> str:
