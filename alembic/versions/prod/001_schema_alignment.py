@@ -26,7 +26,7 @@ Revises: 000_prod_baseline
 
 from typing import Sequence, Union
 
-from chat_migrations.runtime import online_ddl, requirements
+from chat_migrations.runtime import indexes, not_null, requirements
 
 revision: str = "001_schema_alignment"
 down_revision: Union[str, Sequence[str], None] = "000_prod_baseline"
@@ -47,13 +47,13 @@ def upgrade() -> None:
     # Rows that violate stop the revision first; the concurrent step comes next,
     # because stepping out of the transaction commits what came before it; the
     # SET NOT NULL comes last and commits with the revision.
-    online_ddl.prepare_not_null(revision, KEYS)
-    online_ddl.create_index_concurrently(
+    not_null.prepare_not_null(revision, KEYS)
+    indexes.create_index_concurrently(
         revision, "idx_chat_messages_sender_id", "public.chat_messages", "sender_id"
     )
-    online_ddl.finish_not_null(KEYS)
+    not_null.finish_not_null(KEYS)
 
 
 def downgrade() -> None:
-    online_ddl.drop_index_concurrently(revision, "idx_chat_messages_sender_id", "public.chat_messages")
-    online_ddl.drop_not_null(revision, "public.chat_participants", "chat_id", "user_id")
+    indexes.drop_index_concurrently(revision, "idx_chat_messages_sender_id", "public.chat_messages")
+    not_null.drop_not_null(revision, "public.chat_participants", "chat_id", "user_id")

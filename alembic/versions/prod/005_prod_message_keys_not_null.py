@@ -9,7 +9,7 @@ Where a live prod has sender_id REFERENCES auth.users ON DELETE SET NULL
 deleting any user who ever sent a message fail, which worked before. The
 careful choice keeps that column nullable: CASCADE instead would delete other
 participants' conversation history, and NO ACTION would block account
-deletion. online_ddl.set_not_null skips such a column (and logs it);
+deletion. not_null.set_not_null skips such a column (and logs it);
 preflight names the conflict and validate accepts it. Tested by deleting a
 user through auth.users before and after (tests/test_live_variants.py).
 Locks: as 001: CHECK NOT VALID (ACCESS EXCLUSIVE, catalog only), VALIDATE
@@ -24,7 +24,7 @@ Revises: 001_schema_alignment
 
 from typing import Sequence, Union
 
-from chat_migrations.runtime import online_ddl, requirements
+from chat_migrations.runtime import not_null, requirements
 
 revision: str = "005_prod_message_keys_not_null"
 down_revision: Union[str, Sequence[str], None] = "001_schema_alignment"
@@ -37,8 +37,8 @@ requires = requirements.Requirements(columns={"public.chat_messages": ("chat_id"
 
 
 def upgrade() -> None:
-    online_ddl.set_not_null(revision, "public.chat_messages", "chat_id", "sender_id")
+    not_null.set_not_null(revision, "public.chat_messages", "chat_id", "sender_id")
 
 
 def downgrade() -> None:
-    online_ddl.drop_not_null(revision, "public.chat_messages", "chat_id", "sender_id")
+    not_null.drop_not_null(revision, "public.chat_messages", "chat_id", "sender_id")

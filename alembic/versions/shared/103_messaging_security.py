@@ -33,9 +33,9 @@ policy would undo the restrictions); scripts/preflight lists them first.
 Policies, RLS switches and ACLs of the tables, and each function's definition,
 owner, ACL and comment are recorded first.
 Locks: first ACCESS EXCLUSIVE on the three tables in one LOCK statement, in
-the application's lock order (online_ddl.lock_tables), waiting at most
+the application's lock order (lock_retries.lock_tables), waiting at most
 lock_timeout; a timeout rolls the revision back and starts it over
-(online_ddl.run_with_lock_retries), holding nothing between attempts. Then
+(lock_retries.run_with_lock_retries), holding nothing between attempts. Then
 only catalog changes (policies, functions, grants) until the commit, a few
 milliseconds. One transaction.
 Downgrade verified: tests/test_migrations.py (dump before upgrade equals dump
@@ -51,7 +51,7 @@ from typing import Sequence, Union
 
 from alembic import op
 
-from chat_migrations.runtime import api_access, online_ddl, policy_snapshots, requirements, snapshots
+from chat_migrations.runtime import api_access, lock_retries, policy_snapshots, requirements, snapshots
 from chat_migrations.frozen import converged
 
 revision: str = "103_messaging_security"
@@ -273,7 +273,7 @@ CREATE POLICY chat_messages_update_own ON public.chat_messages FOR UPDATE TO aut
 
 
 def upgrade() -> None:
-    online_ddl.lock_tables(*TABLES)
+    lock_retries.lock_tables(*TABLES)
     for table in TABLES:
         op.execute(policy_snapshots.record_table_access_sql(revision, table))
     drops = "".join(policy_snapshots.drop_policies_sql(table) for table in TABLES)
@@ -284,7 +284,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    online_ddl.lock_tables(*TABLES)
+    lock_retries.lock_tables(*TABLES)
     fallbacks = {table: converged.previous_table_access(table) for table in TABLES}
     op.execute(policy_snapshots.restore_table_access_sql(revision, fallbacks))
     for signature in reversed(DEFINITIONS):

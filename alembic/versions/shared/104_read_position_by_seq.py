@@ -65,7 +65,7 @@ changed. updated_at is set by the mark functions only where it exists (103's
 choice).
 Locks: ACCESS EXCLUSIVE on chat_participants for ADD COLUMN (catalog only,
 no scan) and CREATE TRIGGER (SHARE ROW EXCLUSIVE, covered), taken first with
-online_ddl.lock_tables, waiting at most
+lock_retries.lock_tables, waiting at most
 lock_timeout and retried (the revision starts over, holding nothing between
 attempts). Function definitions are catalog rows. The upgrade is one
 transaction. The downgrade is two: the trigger (DROP TRIGGER: ACCESS EXCLUSIVE) and
@@ -93,7 +93,7 @@ from typing import Sequence, Union
 
 from alembic import op
 
-from chat_migrations.runtime import api_access, online_ddl, requirements, snapshots
+from chat_migrations.runtime import api_access, lock_retries, requirements, snapshots
 
 revision: str = "104_read_position_by_seq"
 down_revision: Union[str, Sequence[str], None] = "103_messaging_security"
@@ -390,7 +390,7 @@ def _restore_function_sql(signature: str) -> str:
 
 
 def upgrade() -> None:
-    online_ddl.lock_tables(PARTICIPANTS)
+    lock_retries.lock_tables(PARTICIPANTS)
     op.execute(ADD_COLUMN_SQL)
     for signature, definition in DEFINITIONS.items():
         op.execute(snapshots.redefine_function_sql(revision, signature, definition))
@@ -401,7 +401,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     # First transaction: the trigger and its function gone, 103's functions back,
     # which no longer read last_read_seq.
-    online_ddl.lock_tables(PARTICIPANTS)
+    lock_retries.lock_tables(PARTICIPANTS)
     op.execute(DROP_TRIGGER_SQL)
     op.execute(_restore_function_sql(FOLLOW_LAST_READ_AT))
     for signature in reversed(DEFINITIONS):
@@ -411,7 +411,7 @@ def downgrade() -> None:
     # (its caller check reads it), so the drop waits for it; dropped in the same
     # transaction, such a call would fail on the missing column.
     with op.get_context().autocommit_block():
-        online_ddl.execute(DROP_COLUMN_SQL, table=PARTICIPANTS, in_transaction=False)
+        lock_retries.execute(DROP_COLUMN_SQL, table=PARTICIPANTS, in_transaction=False)
     # Last, with alembic's version update: the snapshots. Until then a rerun restores from them.
     for signature in (FOLLOW_LAST_READ_AT, *reversed(DEFINITIONS)):
         op.execute(snapshots.forget_sql(revision, "function", signature))

@@ -21,7 +21,7 @@ Revises: 005_staging_sender_index
 
 from typing import Sequence, Union
 
-from chat_migrations.runtime import online_ddl, requirements
+from chat_migrations.runtime import not_null, requirements
 
 revision: str = "006_staging_keys_not_null"
 down_revision: Union[str, Sequence[str], None] = "005_staging_sender_index"
@@ -37,11 +37,11 @@ requires = requirements.Requirements(
 
 def upgrade() -> None:
     # One step for both tables: rows violating either stop it before any SET NOT NULL.
-    online_ddl.set_not_null_on(
+    not_null.set_not_null_on(
         revision, {"public.chat_participants": ("chat_id", "user_id"), "public.chat_messages": ("chat_id", "sender_id")}
     )
 
 
 def downgrade() -> None:
-    online_ddl.drop_not_null(revision, "public.chat_messages", "chat_id", "sender_id")
-    online_ddl.drop_not_null(revision, "public.chat_participants", "chat_id", "user_id")
+    not_null.drop_not_null(revision, "public.chat_messages", "chat_id", "sender_id")
+    not_null.drop_not_null(revision, "public.chat_participants", "chat_id", "user_id")

@@ -27,12 +27,12 @@ from dataclasses import dataclass
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
-from chat_migrations.runtime import bookkeeping
+from chat_migrations.runtime import bookkeeping, indexes, lock_retries, not_null
 
 log = logging.getLogger("chat_migrations")
 
-HELPER_CHECK_SUFFIX = "_not_null_migration"
-REBUILD_SUFFIX = "_migration_new"
+HELPER_CHECK_SUFFIX = not_null.HELPER_CHECK_SUFFIX
+REBUILD_SUFFIX = indexes.REBUILD_SUFFIX
 
 # A concurrent drop waits for every transaction using the table; it blocks none. Unit: ms (1 h).
 _DROP_TIMEOUT_MS = 3_600_000
@@ -122,8 +122,6 @@ def removable(conn: Connection, *, applied: set[str], keep: set[str], tables: tu
 def remove(conn: Connection, removable: list[Leftover], *, autocommit_block, settings) -> None:
     """Undo ``removable``; ``autocommit_block`` is the migration context's (concurrent drops run outside a
     transaction), ``settings`` the run's (session.Settings: the lock and statement timeouts to restore)."""
-    from chat_migrations.runtime import online_ddl
-
     # Before the first revision no transaction is alembic's: end the one these reads began.
     if conn.in_transaction():
         conn.commit()
@@ -135,13 +133,13 @@ def remove(conn: Connection, removable: list[Leftover], *, autocommit_block, set
                 conn.execute(text(f"SET lock_timeout = {_DROP_TIMEOUT_MS}"))
                 conn.execute(text(f"DROP INDEX CONCURRENTLY IF EXISTS {_quoted(item.name)}"))
             elif item.kind == "redefined index":
-                online_ddl.converge_index(item.name.split(".", 1)[1], item.table)
+                indexes.converge_index(item.name.split(".", 1)[1], item.table)
             elif item.kind in ("not null", "check"):
                 # Catalog changes under ACCESS EXCLUSIVE: short waits and retries, like every migration lock.
                 conn.execute(text(f"SET lock_timeout = {settings.lock_timeout_ms}"))
                 table, name = item.name.rsplit(".", 1)
                 action = f'ALTER COLUMN "{name}" DROP NOT NULL' if item.kind == "not null" else f'DROP CONSTRAINT IF EXISTS "{name}"'
-                online_ddl.execute(f"ALTER TABLE {_quoted(table)} {action}", table=table, in_transaction=False)
+                lock_retries.execute(f"ALTER TABLE {_quoted(table)} {action}", table=table, in_transaction=False)
         stale_revisions = sorted({item.revision for item in removable if item.kind == "snapshot"})
         if stale_revisions:
             conn.execute(text(f"DELETE FROM {bookkeeping.SNAPSHOTS} WHERE revision = ANY(:r)"), {"r": stale_revisions})

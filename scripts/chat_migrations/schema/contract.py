@@ -11,10 +11,10 @@ information (validate's ``unknown_objects``), not a failure.
 * NOT NULL keys: the four keys 001 (prod) and 005 (prod) make NOT NULL
   (staging's baseline has them so). A key whose foreign key writes NULL into
   it (ON DELETE SET NULL, or SET DEFAULT with no column default) stays
-  nullable: the revisions skip it (``online_ddl.set_null_conflict_sql``,
+  nullable: the revisions skip it (``not_null.set_null_conflict_sql``,
   mirrored here over the Catalog by ``set_null_conflict``).
 * Indexes the revisions build, with the exact definition they converge to
-  (``online_ddl.index_definition``, the one source for both).
+  (``indexes.index_definition``, the one source for both).
 * Unique keys and foreign keys by their columns (and referenced table), under
   any name and with any ON DELETE action.
 * The functions (signature -> result), the seq trigger and 104's read-position
@@ -39,7 +39,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
 from chat_migrations.checks import catalog as catalog_module
-from chat_migrations.runtime import online_ddl
+from chat_migrations.runtime import indexes, not_null
 from chat_migrations.checks.catalog import Catalog
 
 CHATS, PARTICIPANTS, MESSAGES = "public.chats", "public.chat_participants", "public.chat_messages"
@@ -73,7 +73,7 @@ NOT_NULL_KEYS = (
 def set_null_conflict(catalog: Catalog, table: str, column: str) -> tuple[str, dict[str, Any]] | None:
     """The foreign key that writes NULL into ``column`` when its referenced row is deleted, if any.
 
-    The Catalog form of online_ddl.set_null_conflict_sql: a foreign key whose
+    The Catalog form of not_null.set_null_conflict_sql: a foreign key whose
     columns include ``column`` with ON DELETE SET NULL, or SET DEFAULT where
     the column has no default. NOT NULL on such a column would make deleting
     the referenced row fail; the revisions keep it nullable.
@@ -108,7 +108,7 @@ class ContractIndex:
     @property
     def definition(self) -> str:
         """pg_get_indexdef's form, exactly what the revisions compare and build."""
-        return online_ddl.index_definition(self.name, self.table, self.columns)
+        return indexes.index_definition(self.name, self.table, self.columns)
 
     @property
     def key(self) -> str:
