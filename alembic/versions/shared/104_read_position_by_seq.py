@@ -67,7 +67,9 @@ Locks: ACCESS EXCLUSIVE on chat_participants for ADD COLUMN (catalog only,
 no scan) and CREATE TRIGGER (SHARE ROW EXCLUSIVE, covered), taken first with
 lock_retries.lock_tables, waiting at most
 lock_timeout and retried (the revision starts over, holding nothing between
-attempts). Function definitions are catalog rows. The upgrade is one
+attempts). Only where the column or the trigger is missing: the catalog is
+read first, under no table lock, and a table that has both gets no lock
+(tests/test_needless_locks.py); the trigger is created only where missing. Function definitions are catalog rows. The upgrade is one
 transaction. The downgrade is two: the trigger (DROP TRIGGER: ACCESS EXCLUSIVE) and
 the functions (under the same lock, taken first), then
 DROP COLUMN (ACCESS EXCLUSIVE again, retried), so that a call of 104's
@@ -344,12 +346,23 @@ COMMENT ON FUNCTION {FOLLOW_LAST_READ_AT} IS
     'A direct change of last_read_at (not mark_messages_as_read''s) clears last_read_seq: the badge counts by last_read_at, as before revision 104.';
 {access.function_grants_sql(FOLLOW_LAST_READ_AT)}"""
 
-# SHARE ROW EXCLUSIVE on the table, inside lock_tables' ACCESS EXCLUSIVE (taken first).
-CREATE_TRIGGER_SQL = (
-    f"""CREATE TRIGGER {FOLLOW_TRIGGER} BEFORE UPDATE OF last_read_at ON {PARTICIPANTS}
-    FOR EACH ROW WHEN (OLD.last_read_at IS DISTINCT FROM NEW.last_read_at)
-    EXECUTE FUNCTION {FOLLOW_LAST_READ_AT}"""
+HAS_FOLLOW_TRIGGER = (
+    f"EXISTS (SELECT FROM pg_trigger WHERE tgrelid = '{PARTICIPANTS}'::regclass AND tgname = '{FOLLOW_TRIGGER}')"
 )
+HAS_READ_SEQ_COLUMN = (
+    f"EXISTS (SELECT FROM pg_attribute WHERE attrelid = '{PARTICIPANTS}'::regclass AND attname = 'last_read_seq' "
+    "AND attnum > 0 AND NOT attisdropped)"
+)
+# Nothing to change on the table: the column and the trigger are there (the functions need no table lock).
+TABLE_AS_104_LEAVES_IT = f"{HAS_READ_SEQ_COLUMN} AND {HAS_FOLLOW_TRIGGER}"
+
+# SHARE ROW EXCLUSIVE on the table, inside lock_tables' ACCESS EXCLUSIVE (taken first);
+# only where the trigger is missing, so a rerun on a table that has it requests no lock.
+CREATE_TRIGGER_SQL = f"""DO $trigger$ BEGIN IF NOT {HAS_FOLLOW_TRIGGER} THEN
+    CREATE TRIGGER {FOLLOW_TRIGGER} BEFORE UPDATE OF last_read_at ON {PARTICIPANTS}
+    FOR EACH ROW WHEN (OLD.last_read_at IS DISTINCT FROM NEW.last_read_at)
+    EXECUTE FUNCTION {FOLLOW_LAST_READ_AT};
+END IF; END $trigger$"""
 
 # ACCESS EXCLUSIVE on the table, inside lock_tables' (taken first).
 DROP_TRIGGER_SQL = f"DROP TRIGGER IF EXISTS {FOLLOW_TRIGGER} ON {PARTICIPANTS}"
@@ -390,7 +403,7 @@ def _restore_function_sql(signature: str) -> str:
 
 
 def upgrade() -> None:
-    lock_retries.lock_tables(PARTICIPANTS)
+    lock_retries.lock_tables(PARTICIPANTS, unless=TABLE_AS_104_LEAVES_IT)
     op.execute(ADD_COLUMN_SQL)
     for signature, definition in DEFINITIONS.items():
         op.execute(snapshots.redefine_function_sql(revision, signature, definition))

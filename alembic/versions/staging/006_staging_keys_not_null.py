@@ -8,10 +8,20 @@ with a schema validate refuses and prod does not have. On the observed
 staging every key is NOT NULL already and this revision changes nothing (it
 records that, so its downgrade changes nothing either). A key whose foreign
 key is ON DELETE SET NULL stays nullable, as in prod's 001 and 005.
-Locks: only for a nullable key: CHECK NOT VALID (ACCESS EXCLUSIVE, catalog
-only), VALIDATE (SHARE UPDATE EXCLUSIVE while scanning), SET NOT NULL proved
-from the check (ACCESS EXCLUSIVE, no scan), each wait bounded by lock_timeout
-with retries.
+Locks: only for a nullable key, none on the observed staging. ACCESS EXCLUSIVE steps (CHECK NOT VALID, SET NOT NULL proved from the check
+with no scan, DROP of the helper check; catalog changes only) each wait at
+most the run's lock_timeout (500 ms by default) and are retried
+(lock_retries); each is requested only where it changes something: the
+catalog is read first, under no table lock, so a key already NOT NULL (or
+left nullable for its ON DELETE SET NULL) gets no table lock at all
+(tests/test_needless_locks.py). VALIDATE (SHARE UPDATE EXCLUSIVE while
+scanning) waits up to one hour for its lock and is not retried: no
+application query conflicts with SHARE UPDATE EXCLUSIVE, so nothing queues
+behind it while it waits (a short timeout would only abort it).
+Until issue 19 the helper check's DROP ran as ALTER TABLE ... DROP
+CONSTRAINT IF EXISTS, which requests ACCESS EXCLUSIVE even when nothing
+exists: on keys already NOT NULL it queued behind the application's
+transactions and retried; it now runs only where the check exists.
 Downgrade verified: tests/test_migrations.py (dump before upgrade equals dump
 after downgrade) and tests/test_live_variants.py (a staging with a nullable key).
 

@@ -73,8 +73,3 @@ def read_declarations(comments: list[str]) -> tuple[Declaration | None, list[str
     if not locks and not run_alone:
         return None, others
     return Declaration(tuple(locks), run_alone), others
-
-
-def lint_exception(reason: str, *rules: str) -> str:
-    """Comment lines telling squawk (tests/test_lint.py) why the next statement is safe."""
-    return f"-- {reason}\n-- squawk-ignore {','.join(rules)}\n"

@@ -163,7 +163,7 @@ def _budget_spent(table: str, holders: str, settings: "session.Settings") -> Loc
 APPLICATION_LOCK_ORDER = ("public.chat_messages", "public.chats", "public.chat_participants")
 
 
-def lock_tables(*tables: str) -> None:
+def lock_tables(*tables: str, unless: str | None = None) -> None:
     """Take ACCESS EXCLUSIVE on every table the revision's transaction will alter, first, in one statement.
 
     A revision that alters several tables one after another holds the first
@@ -171,11 +171,18 @@ def lock_tables(*tables: str) -> None:
     next while they read the first make a cycle on every attempt. Taken
     together, in the application's order, before anything else, the locks
     are either all granted or none held while waiting.
+
+    ``unless``: a SQL boolean read from the catalog (no table lock) that is
+    true when the revision has nothing to change on these tables; then no
+    lock is requested, so nothing queues behind open application transactions.
     """
     rank = {name: position for position, name in enumerate(APPLICATION_LOCK_ORDER)}
     ordered = sorted(tables, key=lambda name: rank.get(name, len(rank)))
     locks = [DeclaredLock(ACCESS_EXCLUSIVE, name, Hold.TRANSACTION) for name in ordered]
-    execute(declare(*locks) + f"LOCK TABLE {', '.join(ordered)} IN ACCESS EXCLUSIVE MODE", table=", ".join(ordered))
+    statement = f"LOCK TABLE {', '.join(ordered)} IN ACCESS EXCLUSIVE MODE"
+    if unless is not None:
+        statement = f"DO $lock$ BEGIN IF NOT ({unless}) THEN {statement}; END IF; END $lock$"
+    execute(declare(*locks) + statement, table=", ".join(ordered))
 
 
 def lock_holders(connection, table: str) -> str:

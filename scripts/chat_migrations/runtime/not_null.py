@@ -21,7 +21,6 @@ from chat_migrations.runtime.lock_declarations import (
     DeclaredLock,
     Hold,
     declare,
-    lint_exception,
 )
 from chat_migrations.runtime.lock_retries import (
     NON_BLOCKING_LOCK_TIMEOUT_MS,
@@ -109,12 +108,7 @@ def finish_not_null(columns_by_table: dict[str, tuple[str, ...]]) -> None:
             f"ALTER TABLE {table} ALTER COLUMN {column} SET NOT NULL; END IF; END $set$",
             table=table,
         )
-        execute(
-            declare(DeclaredLock(ACCESS_EXCLUSIVE, table, Hold.BRIEF))
-            + lint_exception("only the migration's own helper check, now replaced by NOT NULL", "ban-drop-constraint")
-            + f"ALTER TABLE {table} DROP CONSTRAINT IF EXISTS {check}",
-            table=table,
-        )
+        execute(_drop_helper_check_sql(table, check), table=table)
     if not offline():
         for table, column in checks:
             if op.get_bind().execute(text(f"SELECT {set_null_conflict_sql(table, column)}")).scalar():
@@ -142,19 +136,38 @@ def set_null_conflict_sql(table: str, column: str) -> str:
 def drop_not_null(revision: str, table: str, *columns: str) -> None:
     """Reverse of set_not_null: only columns that were nullable before become so again."""
     for column in columns:
+        # A leftover helper check of an interrupted upgrade, if any.
+        execute(_drop_helper_check_sql(table, _not_null_check_name(table, column)), table=table)
         execute(
             declare(DeclaredLock(ACCESS_EXCLUSIVE, table, Hold.BRIEF))
-            + lint_exception("a leftover helper check of an interrupted upgrade, if any", "ban-drop-constraint")
-            + f"ALTER TABLE {table} DROP CONSTRAINT IF EXISTS {_not_null_check_name(table, column)}",
-            table=table,
-        )
-        execute(
-            declare(DeclaredLock(ACCESS_EXCLUSIVE, table, Hold.BRIEF))
-            + f"DO $drop$ BEGIN IF {snapshots.column_was_nullable_sql(revision, table, column)} THEN "
+            + f"DO $drop$ BEGIN IF {snapshots.column_was_nullable_sql(revision, table, column)} "
+            f"AND {_is_not_null_sql(table, column)} THEN "
             f"ALTER TABLE {table} ALTER COLUMN {column} DROP NOT NULL; END IF; END $drop$",
             table=table,
         )
         op.execute(snapshots.forget_sql(revision, "column", f"{table}.{column}"))
+
+
+def _drop_helper_check_sql(table: str, check: str) -> str:
+    """Drop the helper check where it exists, and request no lock where it does not.
+
+    ALTER TABLE ... DROP CONSTRAINT IF EXISTS takes ACCESS EXCLUSIVE before it
+    looks: on a table whose key is already NOT NULL it would queue behind every
+    open application transaction for nothing. The catalog is read first, with
+    no lock on the table.
+    """
+    return declare(DeclaredLock(ACCESS_EXCLUSIVE, table, Hold.BRIEF)) + (
+        f"DO $drop_check$ BEGIN IF EXISTS (SELECT FROM pg_constraint WHERE conrelid = '{table}'::regclass "
+        f"AND conname = '{check}') THEN ALTER TABLE {table} DROP CONSTRAINT {check}; END IF; END $drop_check$"
+    )
+
+
+def _is_not_null_sql(table: str, column: str) -> str:
+    """SQL boolean: the column is NOT NULL now (read from the catalog, no lock on the table)."""
+    return (
+        f"EXISTS (SELECT FROM pg_attribute WHERE attrelid = '{table}'::regclass "
+        f"AND attname = '{column}' AND attnotnull)"
+    )
 
 
 def _not_null_check_name(table: str, column: str) -> str:
