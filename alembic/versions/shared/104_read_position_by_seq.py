@@ -89,12 +89,11 @@ Revision ID: 104_read_position_by_seq
 Revises: 103_messaging_security
 """
 
-import importlib.util
-from pathlib import Path
 from typing import Sequence, Union
 
 from alembic import op
 
+from chat_migrations.frozen import caller_checked_functions as checked
 from chat_migrations.runtime import api_access, lock_retries, requirements, snapshots
 
 revision: str = "104_read_position_by_seq"
@@ -114,17 +113,6 @@ FOLLOW_TRIGGER = "trg_follow_direct_last_read_at"
 # Set (transaction-local) by mark_messages_as_read around its own update of the reader's row only.
 MARKING_READ = "chat_migrations.marking_read"
 
-
-def _frozen_103():
-    """Revision 103's module, frozen once shipped: its caller check, its grants, and its definitions (the fallback)."""
-    path = Path(__file__).with_name("103_messaging_security.py")
-    spec = importlib.util.spec_from_file_location("chat_migrations_revision_103", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-_103 = _frozen_103()
 
 requires = requirements.Requirements(
     columns={
@@ -241,7 +229,7 @@ LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = ''
 AS $function$
 DECLARE{_POSITION_VARIABLES}
-BEGIN{_103._caller_check(name, acts_as_user_argument=True)}{_READ_POSITION}
+BEGIN{checked.caller_check(name, acts_as_user_argument=True)}{_READ_POSITION}
     UPDATE public.chat_messages
        SET status = '{status}'{updated_at}
      WHERE chat_id = p_chat_id
@@ -252,7 +240,7 @@ BEGIN{_103._caller_check(name, acts_as_user_argument=True)}{_READ_POSITION}
     GET DIAGNOSTICS v_updated = ROW_COUNT;{then}
     RETURN QUERY SELECT v_updated;
 END;
-$function$;{_103._comment(f"public.{name}(uuid, uuid)", comment)}"""
+$function$;{checked.grants_and_comment(f"public.{name}(uuid, uuid)", comment)}"""
 
 
 def _delivered(touch_updated_at: bool) -> str:
@@ -301,7 +289,7 @@ DECLARE
     v_last_read_seq bigint;
     v_last_read_at timestamptz;
     v_unread bigint;
-BEGIN{_103._caller_check("get_unread_count", acts_as_user_argument=True)}
+BEGIN{checked.caller_check("get_unread_count", acts_as_user_argument=True)}
     SELECT p.last_read_seq, p.last_read_at INTO v_last_read_seq, v_last_read_at
       FROM public.chat_participants p
      WHERE p.chat_id = p_chat_id AND p.user_id = p_user_id;
@@ -315,7 +303,7 @@ BEGIN{_103._caller_check("get_unread_count", acts_as_user_argument=True)}
     END IF;
     RETURN v_unread;
 END;
-$function$;{_103._comment(GET_UNREAD_COUNT,
+$function$;{checked.grants_and_comment(GET_UNREAD_COUNT,
     "Messages from others in a chat after the reader's last_read_seq (before their first mark as read since "
     "revision 104: newer than last_read_at), not deleted (badge counts). The caller asks only for themselves "
     "(p_user_id = auth.uid()) in a chat they participate in.")}"""
@@ -368,38 +356,23 @@ END IF; END $trigger$"""
 DROP_TRIGGER_SQL = f"DROP TRIGGER IF EXISTS {FOLLOW_TRIGGER} ON {PARTICIPANTS}"
 
 DEFINITIONS = {
-    MARK_MESSAGES_AS_DELIVERED: snapshots.Choice(_103.HAS_UPDATED_AT, _delivered(True), _delivered(False)),
-    MARK_MESSAGES_AS_READ: snapshots.Choice(_103.HAS_UPDATED_AT, _read(True), _read(False)),
+    MARK_MESSAGES_AS_DELIVERED: snapshots.Choice(checked.HAS_UPDATED_AT, _delivered(True), _delivered(False)),
+    MARK_MESSAGES_AS_READ: snapshots.Choice(checked.HAS_UPDATED_AT, _read(True), _read(False)),
     GET_UNREAD_COUNT: GET_UNREAD_COUNT_BY_SEQ,
 }
 
 
-_FALLBACK = "-- 103's definition --"
-
-
 def _restore_function_sql(signature: str) -> str:
-    """restore_function_sql, its fallback 103's definition, and the snapshot kept until the column is gone.
+    """The recorded function back (its fallback 103's definition), the snapshot kept until the column is gone.
 
     Kept: a downgrade interrupted before its last transaction restores from
     the snapshot again (exactly), not from 103's definitions. A Choice (103's
     mark functions touch updated_at only where it exists) is chosen by the
     database, as 103's upgrade chose it.
     """
-    forget = snapshots.forget_sql(revision, "function", signature) + ";"
-    if signature == FOLLOW_LAST_READ_AT:  # 104's own: it did not exist at 103
-        restore = snapshots.restore_function_sql(revision, signature, snapshots.ABSENT)
-        assert forget in restore
-        return restore.replace(forget, "")
-    restore = snapshots.restore_function_sql(revision, signature, _FALLBACK)
-    fallback = f"EXECUTE {snapshots.literal(_FALLBACK)};"
-    assert forget in restore and fallback in restore
-    definition = _103.DEFINITIONS[signature]
-    if isinstance(definition, snapshots.Choice):
-        chosen = (f"IF {definition.condition} THEN EXECUTE {snapshots.literal(definition.if_true)}; "
-                  f"ELSE EXECUTE {snapshots.literal(definition.if_false)}; END IF;")
-    else:
-        chosen = f"EXECUTE {snapshots.literal(definition)};"
-    return restore.replace(forget, "").replace(fallback, chosen)
+    # 104's own trigger function did not exist at 103.
+    fallback = snapshots.ABSENT if signature == FOLLOW_LAST_READ_AT else checked.DEFINITIONS[signature]
+    return snapshots.restore_function_sql(revision, signature, fallback, forget=False)
 
 
 def upgrade() -> None:

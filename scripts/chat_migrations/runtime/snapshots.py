@@ -156,13 +156,19 @@ def redefine_function_sql(revision: str, signature: str, definition: "str | Choi
 ABSENT = ""
 
 
-def restore_function_sql(revision: str, signature: str, fallback_definition: str | None) -> str:
+def restore_function_sql(
+    revision: str, signature: str, fallback_definition: "str | Choice | None", *, forget: bool = True
+) -> str:
     """Put back the function recorded by ``revision`` (or remove it if it did not exist).
 
     Without a snapshot (the database was stamped past the revision rather
     than upgraded through it) the project's known previous state is used:
-    ``fallback_definition`` (ABSENT when the function did not exist); with
-    None the downgrade refuses rather than guess.
+    ``fallback_definition`` (ABSENT when the function did not exist; a Choice
+    is chosen by the database); with None the downgrade refuses rather than
+    guess. ``forget``: the snapshot is deleted in the same statement. A
+    downgrade in several transactions passes False and runs ``forget_sql`` as
+    its own last step, so a rerun after an interruption restores from the
+    snapshot again.
     """
     drop = f"EXECUTE 'DROP FUNCTION IF EXISTS ' || {literal(signature)};"
     if fallback_definition is None:
@@ -176,9 +182,9 @@ def restore_function_sql(revision: str, signature: str, fallback_definition: str
         # A trigger's function cannot be dropped; its fallback is CREATE OR REPLACE.
         fallback = (
             f"BEGIN {drop} EXCEPTION WHEN dependent_objects_still_exist THEN NULL; END; "
-            f"EXECUTE {literal(fallback_definition)};"
+            f"{_execute_plpgsql(fallback_definition)}"
         )
-    return _function_restore_block(revision, signature, f"""IF s IS NULL THEN
+    return _function_restore_block(revision, signature, forget, f"""IF s IS NULL THEN
         RAISE NOTICE 'no snapshot of % from revision %: restoring the project''s previous definition',
             {literal(signature)}, {literal(revision)};
         {fallback}
@@ -200,17 +206,16 @@ def restore_function_sql(revision: str, signature: str, fallback_definition: str
 
 def restore_function_privileges_sql(revision: str, signature: str) -> str:
     """Put back the owner, ACL (in its order) and comment ``revision`` recorded; the definition is left alone."""
-    return _function_restore_block(revision, signature, (
+    return _function_restore_block(revision, signature, True, (
         f"IF coalesce((s->>'existed')::boolean, false) AND to_regprocedure({literal(signature)}) IS NOT NULL "
         f"THEN{_apply_privileges_plpgsql(signature)}\n    END IF;"
     ))
 
 
-def _function_restore_block(revision: str, signature: str, body: str) -> str:
-    """The DO block both restores run: read the snapshot into ``s``, run ``body``, forget the snapshot."""
-    return _function_snapshot_block(
-        "restore", revision, signature, f"{body}\n    {forget_sql(revision, 'function', signature)};"
-    )
+def _function_restore_block(revision: str, signature: str, forget: bool, body: str) -> str:
+    """The DO block both restores run: read the snapshot into ``s``, run ``body``, forget the snapshot if ``forget``."""
+    then = f"{forget_sql(revision, 'function', signature)};" if forget else ""
+    return _function_snapshot_block("restore", revision, signature, f"{body}\n    {then}")
 
 
 def _function_snapshot_block(label: str, revision: str, signature: str, body: str) -> str:
