@@ -94,7 +94,7 @@ from typing import Sequence, Union
 from alembic import op
 
 from chat_migrations.frozen import caller_checked_functions as checked
-from chat_migrations.runtime import api_access, lock_retries, requirements, snapshots
+from chat_migrations.runtime import api_access, columns, lock_retries, requirements, snapshots
 
 revision: str = "104_read_position_by_seq"
 down_revision: Union[str, Sequence[str], None] = "103_messaging_security"
@@ -147,42 +147,14 @@ access = api_access.Access(
 
 # --- the column --------------------------------------------------------------------
 
-COLUMN_KIND = "added_column"
+COLUMN_KIND = snapshots.ADDED_COLUMN
 
-ADD_COLUMN_SQL = f"""
-INSERT INTO {snapshots.SNAPSHOTS} (revision, object_kind, object_name, snapshot)
-SELECT {snapshots.literal(revision)}, '{COLUMN_KIND}', {snapshots.literal(READ_SEQ_COLUMN)},
-       jsonb_build_object('existed', EXISTS (
-           SELECT FROM pg_attribute WHERE attrelid = '{PARTICIPANTS}'::regclass
-              AND attname = 'last_read_seq' AND attnum > 0 AND NOT attisdropped))
-ON CONFLICT (revision, object_kind, object_name) DO NOTHING;
-DO $column$
-DECLARE
-    existing text;
-BEGIN
-    SELECT format_type(atttypid, atttypmod) INTO existing FROM pg_attribute
-     WHERE attrelid = '{PARTICIPANTS}'::regclass AND attname = 'last_read_seq' AND attnum > 0 AND NOT attisdropped;
-    IF existing IS NULL THEN
-        ALTER TABLE {PARTICIPANTS} ADD COLUMN last_read_seq bigint;
-        COMMENT ON COLUMN {READ_SEQ_COLUMN} IS
-            'The highest seq of the chat this participant has read (mark_messages_as_read); NULL: not since revision 104, last_read_at counts.';
-    ELSIF existing <> 'bigint' THEN
-        RAISE EXCEPTION '{revision}: {READ_SEQ_COLUMN} exists as %, not bigint: rename it by hand first; nothing was changed',
-            existing;
-    END IF;
-END
-$column$"""
+ADD_COLUMN_SQL = f"""{snapshots.record_added_column_sql(revision, PARTICIPANTS, "last_read_seq")};
+{columns.add_column_sql(revision, PARTICIPANTS, "last_read_seq", "bigint", comment=(
+    "The highest seq of the chat this participant has read (mark_messages_as_read); "
+    "NULL: not since revision 104, last_read_at counts."))}"""
 
-DROP_COLUMN_SQL = f"""
-DO $column$
-BEGIN
-    IF NOT coalesce((SELECT (snapshot->>'existed')::boolean FROM {snapshots.SNAPSHOTS}
-                      WHERE revision = {snapshots.literal(revision)} AND object_kind = '{COLUMN_KIND}'
-                        AND object_name = {snapshots.literal(READ_SEQ_COLUMN)}), false) THEN
-        ALTER TABLE {PARTICIPANTS} DROP COLUMN IF EXISTS last_read_seq;
-    END IF;
-END
-$column$"""
+DROP_COLUMN_SQL = columns.drop_added_column_sql(revision, PARTICIPANTS, "last_read_seq")
 
 
 # --- the functions -----------------------------------------------------------------

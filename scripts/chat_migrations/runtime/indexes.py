@@ -41,7 +41,7 @@ def index_definition(index: str, table: str, columns: str, where: str | None = N
     return f"CREATE INDEX {index} ON {table} USING btree ({columns})" + (f" WHERE ({where})" if where else "")
 
 
-def create_index_concurrently(revision: str, index: str, table: str, columns: str) -> None:
+def create_index_concurrently(revision: str, index: str, table: str, columns: str, where: str | None = None) -> None:
     """Make ``index`` exist with this definition, without blocking writes; remembers what was there.
 
     Missing: built concurrently. INVALID (an interrupted build): dropped and
@@ -50,9 +50,14 @@ def create_index_concurrently(revision: str, index: str, table: str, columns: st
     concurrent rebuild under a temporary name, a concurrent drop of the old
     one and a rename; the downgrade rebuilds the recorded definition the same
     way. Present with this definition: nothing to do.
+
+    ``where``: a partial index's predicate, written as pg_get_indexdef prints
+    it without its outer parentheses (``deleted_at IS NULL``), since that is
+    what an existing index is compared with; a build whose definition reads
+    back otherwise stops the revision and says how PostgreSQL prints it.
     """
     name = f"public.{index}"
-    expected = index_definition(index, table, columns)
+    expected = index_definition(index, table, columns, where)
     if offline():
         # Before anything of the revision commits (stepping out of the transaction does).
         op.execute(_refuse_other_definition_sql(name, expected))
@@ -71,7 +76,7 @@ def create_index_concurrently(revision: str, index: str, table: str, columns: st
             set_timeouts(statement_ms=INDEX_BUILD_STATEMENT_TIMEOUT_MS, lock_ms=NON_BLOCKING_LOCK_TIMEOUT_MS)
             op.execute(
                 declare(DeclaredLock(SHARE_UPDATE_EXCLUSIVE, table, Hold.BUILD), run_alone=True)
-                + f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {index} ON {table} USING btree ({columns})"
+                + _concurrently(expected)
             )
             set_timeouts(statement_ms=None)
         else:
@@ -93,7 +98,7 @@ def converge_index(index: str, definition: str) -> None:
         state = "missing"
     if state == "missing" and _index_state(f"public.{temporary}") != ("valid", _renamed(definition, index, temporary)):
         with _index_build_progress(index):
-            op.execute(definition.replace("CREATE INDEX", "CREATE INDEX CONCURRENTLY IF NOT EXISTS", 1))
+            op.execute(_concurrently(definition))
     else:
         # Drift: same name, other definition. Build the wanted one beside it, then swap.
         if state == "valid":
@@ -101,13 +106,23 @@ def converge_index(index: str, definition: str) -> None:
             if _index_state(f"public.{temporary}")[0] == "invalid":
                 op.execute(f"DROP INDEX CONCURRENTLY IF EXISTS public.{temporary}")
             with _index_build_progress(index):
-                op.execute(
-                    _renamed(definition, index, temporary).replace("CREATE INDEX", "CREATE INDEX CONCURRENTLY IF NOT EXISTS", 1)
-                )
+                op.execute(_concurrently(_renamed(definition, index, temporary)))
             op.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {name}")
         # Renaming an index takes SHARE UPDATE EXCLUSIVE (PostgreSQL 12+): it blocks no query.
         execute(f"ALTER INDEX public.{temporary} RENAME TO {index}", table=name, in_transaction=False)
     set_timeouts(statement_ms=None)
+    built = _index_state(name)[1]
+    if built != definition:
+        # Else every later run would take it for drift and rebuild it again.
+        raise ValueError(
+            f"{name} reads back as {built!r}, not {definition!r}: write the revision's columns and "
+            "where= as PostgreSQL prints them"
+        )
+
+
+def _concurrently(definition: str) -> str:
+    """pg_get_indexdef's CREATE INDEX as a concurrent build that skips an index of that name."""
+    return definition.replace("CREATE INDEX", "CREATE INDEX CONCURRENTLY IF NOT EXISTS", 1)
 
 
 def _renamed(definition: str, index: str, new_name: str) -> str:

@@ -9,7 +9,9 @@ alembic_version, but leaves:
 * the snapshot rows of a revision that is not applied;
 * an index that revision was building (valid or INVALID) where none existed
   before, or the ``*_migration_new`` index of a definition being converged;
-* validated helper checks ``<table>_<column>_not_null_migration``.
+* validated helper checks ``<table>_<column>_not_null_migration``;
+* a column the revision added (``columns.add_column``), committed when a
+  later concurrent step of the same revision stepped out of its transaction.
 
 The next upgrade that runs the same revision reuses them (first record wins,
 a valid helper check is not validated again, an INVALID index is rebuilt), so
@@ -27,7 +29,7 @@ from dataclasses import dataclass
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
-from chat_migrations.runtime import bookkeeping, indexes, lock_retries, not_null
+from chat_migrations.runtime import bookkeeping, indexes, lock_retries, not_null, snapshots
 
 log = logging.getLogger("chat_migrations")
 
@@ -41,8 +43,8 @@ _DROP_TIMEOUT_MS = 3_600_000
 @dataclass(frozen=True)
 class Leftover:
     revision: str | None  # None: no snapshot names its revision
-    kind: str  # "snapshot", "index", "redefined index", "not null", "check"
-    name: str  # snapshot: kind/object; an index: schema.index; not null: table.column; check: table.constraint
+    kind: str  # "snapshot", "index", "redefined index", "not null", "check", "added column"
+    name: str  # snapshot: kind/object; an index: schema.index; not null, added column: table.column; check: table.constraint
     table: str | None = None  # check, not null: the table; redefined index: the definition to put back
 
     def describe(self) -> str:
@@ -53,6 +55,7 @@ class Leftover:
             "redefined index": f"index {self.name}, whose recorded definition is not back",
             "not null": f"NOT NULL on {self.name}",
             "check": f"helper check {self.name}",
+            "added column": f"column {self.name}",
         }[self.kind]
         return f"{what}, left by {owner}, which is not applied"
 
@@ -95,6 +98,14 @@ def find(conn: Connection, applied: set[str], tables: tuple[str, ...] | None = N
                 {"t": table, "c": column},
             ).scalar():
                 found.append(Leftover(row.revision, "not null", row.object_name, table))
+        elif row.object_kind == snapshots.ADDED_COLUMN and not row.snapshot.get("existed"):
+            table, column = row.object_name.rsplit(".", 1)
+            if conn.execute(
+                text("SELECT EXISTS (SELECT FROM pg_attribute WHERE attrelid = to_regclass(:t) AND attname = :c "
+                     "AND attnum > 0 AND NOT attisdropped)"),
+                {"t": table, "c": column},
+            ).scalar():
+                found.append(Leftover(row.revision, "added column", row.object_name, table))
     checks = conn.execute(
         text(
             """
@@ -134,11 +145,15 @@ def remove(conn: Connection, removable: list[Leftover], *, autocommit_block, set
                 conn.execute(text(f"DROP INDEX CONCURRENTLY IF EXISTS {_quoted(item.name)}"))
             elif item.kind == "redefined index":
                 indexes.converge_index(item.name.split(".", 1)[1], item.table)
-            elif item.kind in ("not null", "check"):
+            elif item.kind in ("not null", "check", "added column"):
                 # Catalog changes under ACCESS EXCLUSIVE: short waits and retries, like every migration lock.
                 conn.execute(text(f"SET lock_timeout = {settings.lock_timeout_ms}"))
                 table, name = item.name.rsplit(".", 1)
-                action = f'ALTER COLUMN "{name}" DROP NOT NULL' if item.kind == "not null" else f'DROP CONSTRAINT IF EXISTS "{name}"'
+                action = {
+                    "not null": f'ALTER COLUMN "{name}" DROP NOT NULL',
+                    "check": f'DROP CONSTRAINT IF EXISTS "{name}"',
+                    "added column": f'DROP COLUMN IF EXISTS "{name}"',
+                }[item.kind]
                 lock_retries.execute(f"ALTER TABLE {_quoted(table)} {action}", table=table, in_transaction=False)
         stale_revisions = sorted({item.revision for item in removable if item.kind == "snapshot"})
         if stale_revisions:

@@ -249,6 +249,30 @@ SELECT {literal(revision)}, 'column', {literal(f"{table}.{column}")}, jsonb_buil
 ON CONFLICT (revision, object_kind, object_name) DO NOTHING"""
 
 
+# The snapshot kind of a column a revision adds: whether it existed before.
+ADDED_COLUMN = "added_column"
+
+
+def record_added_column_sql(revision: str, table: str, column: str) -> str:
+    """Store whether the column existed before the revision adds it; first record wins."""
+    return f"""
+INSERT INTO {SNAPSHOTS} (revision, object_kind, object_name, snapshot)
+SELECT {literal(revision)}, '{ADDED_COLUMN}', {literal(f"{table}.{column}")},
+       jsonb_build_object('existed', EXISTS (
+           SELECT FROM pg_attribute WHERE attrelid = '{table}'::regclass
+              AND attname = {literal(column)} AND attnum > 0 AND NOT attisdropped))
+ON CONFLICT (revision, object_kind, object_name) DO NOTHING"""
+
+
+def added_column_existed_sql(revision: str, table: str, column: str) -> str:
+    """SQL boolean: the column existed before the revision added it (false without a record)."""
+    return (
+        f"coalesce((SELECT (snapshot->>'existed')::boolean FROM {SNAPSHOTS}\n"
+        f"                      WHERE revision = {literal(revision)} AND object_kind = '{ADDED_COLUMN}'\n"
+        f"                        AND object_name = {literal(f'{table}.{column}')}), false)"
+    )
+
+
 def column_was_nullable_sql(revision: str, table: str, column: str) -> str:
     """SQL boolean: the column was nullable before the revision (assumed so without a record)."""
     return (
