@@ -186,3 +186,27 @@ def test_a_column_left_by_an_interrupted_upgrade_is_removed_by_the_next_rollback
     assert f"removing column {TABLE}.pinned_at, left by revision {REVISION}" in rollback.output
     assert pinned_column(db) == []
     assert_same_schema(db.schema(), expected, "a rollback after an interrupted toolkit revision")
+
+
+def test_a_snapshot_restored_without_forgetting_it_stays_until_forgotten_as_its_own_step(make_database):
+    """restore_function_sql(forget=False) then forget_sql: a downgrade in several transactions restores from
+    the snapshot again if it is interrupted between the two."""
+    from chat_migrations.runtime import snapshots
+
+    db = make_database("prod")
+    signature = "public.get_unread_count(uuid, uuid)"
+    recorded = "SELECT count(*) FROM migration_meta.rollback_snapshots WHERE revision = 'toolkit_test'"
+    comment = "SELECT obj_description(to_regprocedure(%s), 'pg_proc')"
+    original = db.scalar(comment, (signature,))
+    db.execute(snapshots.record_function_sql("toolkit_test", signature))
+    db.execute(f"COMMENT ON FUNCTION {signature} IS 'changed by the revision'")
+
+    db.execute(snapshots.restore_function_sql("toolkit_test", signature, None, forget=False))
+    assert db.scalar(comment, (signature,)) == original
+    assert db.scalar(recorded) == 1
+    db.execute(f"COMMENT ON FUNCTION {signature} IS 'changed again'")
+    db.execute(snapshots.restore_function_sql("toolkit_test", signature, None, forget=False))  # a rerun
+    assert db.scalar(comment, (signature,)) == original
+
+    db.execute(snapshots.forget_sql("toolkit_test", "function", signature))
+    assert db.scalar(recorded) == 0
