@@ -12,16 +12,11 @@ participants' conversation history, and NO ACTION would block account
 deletion. not_null.set_not_null skips such a column (and logs it);
 preflight names the conflict and validate accepts it. Tested by deleting a
 user through auth.users before and after (tests/test_live_variants.py).
-Locks: as 001's NOT NULL. ACCESS EXCLUSIVE steps (CHECK NOT VALID, SET NOT NULL proved from the check
-with no scan, DROP of the helper check; catalog changes only) each wait at
-most the run's lock_timeout (500 ms by default) and are retried
-(lock_retries); each is requested only where it changes something: the
-catalog is read first, under no table lock, so a key already NOT NULL (or
-left nullable for its ON DELETE SET NULL) gets no table lock at all
-(tests/test_needless_locks.py). VALIDATE (SHARE UPDATE EXCLUSIVE while
-scanning) waits up to one hour for its lock and is not retried: no
-application query conflicts with SHARE UPDATE EXCLUSIVE, so nothing queues
-behind it while it waits (a short timeout would only abort it).
+Locks: as 001's NOT NULL (its docstring
+has the detail): the ACCESS EXCLUSIVE steps (catalog only) wait at most
+lock_timeout (500 ms by default) with retries, and run only where the
+catalog, read first under no table lock, shows something to change; VALIDATE
+waits up to one hour under SHARE UPDATE EXCLUSIVE, which blocks no query.
 Downgrade verified: tests/test_migrations.py (dump before upgrade equals dump
 after downgrade).
 

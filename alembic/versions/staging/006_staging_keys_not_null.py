@@ -8,16 +8,11 @@ with a schema validate refuses and prod does not have. On the observed
 staging every key is NOT NULL already and this revision changes nothing (it
 records that, so its downgrade changes nothing either). A key whose foreign
 key is ON DELETE SET NULL stays nullable, as in prod's 001 and 005.
-Locks: only for a nullable key, none on the observed staging. ACCESS EXCLUSIVE steps (CHECK NOT VALID, SET NOT NULL proved from the check
-with no scan, DROP of the helper check; catalog changes only) each wait at
-most the run's lock_timeout (500 ms by default) and are retried
-(lock_retries); each is requested only where it changes something: the
-catalog is read first, under no table lock, so a key already NOT NULL (or
-left nullable for its ON DELETE SET NULL) gets no table lock at all
-(tests/test_needless_locks.py). VALIDATE (SHARE UPDATE EXCLUSIVE while
-scanning) waits up to one hour for its lock and is not retried: no
-application query conflicts with SHARE UPDATE EXCLUSIVE, so nothing queues
-behind it while it waits (a short timeout would only abort it).
+Locks: only for a nullable key, none on the observed staging; as 001's NOT NULL (its docstring
+has the detail): the ACCESS EXCLUSIVE steps (catalog only) wait at most
+lock_timeout (500 ms by default) with retries, and run only where the
+catalog, read first under no table lock, shows something to change; VALIDATE
+waits up to one hour under SHARE UPDATE EXCLUSIVE, which blocks no query.
 Until issue 19 the helper check's DROP ran as ALTER TABLE ... DROP
 CONSTRAINT IF EXISTS, which requests ACCESS EXCLUSIVE even when nothing
 exists: on keys already NOT NULL it queued behind the application's
