@@ -40,8 +40,8 @@ This revision:
   (chat_id, seq). A participant who has not marked a chat read since this
   revision (last_read_seq NULL) is counted by last_read_at as before,
   exactly as at 103, until their next mark_messages_as_read;
-* keeps every security property of 103: the caller checks (copied from 103,
-  which is frozen), search_path = '', EXECUTE for authenticated and
+* keeps every security property of 103: the caller checks (103's, from
+  frozen/caller_checked_functions), search_path = '', EXECUTE for authenticated and
   service_role only, get_unread_count SECURITY INVOKER under the policies,
   the mark functions SECURITY DEFINER. authenticated's table SELECT covers
   the new column; it gets no UPDATE on it (the mark function moves it).
