@@ -19,7 +19,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from chat_migrations.frozen import baseline
-from chat_migrations.runtime import faults, identity, leftovers, online_ddl, requirements, session
+from chat_migrations.runtime import faults, identity, leftovers, lock_retries, requirements, session
 from chat_migrations.schema import models, tables
 from chat_migrations.runtime.environments import ConfigurationError, get_environment, load_environments, redact
 
@@ -34,7 +34,7 @@ REFUSALS = (
     ConfigurationError,
     identity.WrongDatabase,
     session.MigrationRefused,
-    online_ddl.LockBudgetSpent,
+    lock_retries.LockBudgetSpent,
 )
 
 COMMON_OPTIONS = dict(
@@ -81,7 +81,7 @@ def run_migrations_online(environment, command: str, settings: session.Settings)
         faults.install(connection)
         with session.interruptible(connection) as interrupted:
             try:
-                online_ddl.run_with_lock_retries(run_revisions, settings)
+                lock_retries.run_with_lock_retries(run_revisions, settings)
             except KeyboardInterrupt:
                 raise CommandError(plan.interrupted()) from None
             except SQLAlchemyError as failure:

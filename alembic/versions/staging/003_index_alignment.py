@@ -18,7 +18,7 @@ Revises: 002_function_updates_staging
 
 from typing import Sequence, Union
 
-from chat_migrations.runtime import online_ddl, requirements
+from chat_migrations.runtime import indexes, requirements
 from chat_migrations.runtime.promises import Index, Promises
 
 revision: str = "003_index_alignment"
@@ -34,10 +34,10 @@ promises = Promises((Index("idx_chat_messages_reply_to", "public.chat_messages",
 
 
 def upgrade() -> None:
-    online_ddl.create_index_concurrently(
+    indexes.create_index_concurrently(
         revision, "idx_chat_messages_reply_to", "public.chat_messages", "reply_to_message_id"
     )
 
 
 def downgrade() -> None:
-    online_ddl.drop_index_concurrently(revision, "idx_chat_messages_reply_to", "public.chat_messages")
+    indexes.drop_index_concurrently(revision, "idx_chat_messages_reply_to", "public.chat_messages")

@@ -33,7 +33,7 @@ Read-only, and reported before anything runs:
 
 Blockers exit 1 and name the fix; warnings and information do not block.
 Preflight is a courtesy: the upgrade itself refuses, changing nothing, when
-the data violates a constraint it adds (online_ddl.set_not_null) or a
+the data violates a constraint it adds (not_null.set_not_null) or a
 requirement is unmet (env.py, chat_migrations.runtime.requirements).
 """
 
@@ -46,7 +46,7 @@ from typing import Any, Callable, ClassVar
 
 from sqlalchemy import text
 
-from chat_migrations.runtime import api_access, identity, leftovers, online_ddl, requirements, session
+from chat_migrations.runtime import api_access, identity, leftovers, lock_retries, requirements, session
 from chat_migrations.checks import checks_cli, common
 from chat_migrations.schema import history
 from chat_migrations.checks import guarantees
@@ -64,7 +64,7 @@ STATUS_LABELS = {"ok": "ok", "info": "info", "warning": "WARNING", "blocker": "B
 
 def lock_wait_budget_seconds() -> float:
     """The migration's lock-wait budget at its default settings (what an operator gets without -x)."""
-    return online_ddl.lock_wait_budget_seconds(session.Settings())
+    return lock_retries.lock_wait_budget_seconds(session.Settings())
 
 
 @dataclass
