@@ -73,7 +73,7 @@ def test_the_committed_baseline_is_the_catalog_of_a_freshly_built_baseline_datab
         fresh = adopt.serialize(adopt.picture(catalog.read_catalog(conn)))
     committed = adopt.baseline_file(environment).read_text()
     assert committed == fresh, (
-        f"{adopt.baseline_file(environment)} is stale: python -m chat_migrations.checks.adopt --write-baselines"
+        f"{adopt.baseline_file(environment)} is stale: python -m chat_migrations.harness.baselines"
     )
 
 
