@@ -215,7 +215,7 @@ def parts(env: Environment, step: Step, statements: list[Statement]) -> list[Par
             carried_comments = statement.comments
         elif transaction is not None:
             if statement.lock.run_alone:
-                raise RenderError(f"{step.revision}: {_label(statement.sql)} is inside a transaction block")
+                raise RenderError(f"{step.revision}: {label(statement.sql)} is inside a transaction block")
             transaction.append(statement)
         elif statement.lock.run_alone:
             # Timeouts set just for it are in `settings`: its header passes them on.
@@ -392,7 +392,7 @@ def _guarded_header(context: _Context, part: Part) -> list[str]:
     number = 0
     for statement in part.statements:
         number += 1
-        lines.append(f"--   [{number}] {_label(statement.sql)}")
+        lines.append(f"--   [{number}] {label(statement.sql)}")
         lines.append(f"--         {statement.lock.describe()}")
     return lines
 
@@ -432,7 +432,7 @@ def _run_alone_header(context: _Context, part: Part) -> list[str]:
     return lines
 
 
-def _label(sql: str) -> str:
+def label(sql: str) -> str:
     """One line saying what a statement is: its start, or for a DO block the first command inside."""
     flat = " ".join(sql.split())
     if flat.upper().startswith("DO "):
