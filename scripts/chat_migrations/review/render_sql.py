@@ -160,10 +160,10 @@ def offline_sql(env: Environment, step: Step) -> str:
     return output.getvalue()
 
 
-def rendered_statements(env: Environment, step: Step) -> list[Statement]:
-    """The statements ``alembic -n ENV <step> --sql`` prints, each with its lock classification."""
+def rendered_statements(env: Environment, step: Step, sql: str | None = None) -> list[Statement]:
+    """The statements ``alembic -n ENV <step> --sql`` prints (``sql``, if rendered already), each with its lock classification."""
     statements = []
-    for chunk in split_statements(offline_sql(env, step)):
+    for chunk in split_statements(offline_sql(env, step) if sql is None else sql):
         comments, sql = leading_comments(chunk)
         if sql:
             lock, comments = classify_with_comments(comments, sql)
