@@ -332,14 +332,14 @@ def as_markdown(environments: list[EnvironmentReview], base: dict[str, str] | No
             lines += ["", f"### {e.name} · {r.revision}", "", f"`{r.path}`" + (f" ({r.change})" if r.change else ""), ""]
             lines.append(f"**What:** {r.what}")
             lines += ["", f"**Why:** {r.why or '(the docstring has no Why: section)'}", ""]
-            lines.append("**Hazards:** " + ("none" if not r.hazards else ""))
+            lines.append("**Hazards:**" + (" none" if not r.hazards else ""))
             lines += [f"- {_cell(h.describe())}" for h in r.hazards]
             lines += ["", "**Upgrade: statements and locks**", ""] + _statement_rows(r.upgrade)
             lines += ["", "**Downgrade: statements and locks**", ""] + _statement_rows(r.downgrade)
-            lines += ["", "**What changes for callers (anon, authenticated, service_role):** "
-                      + ("nothing" if not r.caller_changes else "")]
+            lines += ["", "**What changes for callers (anon, authenticated, service_role):**"
+                      + (" nothing" if not r.caller_changes else "")]
             lines += [f"- {_cell(change)}" for change in r.caller_changes]
-            lines += ["", "**squawk:** " + ("nothing found" if not r.squawk else "")]
+            lines += ["", "**squawk:**" + (" nothing found" if not r.squawk else "")]
             lines += [f"- {f['direction']} line {f['line']}: `{f['rule']}`: {_cell(f['message'])}" for f in r.squawk]
     return "\n".join(lines) + "\n"
 
