@@ -96,10 +96,13 @@ Downgrade verified: never; a test.
 
 from alembic import op
 
+from chat_migrations.runtime.promises import Promises
+
 revision = "{revision}"
 down_revision = "{head}"
 branch_labels = None
 depends_on = None
+promises = Promises()
 
 
 def upgrade() -> None:
