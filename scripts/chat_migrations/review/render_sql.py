@@ -470,6 +470,12 @@ def write(out: Path, rendered: dict[str, list[RenderedFile]]) -> None:
         folder.rename(target)
 
 
+def add_environments_argument(parser: argparse.ArgumentParser) -> None:
+    """-n ENV, repeatable, as render-sql and review take it (``environments``: None for every one)."""
+    parser.add_argument("-n", "--name", dest="environments", action="append", metavar="ENV",
+                        help="an environment of alembic.ini (repeatable; default: every one)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="scripts/render-sql",
@@ -477,8 +483,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Exit codes: 0 written; 1 written, but some statement's locks are UNKNOWN (marked in the files); "
         "2 nothing written.",
     )
-    parser.add_argument("-n", "--name", dest="environments", action="append", metavar="ENV",
-                        help="an environment of alembic.ini (repeatable; default: every one)")
+    add_environments_argument(parser)
     parser.add_argument("--from", dest="start", metavar="REV",
                         help="the revision the database is at (default: the environment's first revision, its baseline)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"output folder (default: ./{DEFAULT_OUT})")

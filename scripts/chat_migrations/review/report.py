@@ -354,8 +354,7 @@ def build_parser() -> argparse.ArgumentParser:
         "squawk's findings and the hazards, per environment; no database needed.",
         epilog="Exit codes: 0 no hazard; 1 a hazard (listed first); 2 it could not run.",
     )
-    parser.add_argument("-n", "--name", dest="environments", action="append", metavar="ENV",
-                        help="an environment of alembic.ini (repeatable; default: every one)")
+    render_sql.add_environments_argument(parser)
     parser.add_argument("--base", metavar="REF",
                         help="a git ref (a pull request's base, e.g. origin/main): review only the revisions "
                         "added or changed since the merge base with it")
