@@ -147,30 +147,41 @@ SAFE_DOWNGRADE = 'op.execute("COMMENT ON TABLE public.chats IS NULL")'
 @pytest.mark.parametrize(
     ("upgrade", "downgrade", "hazard", "detail"),
     [
+        # A CHECK added without NOT VALID scans every row under its ACCESS EXCLUSIVE lock.
+        ("ALTER TABLE public.chat_messages ADD CONSTRAINT seq_positive CHECK (seq > 0)",
+         'op.execute("ALTER TABLE public.chat_messages DROP CONSTRAINT seq_positive")',
+         "ACCESS EXCLUSIVE held across a scan (upgrade)",
+         ("ADD CONSTRAINT seq_positive CHECK (seq", "public.chat_messages is held ACCESS EXCLUSIVE while it is scanned")),
+        # VALIDATE scans under SHARE UPDATE EXCLUSIVE, but an earlier LOCK in the same transaction holds more.
+        ("LOCK TABLE public.chat_messages IN ACCESS EXCLUSIVE MODE; "
+         "ALTER TABLE public.chat_messages VALIDATE CONSTRAINT chat_messages_status_check", "pass",
+         "ACCESS EXCLUSIVE held across a scan (upgrade)",
+         ("VALIDATE CONSTRAINT chat_messages_stat", "public.chat_messages is held ACCESS EXCLUSIVE while it is scanned")),
+        # A volatile default rewrites every row: no rule classifies it.
         ("ALTER TABLE public.chat_messages ADD COLUMN x int DEFAULT random()",
          'op.execute("ALTER TABLE public.chat_messages DROP COLUMN x")',
-         "ACCESS EXCLUSIVE held across a scan (upgrade)",
-         "ALTER TABLE public.chat_messages ADD COLUMN x int DEFAULT random(): public.chat_messages is held ACCESS EXCLUSIVE"),
+         "a lock it cannot classify (upgrade)",
+         ("ALTER TABLE public.chat_messages ADD COLUMN x int DEFAULT random()",)),
         ("ALTER TABLE public.chat_messages ALTER COLUMN message_text TYPE varchar(500)",
          'op.execute("ALTER TABLE public.chat_messages ALTER COLUMN message_text TYPE text")',
          "a lock it cannot classify (upgrade)",
-         "ALTER TABLE public.chat_messages ALTER COLUMN message_text TYPE varchar"),
+         ("ALTER TABLE public.chat_messages ALTER COLUMN message_text TYPE varchar",)),
         ("COMMENT ON TABLE public.chats IS 'conversations'", "pass",
          "no recorded downgrade (downgrade)",
-         "downgrade() in alembic/versions/shared/999_review_test.py does nothing"),
+         ("downgrade() in alembic/versions/shared/999_review_test.py does nothing",)),
         ("ALTER TABLE public.chat_messages DROP COLUMN media_urls",
          'op.execute("ALTER TABLE public.chat_messages ADD COLUMN media_urls text[]")',
          "a step that cannot be rolled back (upgrade)",
-         "drops column public.chat_messages.media_urls with its values: no downgrade brings them back"),
+         ("drops column public.chat_messages.media_urls with its values: no downgrade brings them back",)),
     ],
-    ids=["volatile-default", "unclassifiable", "pass-downgrade", "drops-a-column"],
+    ids=["validated-check", "lock-then-validate", "volatile-default", "alter-type", "pass-downgrade", "drops-a-column"],
 )
 def test_a_revision_with_a_hazard_makes_the_review_exit_1_naming_it(project, upgrade, downgrade, hazard, detail):
     add_revision(project, "999_review_test", upgrade, downgrade)
     result = review("-n", "prod", "--base", "HEAD", project=project)  # the uncommitted revision is the branch's
     assert result.returncode == report.EXIT_HAZARD, result.stdout + result.stderr
     listed = [line for line in result.stdout.splitlines() if line.startswith(f"- prod `999_review_test`: {hazard}: ")]
-    assert len(listed) == 1 and detail in listed[0], result.stdout
+    assert len(listed) == 1 and all(part in listed[0] for part in detail), result.stdout
 
 
 def test_a_revision_without_a_hazard_exits_0(project):

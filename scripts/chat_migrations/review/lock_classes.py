@@ -358,17 +358,9 @@ def _alter_table_rule(command: ast.AlterTableCmd) -> tuple[str, str, str] | None
             # Without a default, constraint, identity or generated value it is a catalog change;
             # any other form may rewrite or scan the table, and has no rule.
             unset = ("", "\x00")  # how pglast gives an empty one-character field
-            if column.identity not in unset or column.generated not in unset:
-                return None
-            default = _only_default(column)
-            if default is False:
-                return None
-            if default is None:
+            if column.raw_default is None and not column.constraints and column.identity in unset and column.generated in unset:
                 return ACCESS_EXCLUSIVE, BRIEF + ", a column without a default: no rewrite, no scan", CATALOG_ONLY
-            if _constant(default):
-                return ACCESS_EXCLUSIVE, BRIEF + ", a constant default is stored once: no rewrite, no scan", CATALOG_ONLY
-            # A volatile default (random(), clock_timestamp()) is computed for every row.
-            return ACCESS_EXCLUSIVE, "while it rewrites every row when the default is volatile; blocks reads and writes", SCAN
+            return None
         case kind.AT_DropColumn:
             return ACCESS_EXCLUSIVE, BRIEF + ", the column is only marked dropped: no rewrite", CATALOG_ONLY
         case kind.AT_ValidateConstraint:
@@ -380,22 +372,6 @@ def _alter_table_rule(command: ast.AlterTableCmd) -> tuple[str, str, str] | None
               | kind.AT_DisableRowSecurity | kind.AT_ForceRowSecurity | kind.AT_NoForceRowSecurity):
             return ACCESS_EXCLUSIVE, BRIEF, CATALOG_ONLY
     return None
-
-
-def _only_default(column: ast.ColumnDef):
-    """The default of a column added with no other constraint: None without one, False when it has others."""
-    constraints = list(column.constraints or ())
-    defaults = [c.raw_expr for c in constraints if c.contype is enums.ConstrType.CONSTR_DEFAULT]
-    if len(constraints) != len(defaults) or len(defaults) > 1 or (defaults and column.raw_default is not None):
-        return False
-    return defaults[0] if defaults else column.raw_default
-
-
-def _constant(expression) -> bool:
-    """A literal, or a literal cast to a type: the same value for every row."""
-    while isinstance(expression, ast.TypeCast):
-        expression = expression.arg
-    return isinstance(expression, ast.A_Const)
 
 
 def _classify_alter_table(node: ast.AlterTableStmt) -> Classification:
