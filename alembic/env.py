@@ -19,8 +19,8 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from chat_migrations.frozen import baseline
-from chat_migrations.runtime import faults, identity, leftovers, offline, online_ddl, requirements, session
-from chat_migrations.schema import contract, models, tables
+from chat_migrations.runtime import faults, identity, leftovers, lock_retries, offline, requirements, session
+from chat_migrations.schema import models, tables
 from chat_migrations.runtime.environments import ConfigurationError, get_environment, load_environments, redact
 
 config = context.config
@@ -34,7 +34,7 @@ REFUSALS = (
     ConfigurationError,
     identity.WrongDatabase,
     session.MigrationRefused,
-    online_ddl.LockBudgetSpent,
+    lock_retries.LockBudgetSpent,
 )
 
 COMMON_OPTIONS = dict(
@@ -61,7 +61,7 @@ def run_migrations_offline(environment, command: str, settings: session.Settings
     plan.watch(context.get_context())
     with context.begin_transaction():
         context.execute(identity.offline_guard_sql(environment))
-        context.execute(offline.guard_sql(environment.name, start, upgrades=upgrades, indexes=contract.INDEXES))
+        context.execute(offline.guard_sql(environment.name, start, upgrades=upgrades))
         context.execute(f"SET lock_timeout = {settings.lock_timeout_ms}")
         context.execute(f"SET statement_timeout = {settings.statement_timeout_ms}")
         context.execute(session.BOOKKEEPING_SQL)
@@ -85,7 +85,7 @@ def run_migrations_online(environment, command: str, settings: session.Settings)
         faults.install(connection)
         with session.interruptible(connection) as interrupted:
             try:
-                online_ddl.run_with_lock_retries(run_revisions, settings)
+                lock_retries.run_with_lock_retries(run_revisions, settings)
             except KeyboardInterrupt:
                 raise CommandError(plan.interrupted()) from None
             except SQLAlchemyError as failure:
@@ -107,11 +107,23 @@ def run_revisions() -> None:
 
 
 def _adoption_refusal(connection, environment: str) -> str | None:
-    """Why stamping this live database would adopt what differs blockingly from its baseline (scripts/adopt)."""
-    from chat_migrations.checks import adopt  # only a stamp of a live database needs the comparison
+    """Why this database may not be stamped at the revision asked for: it does not hold what that revision promises.
 
-    blockers = adopt.blocking(connection, environment)
-    return adopt.blocked_message(environment, blockers) if blockers else None
+    At the baseline, adopt's comparison (scripts/adopt); at any other
+    revision, every promise of the chain up to it (chat_migrations.checks.guarantees).
+    """
+    # Only a stamp needs the comparison: imported here, so other commands start without it.
+    from chat_migrations.checks import adopt, stamping
+
+    # alembic's stamp takes its revisions as a list (cmd_opts.revisions).
+    asked = getattr(config.cmd_opts, "revisions", None) or [getattr(config.cmd_opts, "revision", None)]
+    target = stamping.target(context.script, asked[0] if len(asked) == 1 else None)
+    if target is None:
+        return None
+    if target == context.script.get_base():
+        blockers = adopt.blocking(connection, environment)
+        return adopt.blocked_message(environment, blockers) if blockers else None
+    return stamping.refusal(connection, environment, target)
 
 
 class Plan:

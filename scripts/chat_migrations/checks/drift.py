@@ -36,11 +36,11 @@ import sys
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from chat_migrations.checks import catalog as catalog_module, checks_cli
+from chat_migrations.checks import checks_cli, guarantees
 from chat_migrations.checks.catalog import Catalog, read_catalog
 from chat_migrations.checks.checks_cli import Target
-from chat_migrations.runtime import bookkeeping
-from chat_migrations.schema import contract, models
+from chat_migrations.runtime import bookkeeping, promises
+from chat_migrations.schema import history, models
 
 MATCH, MISMATCH, MISSING = "Match", "Mismatch", "Missing"
 EXPLAINED, HARMLESS, UNEXPLAINED = "explained", "harmless", "unexplained"
@@ -173,7 +173,7 @@ def _entries(section: Section, catalog: Catalog, functions: set[str]) -> dict[st
         # Table grants, and those of the messaging functions only.
         return {
             key: value for key, value in entries.items()
-            if key.startswith("table ") or key.removeprefix("function ").rsplit(" to ", 1)[0] in functions
+            if key.startswith(("table ", "column ")) or key.removeprefix("function ").rsplit(" to ", 1)[0] in functions
         }
     return entries
 
@@ -198,19 +198,22 @@ def compare(a: Catalog, b: Catalog) -> list[Row]:
 
 @dataclass(frozen=True)
 class Side:
-    """One compared database: its label, its catalog, and the revisions of its history not applied yet."""
+    """One compared database: its label, its catalog, and what the revisions not applied there yet declare."""
 
     label: str
     catalog: Catalog
-    pending: tuple[str, ...] = ()
+    pending: tuple[tuple[str, promises.Promises], ...] = ()  # (revision, its promises), in upgrade order
+
+    def pending_declaring(self, key: tuple) -> list[tuple[str, promises.Item]]:
+        return [(revision, item) for revision, declared in self.pending for item in declared.items if item.key == key]
 
 
 def explain(row: Row, a: Side, b: Side) -> tuple[str, str] | None:
     """(EXPLAINED or HARMLESS, why) for a difference the project accounts for; None when unexplained.
 
-    The one place drift judges a difference. Today it reads the head
-    contract (schema.contract, schema.models); the revisions' own
-    declarations can take its place here without touching the report.
+    The one place drift judges a difference: from the head schema
+    (schema.models), the guarantees' ON DELETE SET NULL rule, and what the
+    revisions still pending on a side declare (their ``promises``).
     """
     for rule in _RULES:
         verdict = rule(row, a, b)
@@ -224,26 +227,26 @@ def _split(key: str) -> tuple[str, str]:
     return table, name
 
 
-_NOT_NULL_KEYS = {key.name: key for key in contract.NOT_NULL_KEYS}
-_BUILT_INDEXES = {index.key: index for index in contract.INDEXES}
-_HEAD_COLUMNS = {f"public.{t.name}.{c.name}" for t in models.metadata.tables.values() if t.schema is None for c in t.columns}
-_HEAD_INDEXES = {f"public.{t.name}.{i.name}" for t in models.metadata.tables.values() if t.schema is None for i in t.indexes}
+_HEAD_TABLES = [t for t in models.metadata.tables.values() if t.schema is None]
+_HEAD_COLUMNS = {f"public.{t.name}.{c.name}" for t in _HEAD_TABLES for c in t.columns}
+_HEAD_NOT_NULL = {f"public.{t.name}.{c.name}" for t in _HEAD_TABLES for c in t.columns if not c.nullable}
+_HEAD_INDEXES = {f"public.{t.name}.{i.name}" for t in _HEAD_TABLES for i in t.indexes}
 _SET_NULL_RULE = 'README, "Where NOT NULL meets ON DELETE SET NULL"'
 
 
 def _set_null_key(row: Row, a: Side, b: Side) -> tuple[str, str] | None:
-    """A NOT NULL key of the contract left nullable on the side whose foreign key sets it NULL."""
-    if row.section != "columns" or row.differences != ["nullable"] or row.object not in _NOT_NULL_KEYS:
+    """A NOT NULL column of the head schema left nullable on the side whose foreign key sets it NULL."""
+    if row.section != "columns" or row.differences != ["nullable"] or row.object not in _HEAD_NOT_NULL:
         return None
     nullable = a if row.a["nullable"] else b
-    conflict = contract.set_null_conflict(nullable.catalog, *_split(row.object))
+    conflict = guarantees.set_null_conflict(nullable.catalog, *_split(row.object))
     if conflict is None:
         return None
-    return EXPLAINED, f"{nullable.label} keeps it nullable on purpose: {contract.set_null_reason(*conflict)} ({_SET_NULL_RULE})"
+    return EXPLAINED, f"{nullable.label} keeps it nullable on purpose: {guarantees.set_null_reason(*conflict)} ({_SET_NULL_RULE})"
 
 
 def _set_null_foreign_key(row: Row, a: Side, b: Side) -> tuple[str, str] | None:
-    """The foreign key that keeps a NOT NULL key of the contract nullable on one side."""
+    """The foreign key that keeps a NOT NULL column of the head schema nullable on one side."""
     if row.section != "constraints" or (row.status == MISMATCH and row.differences != ["definition"]):
         return None
     table, name = _split(row.object)
@@ -252,8 +255,8 @@ def _set_null_foreign_key(row: Row, a: Side, b: Side) -> tuple[str, str] | None:
         if not constraint or constraint["kind"] != "foreign key":
             continue
         for column in constraint["columns"]:
-            conflict = contract.set_null_conflict(side.catalog, table, column)
-            if f"{table}.{column}" in _NOT_NULL_KEYS and conflict and conflict[0] == name:
+            conflict = guarantees.set_null_conflict(side.catalog, table, column)
+            if f"{table}.{column}" in _HEAD_NOT_NULL and conflict and conflict[0] == name:
                 return EXPLAINED, (
                     f"{side.label}'s {name} is ON DELETE {constraint['on_delete']}: the project keeps it, and "
                     f"{table}.{column} nullable with it ({_SET_NULL_RULE})"
@@ -262,23 +265,20 @@ def _set_null_foreign_key(row: Row, a: Side, b: Side) -> tuple[str, str] | None:
 
 
 def _pending_revision(row: Row, a: Side, b: Side) -> tuple[str, str] | None:
-    """What a revision not yet applied on one side sets NOT NULL or builds there."""
-    if row.section == "columns" and row.differences == ["nullable"] and row.object in _NOT_NULL_KEYS:
+    """What a revision not yet applied on one side declares there: a NOT NULL key, an index."""
+    if row.section == "columns" and row.differences == ["nullable"]:
         side = a if row.a["nullable"] else b
-        revisions = [r for r in side.pending if r in _NOT_NULL_KEYS[row.object].made_by]
+        found = [(r, item) for r, item in side.pending_declaring(("column", row.object)) if item.not_null]
         what = "sets it NOT NULL"
-    elif row.section == "indexes" and row.object in _BUILT_INDEXES:
-        sides = [s for s, values in ((a, row.a), (b, row.b)) if values is None or row.status == MISMATCH]
-        side, revisions = next(
-            ((s, found) for s in sides if (found := [r for r in s.pending if r in _BUILT_INDEXES[row.object].built_by])),
-            (None, []),
-        )
-        what = f"builds it as {_BUILT_INDEXES[row.object].definition}"
+    elif row.section == "indexes":
+        candidates = [s for s, values in ((a, row.a), (b, row.b)) if values is None or row.status == MISMATCH]
+        side, found = next(((s, f) for s in candidates if (f := s.pending_declaring(("index", row.object)))), (None, []))
+        what = f"builds it as {found[0][1].definition}" if found else ""
     else:
         return None
-    if not revisions:
+    if not found:
         return None
-    return EXPLAINED, f"{side.label} is not at head yet: {revisions[0]}, pending there, {what}"
+    return EXPLAINED, f"{side.label} is not at head yet: {found[0][0]}, pending there, {what}"
 
 
 def _only_one_side_has_it(row: Row, a: Side, b: Side) -> tuple[str, str] | None:
@@ -403,12 +403,14 @@ def read_target(target: Target, label: str) -> tuple[str, Side]:
     return proof, Side(label, catalog, _pending(target, revision))
 
 
-def _pending(target: Target, revision: str | None) -> tuple[str, ...]:
-    """The revisions of the target's history after the one it is at (none known for a URL or an unadopted database)."""
+def _pending(target: Target, revision: str | None) -> tuple[tuple[str, promises.Promises], ...]:
+    """What the revisions after the target's declare (none known for a URL or an unadopted database)."""
     if target.environment is None or revision is None:
         return ()
-    history = [r.revision for r in catalog_module.script_directory(target.environment.name).walk_revisions()][::-1]
-    return tuple(history[history.index(revision) + 1:]) if revision in history else ()
+    environment = target.environment.name
+    if revision not in history.revisions(environment):
+        return ()
+    return tuple((script.revision, history.declaration(script)) for script in history.pending(environment, revision))
 
 
 def drift(a: Target, b: Target, *, differences_only: bool = False) -> DriftReport:

@@ -23,26 +23,16 @@ after the revisions before it committed.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Protocol
-
-from alembic.script import ScriptDirectory
+from alembic.script import Script, ScriptDirectory
 from alembic.script.revision import RevisionError
 from alembic.util import CommandError
 
 from chat_migrations.errors import MigrationRefused
-from chat_migrations.runtime import bookkeeping
+from chat_migrations.runtime import bookkeeping, promises
 from chat_migrations.runtime.snapshots import literal
 
 # The guard's dollar tag: scripts/render-sql finds it after the wrong-database guard.
 TAG = "$position$"
-
-
-class BuiltIndex(Protocol):
-    """An index revisions build (schema.contract.ContractIndex has these)."""
-
-    name: str
-    definition: str  # pg_get_indexdef's form
-    built_by: tuple[str, ...]
 
 
 def starting_revision(script: ScriptDirectory, environment: str, command: str, named: str | None) -> str | None:
@@ -73,19 +63,19 @@ def starting_revision(script: ScriptDirectory, environment: str, command: str, n
         ) from None
 
 
-def pending_upgrades(script: ScriptDirectory, start: str | None, destination: str) -> list[str]:
+def pending_upgrades(script: ScriptDirectory, start: str | None, destination: str) -> list[Script]:
     """The revisions an upgrade from ``start`` to ``destination`` runs, oldest first; none for a downgrade.
 
     Told by the revisions, not the command's name: called through alembic's
     API (scripts/render-sql), env.py does not know which command runs.
     """
     try:
-        return [revision.revision for revision in script.iterate_revisions(destination, start or "base")][::-1]
+        return list(script.iterate_revisions(destination, start or "base"))[::-1]
     except RevisionError:  # destination is not above start: a downgrade
         return []
 
 
-def guard_sql(environment: str, start: str | None, *, upgrades: Iterable[str] = (), indexes: Iterable[BuiltIndex] = ()) -> str:
+def guard_sql(environment: str, start: str | None, *, upgrades: Iterable[Script] = ()) -> str:
     """The DO block that stops the script unless the database is at ``start`` (and no index needs converging)."""
     version = bookkeeping.VERSION_TABLE
     expected = f"at {start}" if start else "with no revision recorded"
@@ -107,10 +97,10 @@ def guard_sql(environment: str, start: str | None, *, upgrades: Iterable[str] = 
         "            coalesce(found, 'no revision recorded');",
         "    END IF;",
     ]
-    rebuilt = _rebuilt(list(upgrades), indexes)
+    rebuilt = _rebuilt(upgrades)
     if rebuilt:
         values = ",\n            ".join(
-            f"({order}, {literal('public.' + index.name)}, {literal(index.definition)}, {literal(revision)})"
+            f"({order}, {literal(index.qualified_name)}, {literal(index.definition)}, {literal(revision)})"
             for order, (index, revision) in enumerate(rebuilt)
         )
         lines += [
@@ -133,11 +123,18 @@ def guard_sql(environment: str, start: str | None, *, upgrades: Iterable[str] = 
     return "\n".join(lines)
 
 
-def _rebuilt(upgrades: list[str], indexes: Iterable[BuiltIndex]) -> list[tuple[BuiltIndex, str]]:
-    """(index, the first pending revision that builds it), in upgrade order."""
-    found = []
-    for index in indexes:
-        builders = [revision for revision in upgrades if revision in index.built_by]
-        if builders:
-            found.append((index, builders[0]))
-    return sorted(found, key=lambda pair: (upgrades.index(pair[1]), pair[0].name))
+def _rebuilt(upgrades: Iterable[Script]) -> list[tuple[promises.Index, str]]:
+    """(index, the first pending revision that declares it), in upgrade order: the indexes the upgrade builds.
+
+    Read from each revision's own ``promises``. A baseline builds from nothing
+    (a live index of its name would stop its plain CREATE INDEX anyway).
+    """
+    found: dict[tuple, tuple[promises.Index, str]] = {}
+    for script in upgrades:
+        declared = getattr(script.module, "promises", None)
+        if script.down_revision is None or declared is None:
+            continue
+        for item in declared.items:
+            if isinstance(item, promises.Index) and item.key not in found:
+                found[item.key] = (item, script.revision)
+    return list(found.values())
