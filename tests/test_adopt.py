@@ -73,7 +73,7 @@ def test_the_committed_baseline_is_the_catalog_of_a_freshly_built_baseline_datab
         fresh = adopt.serialize(adopt.picture(catalog.read_catalog(conn)))
     committed = adopt.baseline_file(environment).read_text()
     assert committed == fresh, (
-        f"{adopt.baseline_file(environment)} is stale: python -m chat_migrations.checks.adopt --write-baselines"
+        f"{adopt.baseline_file(environment)} is stale: python -m chat_migrations.harness.baselines"
     )
 
 
@@ -334,17 +334,17 @@ def test_every_fix_adopt_prints_runs_and_then_adopt_and_stamp_pass(capsys, make_
 
 def test_a_table_owner_the_migrating_role_cannot_act_as_blocks(capsys, make_database):
     db = unadopted(make_database, "staging")
-    db.execute("DO $r$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'chat_owner') THEN "
-               "CREATE ROLE chat_owner; END IF; END $r$; ALTER TABLE public.chats OWNER TO chat_owner", admin=True)
+    db.execute("DO $r$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'adopt_table_owner') THEN "
+               "CREATE ROLE adopt_table_owner; END IF; END $r$; ALTER TABLE public.chats OWNER TO adopt_table_owner", admin=True)
     run = adopt_json(capsys, db)
     assert run.code == 1
     difference = run.difference("tables", "public.chats")
     assert difference["classification"] == "blocking"
-    assert "103_messaging_security change it as postgres, who is not a member of its owner chat_owner" in difference["why"]
-    assert difference["fix"].startswith("ALTER TABLE public.chats OWNER TO postgres;  -- as chat_owner")
+    assert "103_messaging_security change it as postgres, who is not a member of its owner adopt_table_owner" in difference["why"]
+    assert difference["fix"].startswith("ALTER TABLE public.chats OWNER TO postgres;  -- as adopt_table_owner")
     # Its grants moved with the ownership: no revision relies on the owner's own.
     assert {d["classification"] for d in run.json["differences"] if d["section"] == "grants"} == {"harmless"}
-    assert any("owned by chat_owner" in problem for problem in unmet_requirements(db))
+    assert any("owned by adopt_table_owner" in problem for problem in unmet_requirements(db))
 
 
 # --- the report ----------------------------------------------------------------------------

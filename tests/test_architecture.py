@@ -146,6 +146,83 @@ def test_the_cycle_rule_catches_a_cycle_through_a_function_level_import():
     ]
 
 
+# Each package imports only packages of its own layer or below: the runtime and the frozen schema know
+# nothing of the checks; the checks nothing of review or the harness; cli and errors stand apart.
+LAYERS = {
+    "chat_migrations.errors": 0, "chat_migrations.runtime": 1, "chat_migrations.frozen": 2,
+    "chat_migrations.schema": 3, "chat_migrations.checks": 4, "chat_migrations.review": 5,
+    "chat_migrations.harness": 6, "chat_migrations.cli": 6,
+}
+
+
+def layer(module: str) -> int | None:
+    return next((rank for package, rank in LAYERS.items() if module == package or module.startswith(package + ".")),
+                None)
+
+
+def upward_imports(sources: dict[str, tuple[str, str]]) -> list[str]:
+    found = []
+    for name, imported in sorted(import_graph(sources).items()):
+        for target in sorted(imported):
+            if layer(name) is not None and layer(target) is not None and layer(target) > layer(name):
+                found.append(f"{name} -> {target}")
+    return found
+
+
+def test_no_module_imports_from_a_layer_above_its_own():
+    sources = {module_name(path): (path.read_text(), package_of(path)) for path in LIBRARY.rglob("*.py")}
+    assert upward_imports(sources) == []
+
+
+def test_the_layer_rule_catches_an_upward_import():
+    sources = {
+        "chat_migrations.schema.x": ("from chat_migrations.checks import catalog\n", "chat_migrations.schema"),
+        "chat_migrations.checks.catalog": ("", "chat_migrations.checks"),
+        "chat_migrations.checks.y": ("def f():\n    from chat_migrations.harness import cluster\n", "chat_migrations.checks"),
+        "chat_migrations.harness.cluster": ("", "chat_migrations.harness"),
+    }
+    assert upward_imports(sources) == ["chat_migrations.checks.y -> chat_migrations.harness.cluster",
+                                       "chat_migrations.schema.x -> chat_migrations.checks.catalog"]
+
+
+def revision_ids() -> set[str]:
+    return {match.group(1) for path in REVISIONS
+            if (match := re.search(r'^revision: str = "([^"]+)"', path.read_text(), re.M))}
+
+
+def revision_ids_in_code(source: str, ids: set[str]) -> list[str]:
+    """Revision ids a module's code names (string literals, f-strings' text), docstrings and comments aside."""
+    tree = ast.parse(source)
+    docstrings = {id(node.body[0].value) for node in ast.walk(tree)
+                  if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+                  and node.body and isinstance(node.body[0], ast.Expr) and isinstance(node.body[0].value, ast.Constant)}
+    pattern = re.compile("|".join(map(re.escape, sorted(ids))) + r"|\b000_\{")
+    texts = [node.value for node in ast.walk(tree)
+             if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings]
+    texts += [ast.unparse(node) for node in ast.walk(tree) if isinstance(node, ast.JoinedStr)]
+    return sorted({found.group(0) for text in texts for found in [pattern.search(text)] if found})
+
+
+# A benchmark names the revisions it times against the plan's files, phase by phase.
+NAMES_REVISIONS_TO_TIME_THEM = {"chat_migrations.harness.bench_plan_vs_project", "chat_migrations.harness.bench_under_load"}
+
+
+def test_no_library_code_names_a_revision_to_know_what_it_did():
+    ids = revision_ids()
+    assert len(ids) > 10
+    named = {module_name(path): found for path in LIBRARY.rglob("*.py")
+             if module_name(path) not in NAMES_REVISIONS_TO_TIME_THEM
+             and (found := revision_ids_in_code(path.read_text(), ids))}
+    assert named == {}
+
+
+def test_the_revision_id_rule_catches_a_list_kept_apart_from_the_revisions():
+    ids = {"101_serialised_message_seq"}
+    assert revision_ids_in_code('"""Mentions 101_serialised_message_seq."""\nBY = ("101_serialised_message_seq",)\n',
+                                ids) == ["101_serialised_message_seq"]
+    assert revision_ids_in_code('x = f"000_{env}_baseline"\n', ids) == ["000_{"]
+
+
 def wrappers() -> dict[str, str]:
     """scripts/NAME → the command each thin wrapper runs."""
     found = {}

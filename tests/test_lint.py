@@ -2,28 +2,15 @@
 
 from __future__ import annotations
 
-import re
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from chat_migrations.review import squawk
 from chat_migrations.review.render_sql import Step, offline_sql
-from chat_migrations.runtime.environments import REPO_ROOT, load_environments
+from chat_migrations.runtime.environments import load_environments
 
 from .conftest import ENVIRONMENTS, revisions_in_order
-
-SQUAWK_CONFIG = REPO_ROOT / ".ci" / "squawk.toml"
-# Alembic's own bookkeeping table: its VARCHAR(32) is Alembic's, the table is created once, empty.
-ALEMBIC_VERSION_TABLE = re.compile(r"CREATE TABLE migration_meta\.alembic_version \(.*?\);\n", re.DOTALL)
-
-
-def squawk() -> str:
-    found = shutil.which("squawk", path=str(Path(sys.executable).parent)) or shutil.which("squawk")
-    assert found, "squawk is not installed (pip install squawk-cli)"
-    return found
 
 
 def offline_scripts(environment: str, folder: Path) -> list[Path]:
@@ -36,7 +23,7 @@ def offline_scripts(environment: str, folder: Path) -> list[Path]:
             direction = step.direction
             sql = offline_sql(env, step)
             path = folder / f"{environment}-{revision}-{direction}.sql"
-            path.write_text(ALEMBIC_VERSION_TABLE.sub("", sql))
+            path.write_text(squawk.lintable(sql))
             scripts.append(path)
     return scripts
 
@@ -44,10 +31,7 @@ def offline_scripts(environment: str, folder: Path) -> list[Path]:
 @pytest.mark.parametrize("environment", ENVIRONMENTS)
 def test_squawk_finds_nothing_in_any_revision(tmp_path, environment):
     scripts = offline_scripts(environment, tmp_path)
-    result = subprocess.run(
-        [squawk(), "--config", str(SQUAWK_CONFIG), *map(str, scripts)],
-        capture_output=True, text=True, env={"NO_COLOR": "1", "PATH": "/usr/bin:/bin"},
-    )
+    result = squawk.run(scripts)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -55,6 +39,8 @@ def test_squawk_would_catch_an_unsafe_statement(tmp_path):
     # The lint is live: a plain index build on an existing table is reported.
     unsafe = tmp_path / "unsafe.sql"
     unsafe.write_text("SET lock_timeout = 500;\nSET statement_timeout = 500;\nCREATE INDEX i ON public.chat_messages (status);\n")
-    result = subprocess.run([squawk(), "--config", str(SQUAWK_CONFIG), str(unsafe)], capture_output=True, text=True)
+    result = squawk.run([unsafe])
     assert result.returncode != 0
     assert "require-concurrent-index-creation" in result.stdout + result.stderr
+    # The review reads the same findings as data.
+    assert "require-concurrent-index-creation" in {finding.rule for finding in squawk.findings([unsafe])}

@@ -19,6 +19,8 @@ from chat_migrations.runtime.environments import REPO_ROOT, load_environments
 WORKFLOWS = REPO_ROOT / ".github" / "workflows"
 MIGRATE = WORKFLOWS / "migrate.yml"
 ROLLBACK = WORKFLOWS / "rollback.yml"
+REVIEW = WORKFLOWS / "review.yml"
+DRIFT = WORKFLOWS / "drift.yml"
 # The same preflight -> upgrade -> validate -> smoke for every environment.
 DEPLOY_STEPS = [
     "scripts/preflight -n {env}", ".venv/bin/alembic -n {env} upgrade head", "scripts/validate -n {env}",
@@ -52,7 +54,7 @@ def commands(job: dict) -> list[str]:
 
 def test_actionlint_finds_nothing_in_the_workflows():
     paths = sorted(WORKFLOWS.glob("*.yml"))
-    assert {MIGRATE, ROLLBACK} <= set(paths)
+    assert {MIGRATE, ROLLBACK, REVIEW, DRIFT} <= set(paths)
     result = actionlint(*paths)
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -113,3 +115,50 @@ def test_deploys_and_rollbacks_never_run_at_the_same_time():
     groups = {load(path)["concurrency"]["group"] for path in (MIGRATE, ROLLBACK)}
     assert len(groups) == 1
     assert all(load(path)["concurrency"]["cancel-in-progress"] is False for path in (MIGRATE, ROLLBACK))
+
+
+def test_every_pull_request_touching_the_migrations_is_reviewed_and_rehearsed_on_both_platforms_without_secrets():
+    workflow = load(REVIEW)
+    assert list(workflow["on"]) == ["pull_request"]
+    assert set(workflow["on"]["pull_request"]["paths"]) == {"alembic/**", "scripts/**", "alembic.ini"}
+    # Only what reading the code and writing one comment needs.
+    assert workflow["permissions"] == {"contents": "read", "pull-requests": "write"}
+    (job,) = workflow["jobs"].values()
+    assert "permissions" not in job and "environment" not in job
+    assert "secrets." not in REVIEW.read_text(), "the review reads no secret"
+    checkout = next(step for step in job["steps"] if step.get("uses", "").startswith("actions/checkout@"))
+    assert checkout["with"]["fetch-depth"] == 0  # --base needs the merge base
+    run = commands(job)
+    review = 'scripts/review --base "origin/${{ github.base_ref }}" > review.md'
+    rehearsals = [f"scripts/local-job --platform {p} > rehearsal-{p}.log 2>&1" for p in ("default-privileges", "explicit-grants")]
+    assert run.index(review) < run.index(rehearsals[0]) < run.index(rehearsals[1])
+    # Each step the outcome depends on goes on failing quietly, so the comment is posted; the last step fails the job.
+    steps = {step.get("id"): step for step in job["steps"]}
+    for name in ("review", "default-privileges", "explicit-grants"):
+        assert steps[name]["continue-on-error"] is True
+    post = job["steps"][-1]
+    assert post["uses"].startswith("actions/github-script@") and post["if"] == "${{ !cancelled() }}"
+    assert {post["env"][key] for key in ("REVIEW", "DEFAULT_PRIVILEGES", "EXPLICIT_GRANTS")} == {
+        "${{ steps.review.outcome }}", "${{ steps.default-privileges.outcome }}", "${{ steps.explicit-grants.outcome }}",
+    }
+    script = post["with"]["script"]
+    for piece in ("core.summary.addRaw", "updateComment", "createComment", "<!-- chat-migrations-review -->", "core.setFailed"):
+        assert piece in script
+
+
+def test_the_daily_drift_check_is_read_only_and_reads_both_environments_from_the_secrets():
+    workflow = load(DRIFT)
+    assert set(workflow["on"]) == {"schedule", "workflow_dispatch"}
+    assert workflow["permissions"] == {"contents": "read"}
+    assert workflow["concurrency"]["group"] != load(MIGRATE)["concurrency"]["group"]
+    (job,) = workflow["jobs"].values()
+    assert job["environment"] == "drift"
+    environments = load_environments()
+    assert job["env"] == {e.url_env: f"${{{{ secrets.{e.url_env} }}}}" for e in environments.values()}
+    assert commands(job) == [
+        "source scripts/_venv.sh", "scripts/drift staging prod --differences-only",
+        "scripts/validate -n staging", "scripts/validate -n prod",
+    ]
+    # Every check runs even after another failed, so one run names every difference.
+    assert all(step["if"] == "${{ !cancelled() }}" for step in job["steps"] if step.get("name", "").startswith(("Drift", "Validate")))
+    assert not re.search(r"postgres(ql)?://", DRIFT.read_text())

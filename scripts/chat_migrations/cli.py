@@ -20,6 +20,7 @@ COMMANDS: dict[str, str] = {
     "validate": "chat_migrations.checks.validate",
     "smoke": "chat_migrations.checks.smoke",
     "render-sql": "chat_migrations.review.render_sql",
+    "review": "chat_migrations.review.report",
     "rehearse": "chat_migrations.harness.rehearse",
     "local-job": "chat_migrations.harness.local_job",
     "local-db": "chat_migrations.harness.local_db",

@@ -18,8 +18,8 @@ Exit 0 when nothing blocks (or the database is already adopted), 1 when
 something does, 2 when it could not run. ``blocking()`` is what env.py asks
 before a stamp at the baseline.
 
-``python -m chat_migrations.checks.adopt --write-baselines`` rebuilds the JSON files
-on a throwaway Supabase-like server (chat_migrations.harness.cluster).
+``python -m chat_migrations.harness.baselines`` rebuilds the JSON files on a
+throwaway Supabase-like server (maintainers only).
 """
 
 from __future__ import annotations
@@ -101,7 +101,7 @@ def expected_picture(environment: str) -> dict[str, Any]:
     path = baseline_file(environment)
     if not path.exists():
         raise checks_cli.CannotRun(
-            f"no baseline catalog for {environment} ({path}): python -m chat_migrations.checks.adopt --write-baselines"
+            f"no baseline catalog for {environment} ({path}): python -m chat_migrations.harness.baselines"
         )
     return json.loads(path.read_text())
 
@@ -123,26 +123,6 @@ def catalog_search_path(conn: Connection) -> Iterator[None]:
     yield
     conn.execute(text("SELECT set_config('search_path', :previous, true)"), {"previous": previous})
 
-
-def write_baselines(directory: Path = BASELINES_DIR) -> list[Path]:
-    """Build each environment's baseline on a throwaway Supabase-like server and write its picture."""
-    from chat_migrations.harness.cluster import Cluster
-
-    directory.mkdir(parents=True, exist_ok=True)
-    server = Cluster.start()
-    written = []
-    try:
-        for environment in baseline.ENVIRONMENTS:
-            name = f"adopt_baseline_{environment}"
-            server.create_observed_database(name, environment)
-            with checks_cli.read_only_connection(Target(name, server.url(name)), "chat-migrations:adopt") as conn:
-                data = picture(read_catalog(conn))
-            path = directory / f"{environment}.json"
-            path.write_text(serialize(data))
-            written.append(path)
-    finally:
-        server.stop(remove=True)
-    return written
 
 
 # --- what the revisions declare ----------------------------------------------------------
@@ -867,17 +847,11 @@ def build_parser() -> argparse.ArgumentParser:
         "Compare, read-only, a database Alembic did not create with the baseline it would be stamped at.",
         "Exit 0: adoptable (or already adopted); 1: blocking differences; 2: could not run.",
     )
-    parser.add_argument("--write-baselines", action="store_true",
-                        help=f"rebuild {BASELINES_DIR.name}/<env>.json on a throwaway local server, then exit")
     return parser
 
 
 def main(argv: list[str] | None = None, *, urls: dict[str, str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.write_baselines:
-        for path in write_baselines():
-            print(f"wrote {path}")
-        return checks_cli.EXIT_OK
     return checks_cli.run_command("adopt", lambda: adopt(checks_cli.environment_target(args.name, urls)), args.json)
 
 

@@ -343,19 +343,22 @@ def check_leftovers(ctx: Context) -> Finding:
     )
 
 
-def check_caller_changes(ctx: Context) -> Finding:
-    """What each pending revision changes for the API roles on this database, in upgrade order."""
-    grants = api_access.current_grants(ctx.catalog.grants)
+def caller_changes(catalog: catalog_module.Catalog, scripts) -> list[dict[str, str]]:
+    """What each of ``scripts`` (in upgrade order) changes for the API roles, from the state ``catalog`` records.
+
+    Also scripts/review's, from the baseline's committed catalog (chat_migrations.review.callers).
+    """
+    grants = api_access.current_grants(catalog.grants)
     policies: dict[str, set[str]] = {}
-    for key in ctx.catalog.policies:
+    for key in catalog.policies:
         table, name = key.rsplit(".", 1)
         policies.setdefault(table, set()).add(name)
     columns: dict[str, set[str]] = {}
-    for key in ctx.catalog.columns:
+    for key in catalog.columns:
         table, column = key.rsplit(".", 1)
         columns.setdefault(table, set()).add(column)
     changes = []
-    for script in ctx.pending:
+    for script in scripts:
         declared = history.declaration(script)
         # A column the revision adds is there for its own column grants.
         for item in declared.items:
@@ -363,6 +366,12 @@ def check_caller_changes(ctx: Context) -> Finding:
                 columns.setdefault(item.table, set()).add(item.name)
         changes += [{"revision": script.revision, "change": line}
                     for line in api_access.changes(script.revision, declared, grants, policies, columns)]
+    return changes
+
+
+def check_caller_changes(ctx: Context) -> Finding:
+    """What each pending revision changes for the API roles on this database, in upgrade order."""
+    changes = caller_changes(ctx.catalog, ctx.pending)
     summary = (
         f"{count_of(len(changes), 'change')} for the API roles" if changes else "no change for the API roles"
     )

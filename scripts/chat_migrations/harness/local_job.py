@@ -19,6 +19,7 @@ import sys
 import time
 from contextlib import redirect_stderr, redirect_stdout
 
+from chat_migrations.schema import history
 from chat_migrations.harness import alembic_cli, lookalikes
 from chat_migrations.checks import drift, preflight, smoke, validate
 from chat_migrations.harness.cluster import Cluster
@@ -96,7 +97,7 @@ def run_job(cluster: Cluster) -> None:
     _say("\n== rolling prod back one step, then all the way to its baseline, and forward again")
     _alembic(urls, "-n", "prod", "downgrade", "-1")
     _alembic(urls, "-n", "prod", "current")
-    _alembic(urls, "-n", "prod", "downgrade", "000_prod_baseline")
+    _alembic(urls, "-n", "prod", "downgrade", history.base_revision("prod"))
     _compare("prod rolled back vs prod before the migration", schema_dump(urls["prod"]), prod_before, expect_equal=True)
     _operator_check(urls, validate, "-n", "prod", expect=1, why="prod was rolled back to its baseline")
     _operator_check(urls, smoke, "-n", "prod", expect=0, why="the baseline's calls work; its missing refusals are skipped")

@@ -7,6 +7,7 @@ baseline (README, "Adopting a live database").
 
 from __future__ import annotations
 
+from chat_migrations.schema import history
 from chat_migrations.harness import alembic_cli, seed
 from chat_migrations.frozen import baseline
 from chat_migrations.harness.cluster import Cluster
@@ -28,7 +29,7 @@ def create(cluster: Cluster, *, messages: int = 183, stamped: bool = True) -> di
         urls[env] = cluster.passfile_url(database)
     for env in DATABASES if stamped else ():
         # A local database has no Supabase URL to prove it: the operator's -x mark_as does.
-        alembic_cli.run("-n", env, "-x", f"mark_as={env}", "stamp", f"000_{env}_baseline", urls=urls)
+        alembic_cli.run("-n", env, "-x", f"mark_as={env}", "stamp", history.base_revision(env), urls=urls)
     return urls
 
 

@@ -101,6 +101,14 @@ _SET_NOT_NULL = "brief when a validated CHECK (column IS NOT NULL) proves it, ot
 _BUILDS_ONLINE = "while it builds; reads and writes go on"
 _UNTIL_COMMIT = "until the transaction ends"
 
+# How long a lock is held, in the words scripts/review uses: for a catalog
+# change only, or while the statement reads every row (a scan, a rewrite, an
+# index build), until the transaction ends, or on the rows it writes.
+CATALOG_ONLY = "catalog-only"
+SCAN = "scan"
+UNTIL_COMMIT = "until commit"
+ROWS = "rows"
+
 # How a reviewer reads each hold the online DDL declares.
 _DECLARED_HOLDS = {
     lock_declarations.Hold.BRIEF: BRIEF,
@@ -110,6 +118,16 @@ _DECLARED_HOLDS = {
     lock_declarations.Hold.BUILD: _BUILDS_ONLINE,
     lock_declarations.Hold.TRANSACTION: _UNTIL_COMMIT,
 }
+# The same holds, as scripts/review classes them. The online DDL runs SET NOT
+# NULL only after validating a CHECK (column IS NOT NULL), so it does not scan.
+_DECLARED_HELD = {
+    lock_declarations.Hold.BRIEF: CATALOG_ONLY,
+    lock_declarations.Hold.NOT_VALID: CATALOG_ONLY,
+    lock_declarations.Hold.SCAN: SCAN,
+    lock_declarations.Hold.SET_NOT_NULL: CATALOG_ONLY,
+    lock_declarations.Hold.BUILD: SCAN,
+    lock_declarations.Hold.TRANSACTION: UNTIL_COMMIT,
+}
 
 
 @dataclass(frozen=True)
@@ -117,6 +135,7 @@ class Lock:
     mode: str
     target: str
     duration: str
+    held: str = CATALOG_ONLY  # CATALOG_ONLY, SCAN, UNTIL_COMMIT or ROWS
 
     def __str__(self) -> str:
         return f"{self.mode} on {self.target}, {self.duration}"
@@ -147,6 +166,8 @@ class Classification:
     known: bool = True
     transaction: Transaction | None = None
     setting: Setting | None = None
+    # What it removes that no downgrade can bring back (a column, rows).
+    discards: tuple[str, ...] = ()
 
     def describe(self) -> str:
         if not self.known:
@@ -171,7 +192,8 @@ def classify_with_comments(comments: list[str], sql: str) -> tuple[Classificatio
     if declared is None:
         return classify(sql), others
     locks = tuple(
-        Lock(lock.mode, f"the table of {lock.relation}" if lock.index else lock.relation, _DECLARED_HOLDS[lock.hold])
+        Lock(lock.mode, f"the table of {lock.relation}" if lock.index else lock.relation, _DECLARED_HOLDS[lock.hold],
+             _DECLARED_HELD[lock.hold])
         for lock in declared.locks
     )
     return Classification(locks, run_alone=declared.run_alone), others
@@ -227,9 +249,9 @@ def _classify_node(node) -> Classification:
         case ast.SelectStmt():
             return _classify_select(node)
         case ast.IndexStmt(relation=relation, concurrent=True):
-            return Classification((Lock(SHARE_UPDATE_EXCLUSIVE, _relation(relation), _BUILDS_ONLINE),), run_alone=True)
+            return Classification((Lock(SHARE_UPDATE_EXCLUSIVE, _relation(relation), _BUILDS_ONLINE, SCAN),), run_alone=True)
         case ast.IndexStmt(relation=relation):
-            return Classification((Lock(SHARE, _relation(relation), "while it builds; blocks writes"),))
+            return Classification((Lock(SHARE, _relation(relation), "while it builds; blocks writes", SCAN),))
         case ast.DropStmt():
             return _classify_drop(node)
         case ast.AlterTableStmt(objtype=enums.ObjectType.OBJECT_TABLE):
@@ -255,11 +277,13 @@ def _classify_node(node) -> Classification:
         case ast.CreateStmt(relation=relation):
             return Classification(note=f"creates {_relation(relation)}")
         case ast.LockStmt(relations=relations, mode=mode):
-            return Classification(tuple(Lock(LOCK_MODES[mode], _relation(table), _UNTIL_COMMIT) for table in relations))
+            return Classification(tuple(Lock(LOCK_MODES[mode], _relation(table), _UNTIL_COMMIT, UNTIL_COMMIT) for table in relations))
         case ast.InsertStmt(withClause=None) | ast.UpdateStmt(withClause=None) | ast.DeleteStmt(withClause=None):
             table = node.relation
-            duration = "bookkeeping rows only" if table.schemaname == BOOKKEEPING_SCHEMA else "the rows it writes; blocks no reads"
-            return Classification((Lock(ROW_EXCLUSIVE, _relation(table), duration),))
+            bookkeeping = table.schemaname == BOOKKEEPING_SCHEMA
+            duration = "bookkeeping rows only" if bookkeeping else "the rows it writes; blocks no reads"
+            discards = (f"deletes rows of {_relation(table)}",) if isinstance(node, ast.DeleteStmt) and not bookkeeping else ()
+            return Classification((Lock(ROW_EXCLUSIVE, _relation(table), duration, ROWS),), discards=discards)
         case ast.ReindexStmt(params=params):
             return Classification(run_alone=any(p.defname == "concurrently" for p in params or ()), known=False)
     return Classification(run_alone=True, known=False) if isinstance(node, _RUN_ALONE_NODES) else UNKNOWN
@@ -314,20 +338,20 @@ def _classify_comment(node: ast.CommentStmt) -> Classification:
     return UNKNOWN
 
 
-def _alter_table_rule(command: ast.AlterTableCmd) -> tuple[str, str] | None:
-    """(mode, duration) of one ALTER TABLE subcommand; None: no rule."""
+def _alter_table_rule(command: ast.AlterTableCmd) -> tuple[str, str, str] | None:
+    """(mode, duration, held) of one ALTER TABLE subcommand; None: no rule."""
     kind = enums.AlterTableType
     match command.subtype:
         case kind.AT_AddConstraint:
             constraint = command.def_
             if constraint.contype is enums.ConstrType.CONSTR_FOREIGN:
                 if constraint.skip_validation:
-                    return SHARE_ROW_EXCLUSIVE, BRIEF + ", NOT VALID skips the existing rows"
-                return SHARE_ROW_EXCLUSIVE, "while it checks every existing row; blocks writes"
+                    return SHARE_ROW_EXCLUSIVE, BRIEF + ", NOT VALID skips the existing rows", CATALOG_ONLY
+                return SHARE_ROW_EXCLUSIVE, "while it checks every existing row; blocks writes", SCAN
             if constraint.contype is enums.ConstrType.CONSTR_CHECK:
                 if constraint.skip_validation:
-                    return ACCESS_EXCLUSIVE, _NOT_VALID
-                return ACCESS_EXCLUSIVE, "while it scans every row; blocks reads and writes"
+                    return ACCESS_EXCLUSIVE, _NOT_VALID, CATALOG_ONLY
+                return ACCESS_EXCLUSIVE, "while it scans every row; blocks reads and writes", SCAN
             return None
         case kind.AT_AddColumn:
             column = command.def_
@@ -335,28 +359,31 @@ def _alter_table_rule(command: ast.AlterTableCmd) -> tuple[str, str] | None:
             # any other form may rewrite or scan the table, and has no rule.
             unset = ("", "\x00")  # how pglast gives an empty one-character field
             if column.raw_default is None and not column.constraints and column.identity in unset and column.generated in unset:
-                return ACCESS_EXCLUSIVE, BRIEF + ", a column without a default: no rewrite, no scan"
+                return ACCESS_EXCLUSIVE, BRIEF + ", a column without a default: no rewrite, no scan", CATALOG_ONLY
             return None
         case kind.AT_DropColumn:
-            return ACCESS_EXCLUSIVE, BRIEF + ", the column is only marked dropped: no rewrite"
+            return ACCESS_EXCLUSIVE, BRIEF + ", the column is only marked dropped: no rewrite", CATALOG_ONLY
         case kind.AT_ValidateConstraint:
-            return SHARE_UPDATE_EXCLUSIVE, SCANS_ONLINE
+            return SHARE_UPDATE_EXCLUSIVE, SCANS_ONLINE, SCAN
         case kind.AT_SetNotNull:
-            return ACCESS_EXCLUSIVE, _SET_NOT_NULL
+            # Without a validated CHECK (column IS NOT NULL) that PostgreSQL can use, it scans.
+            return ACCESS_EXCLUSIVE, _SET_NOT_NULL, SCAN
         case (kind.AT_DropNotNull | kind.AT_DropConstraint | kind.AT_ReplicaIdentity | kind.AT_EnableRowSecurity
               | kind.AT_DisableRowSecurity | kind.AT_ForceRowSecurity | kind.AT_NoForceRowSecurity):
-            return ACCESS_EXCLUSIVE, BRIEF
+            return ACCESS_EXCLUSIVE, BRIEF, CATALOG_ONLY
     return None
 
 
 def _classify_alter_table(node: ast.AlterTableStmt) -> Classification:
-    table, locks = _relation(node.relation), []
+    table, locks, discards = _relation(node.relation), [], []
     for command in node.cmds:
         rule = _alter_table_rule(command)
         if rule is None:
             return UNKNOWN
-        locks.append(Lock(rule[0], table, rule[1]))
-    return Classification(tuple(locks))
+        locks.append(Lock(rule[0], table, rule[1], rule[2]))
+        if command.subtype is enums.AlterTableType.AT_DropColumn:
+            discards.append(f"drops column {table}.{command.name} with its values")
+    return Classification(tuple(locks), discards=tuple(discards))
 
 
 # --- DO blocks -----------------------------------------------------------------
@@ -400,7 +427,7 @@ def _classify_do(node: ast.DoStmt) -> Classification:
             classified = [c for text in alternatives for c in _classify_script(text)]
             # Each alternative takes the same locks once.
             found.append(Classification(tuple(dict.fromkeys(lock for c in classified for lock in c.locks))))
-            found += [Classification(note=c.note, known=c.known) for c in classified]
+            found += [Classification(note=c.note, known=c.known, discards=c.discards) for c in classified]
             continue
         reads_snapshots |= _SNAPSHOTS in _relations(query)
         if kind == "statement":
@@ -416,7 +443,8 @@ def _classify_do(node: ast.DoStmt) -> Classification:
         notes.append("re-runs the definitions recorded in its snapshot")
     if not notes and not locks:
         notes = ["checks only: reads the catalog, may stop the script"]
-    return Classification(locks, note=", ".join(notes))
+    discards = tuple(dict.fromkeys(d for c in found for d in c.discards))
+    return Classification(locks, note=", ".join(notes), discards=discards)
 
 
 def _checks_only(classification: Classification) -> bool:

@@ -161,10 +161,10 @@ def offline_sql(env: Environment, step: Step) -> str:
     return output.getvalue()
 
 
-def rendered_statements(env: Environment, step: Step) -> list[Statement]:
-    """The statements ``alembic -n ENV <step> --sql`` prints, each with its lock classification."""
+def rendered_statements(env: Environment, step: Step, sql: str | None = None) -> list[Statement]:
+    """The statements ``alembic -n ENV <step> --sql`` prints (``sql``, if rendered already), each with its lock classification."""
     statements = []
-    for chunk in split_statements(offline_sql(env, step)):
+    for chunk in split_statements(offline_sql(env, step) if sql is None else sql):
         comments, sql = leading_comments(chunk)
         if sql:
             lock, comments = classify_with_comments(comments, sql)
@@ -220,7 +220,7 @@ def parts(env: Environment, step: Step, statements: list[Statement]) -> list[Par
             carried_comments = statement.comments
         elif transaction is not None:
             if statement.lock.run_alone:
-                raise RenderError(f"{step.revision}: {_label(statement.sql)} is inside a transaction block")
+                raise RenderError(f"{step.revision}: {label(statement.sql)} is inside a transaction block")
             transaction.append(statement)
         elif statement.lock.run_alone:
             # Timeouts set just for it are in `settings`: its header passes them on.
@@ -398,7 +398,7 @@ def _guarded_header(context: _Context, part: Part) -> list[str]:
     number = 0
     for statement in part.statements:
         number += 1
-        lines.append(f"--   [{number}] {_label(statement.sql)}")
+        lines.append(f"--   [{number}] {label(statement.sql)}")
         lines.append(f"--         {statement.lock.describe()}")
     return lines
 
@@ -438,7 +438,7 @@ def _run_alone_header(context: _Context, part: Part) -> list[str]:
     return lines
 
 
-def _label(sql: str) -> str:
+def label(sql: str) -> str:
     """One line saying what a statement is: its start, or for a DO block the first command inside."""
     flat = " ".join(sql.split())
     if flat.upper().startswith("DO "):
@@ -476,6 +476,12 @@ def write(out: Path, rendered: dict[str, list[RenderedFile]]) -> None:
         folder.rename(target)
 
 
+def add_environments_argument(parser: argparse.ArgumentParser) -> None:
+    """-n ENV, repeatable, as render-sql and review take it (``environments``: None for every one)."""
+    parser.add_argument("-n", "--name", dest="environments", action="append", metavar="ENV",
+                        help="an environment of alembic.ini (repeatable; default: every one)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="scripts/render-sql",
@@ -483,8 +489,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Exit codes: 0 written; 1 written, but some statement's locks are UNKNOWN (marked in the files); "
         "2 nothing written.",
     )
-    parser.add_argument("-n", "--name", dest="environments", action="append", metavar="ENV",
-                        help="an environment of alembic.ini (repeatable; default: every one)")
+    add_environments_argument(parser)
     parser.add_argument("--from", dest="start", metavar="REV",
                         help="the revision the database is at (default: the environment's first revision, its baseline)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"output folder (default: ./{DEFAULT_OUT})")

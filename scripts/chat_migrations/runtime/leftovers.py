@@ -11,7 +11,9 @@ alembic_version, but leaves:
   before, or the ``*_migration_new`` index of a definition being converged;
 * validated helper checks ``<table>_<column>_not_null_migration``;
 * a column the revision added (``columns.add_column``), committed when a
-  later concurrent step of the same revision stepped out of its transaction.
+  later concurrent step of the same revision stepped out of its transaction;
+* a function it created or replaced (``snapshots.replace_function_sql`` and
+  friends), committed the same way: put back as its snapshot recorded it.
 
 The next upgrade that runs the same revision reuses them (first record wins,
 a valid helper check is not validated again, an INVALID index is rebuilt), so
@@ -43,7 +45,7 @@ _DROP_TIMEOUT_MS = 3_600_000
 @dataclass(frozen=True)
 class Leftover:
     revision: str | None  # None: no snapshot names its revision
-    kind: str  # "snapshot", "index", "redefined index", "not null", "check", "added column"
+    kind: str  # "snapshot", "index", "redefined index", "not null", "check", "added column", "function"
     name: str  # snapshot: kind/object; an index: schema.index; not null, added column: table.column; check: table.constraint
     table: str | None = None  # check, not null: the table; redefined index: the definition to put back
 
@@ -56,6 +58,7 @@ class Leftover:
             "not null": f"NOT NULL on {self.name}",
             "check": f"helper check {self.name}",
             "added column": f"column {self.name}",
+            "function": f"function {self.name}, not as its snapshot recorded it",
         }[self.kind]
         return f"{what}, left by {owner}, which is not applied"
 
@@ -119,10 +122,23 @@ def find(conn: Connection, applied: set[str], tables: tuple[str, ...] | None = N
         ),
         {"tables": None if tables is None else list(tables), "pattern": f"%{HELPER_CHECK_SUFFIX}"},
     ).all()
+    for row in stale:
+        if row.object_kind == "function" and _function_differs(conn, row.object_name, row.snapshot):
+            found.append(Leftover(row.revision, "function", row.object_name))
     for table, check in checks:
         column = check.removeprefix(table.split(".")[1] + "_").removesuffix(HELPER_CHECK_SUFFIX)
         found.append(Leftover(owners_of_columns.get(f"{table}.{column}"), "check", f"{table}.{check}", table))
     return found
+
+
+def _function_differs(conn: Connection, signature: str, snapshot: dict) -> bool:
+    """Whether the function is not as ``snapshot`` recorded it (created, dropped or redefined since)."""
+    current = conn.execute(
+        text("SELECT pg_get_functiondef(to_regprocedure(:s)) WHERE to_regprocedure(:s) IS NOT NULL"), {"s": signature}
+    ).scalar()
+    if not snapshot.get("existed"):
+        return current is not None
+    return current != snapshot.get("definition")
 
 
 def removable(conn: Connection, *, applied: set[str], keep: set[str], tables: tuple[str, ...]) -> list[Leftover]:
@@ -143,6 +159,11 @@ def remove(conn: Connection, removable: list[Leftover], *, autocommit_block, set
             if item.kind == "index":
                 conn.execute(text(f"SET lock_timeout = {_DROP_TIMEOUT_MS}"))
                 conn.execute(text(f"DROP INDEX CONCURRENTLY IF EXISTS {_quoted(item.name)}"))
+            elif item.kind == "function":
+                # Its definition, owner, ACL and comment as recorded (or gone, if it did not exist);
+                # the snapshot rows go with the others below.
+                with conn.connection.dbapi_connection.cursor() as cursor:  # no parameters: its % are SQL's
+                    cursor.execute(snapshots.restore_function_sql(item.revision, item.name, None, forget=False))
             elif item.kind == "redefined index":
                 indexes.converge_index(item.name.split(".", 1)[1], item.table)
             elif item.kind in ("not null", "check", "added column"):
