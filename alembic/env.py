@@ -19,7 +19,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from chat_migrations.frozen import baseline
-from chat_migrations.runtime import faults, identity, leftovers, lock_retries, requirements, session
+from chat_migrations.runtime import faults, identity, leftovers, lock_retries, offline, requirements, session
 from chat_migrations.schema import models, tables
 from chat_migrations.runtime.environments import ConfigurationError, get_environment, load_environments, redact
 
@@ -46,7 +46,7 @@ COMMON_OPTIONS = dict(
 
 
 def run_migrations_offline(environment, command: str, settings: session.Settings) -> None:
-    """Render SQL (``--sql``): the guard and bookkeeping first, no connection."""
+    """Render SQL (``--sql``): the guards and bookkeeping first, no connection."""
     context.configure(
         url="postgresql+psycopg2://",
         literal_binds=True,
@@ -54,10 +54,14 @@ def run_migrations_offline(environment, command: str, settings: session.Settings
         chat_settings=settings,
         **COMMON_OPTIONS,
     )
+    # Refused before anything is printed: no range, or one that starts outside this history.
+    start = offline.starting_revision(context.script, environment.name, command, context.get_context().opts.get("starting_rev"))
+    upgrades = offline.pending_upgrades(context.script, start, context.get_revision_argument()) if command == "upgrade" else []
     plan = Plan(command, settings)
     plan.watch(context.get_context())
     with context.begin_transaction():
         context.execute(identity.offline_guard_sql(environment))
+        context.execute(offline.guard_sql(environment.name, start, upgrades=upgrades))
         context.execute(f"SET lock_timeout = {settings.lock_timeout_ms}")
         context.execute(f"SET statement_timeout = {settings.statement_timeout_ms}")
         context.execute(session.BOOKKEEPING_SQL)

@@ -426,3 +426,28 @@ def test_compare_and_blocking_work_on_a_plain_connection_and_leave_its_search_pa
         assert [d.object for d in adopt.blocking(conn, "prod")] == [f"{MESSAGES}.created_at"]
     assert "scripts/adopt -n prod lists each with its fix" in adopt.blocked_message(
         "prod", [adopt.Difference("columns", "x", "missing", "", "blocking", "")])
+
+
+# --- a server without a Supabase project (issue 18) ------------------------------------------------
+
+
+def test_adopt_works_on_a_server_without_a_supabase_project_and_names_the_stamp_that_marks_it(capsys, make_database):
+    # Before: adopt said to stamp with -x mark_as, and that stamp, when blocked, said to run adopt.
+    db = make_database("prod", marked=False)
+    db.execute("DELETE FROM migration_meta.alembic_version; DROP TRIGGER trg_assign_message_seq ON public.chat_messages")
+    urls = {"prod": db.url}
+    blocked = db.alembic("-n", "prod", "-x", "mark_as=prod", "stamp", "000_prod_baseline", check=False)
+    assert blocked.returncode != 0 and "scripts/adopt -n prod lists each with its fix" in blocked.output
+    run = run_adopt(capsys, "-n", "prod", urls=urls)
+    assert run.code == 1, run.out + run.err
+    assert f"identity: {adopt.UNPROVEN}" in run.out
+    assert "fix: CREATE TRIGGER trg_assign_message_seq" in run.out
+    db.execute("CREATE TRIGGER trg_assign_message_seq BEFORE INSERT ON public.chat_messages "
+               "FOR EACH ROW EXECUTE FUNCTION public.assign_message_seq()")
+    run = run_adopt(capsys, "-n", "prod", urls=urls)
+    assert run.code == 0
+    verdict = run.out.rstrip().splitlines()[-1]
+    assert verdict.startswith("ADOPTABLE: alembic -n prod -x mark_as=prod stamp 000_prod_baseline ")
+    db.alembic("-n", "prod", "-x", "mark_as=prod", "stamp", "000_prod_baseline")  # what it names works
+    assert db.revision() == "000_prod_baseline"
+    assert run_adopt(capsys, "-n", "prod", urls=urls).out.rstrip().endswith("already adopted at 000_prod_baseline; nothing to do")

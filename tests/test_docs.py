@@ -17,6 +17,7 @@ import importlib
 
 import re
 import shlex
+import subprocess
 from functools import cache
 from pathlib import Path
 
@@ -475,3 +476,13 @@ def test_a_broken_link_is_reported(tmp_path):
         "page.md: link to #there: no such heading",
         "page.md: link to missing.md: no such file",
     ]
+
+
+def test_the_runbooks_backup_goes_to_a_folder_git_ignores():
+    # Before: pg_dump -f prod-before-migration.dump wrote production data into the repository root.
+    targets = re.findall(r"pg_dump .* -f (\S+)", README.read_text())
+    assert targets, "the runbook's pg_dump"
+    for target in targets:
+        assert (REPO_ROOT / target).parent.is_dir() and (REPO_ROOT / target).parent != REPO_ROOT, target
+        ignored = subprocess.run(["git", "check-ignore", "-q", target], cwd=REPO_ROOT)
+        assert ignored.returncode == 0, f"{target} is not git-ignored: a dump holds production data"

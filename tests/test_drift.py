@@ -182,3 +182,61 @@ def test_the_json_shape_is_the_documented_one(capsys, make_database):
     # Every row has the same keys, whatever its status (a and b: the attributes of its section).
     documented_row = documented_json("`scripts/drift staging prod --json`")["rows"][0]
     assert {tuple(sorted(row)) for row in run.json["rows"]} == {tuple(sorted(documented_row))}
+
+
+# --- each difference classed (issue 18) -------------------------------------------------------
+
+SENDER_SET_NULL = (
+    "ALTER TABLE public.chat_messages DROP CONSTRAINT chat_messages_sender_id_fkey; "
+    "ALTER TABLE public.chat_messages ADD CONSTRAINT chat_messages_sender_id_fkey "
+    "FOREIGN KEY (sender_id) REFERENCES auth.users (id) ON DELETE SET NULL"
+)
+
+
+def test_a_key_kept_nullable_by_its_set_null_foreign_key_is_explained_and_exits_0(capsys, make_database):
+    # Before: at head, drift exited 1 on chat_messages.sender_id NOT NULL vs NULL.
+    staging, prod = make_database("staging", "head"), make_database("prod")
+    prod.execute(SENDER_SET_NULL)
+    prod.alembic("-n", "prod", "upgrade", "head")
+    urls = {"staging": staging.url, "prod": prod.url}
+    run = run_check(capsys, drift, "staging", "prod", "--json", urls=urls)
+    assert run.code == 0, drifted(run)
+    rows = drifted(run)
+    sender = rows[("columns", "public.chat_messages.sender_id")]
+    assert sender["class"] == "explained" and "ON DELETE SET NULL" in sender["why"] and sender["why"].startswith("prod keeps")
+    assert rows[("constraints", "public.chat_messages.chat_messages_sender_id_fkey")]["class"] == "explained"
+    assert {row["class"] for row in rows.values()} == {"explained"}
+    assert run.json["drift"] is False and run.json["summary"]["unexplained"] == 0
+    human = run_check(capsys, drift, "staging", "prod", "--differences-only", urls=urls)
+    assert human.code == 0 and "**No unexplained drift**" in human.out
+    assert "Mismatch (nullable); explained: prod keeps it nullable on purpose" in human.out
+    # The same nullable key without the SET NULL foreign key is drift.
+    prod.execute("ALTER TABLE public.chat_messages DROP CONSTRAINT chat_messages_sender_id_fkey")
+    run = run_check(capsys, drift, "staging", "prod", "--json", urls=urls)
+    assert run.code == 1 and drifted(run)[("columns", "public.chat_messages.sender_id")]["class"] == "unexplained"
+
+
+def test_an_extra_nullable_column_or_index_on_one_side_is_harmless_an_extra_required_column_is_not(capsys, make_database):
+    a, b = make_database("prod", "head"), make_database("prod", "head")
+    b.execute("ALTER TABLE public.chats ADD COLUMN topic text; CREATE INDEX idx_chats_title ON public.chats (title)")
+    run = drift_json(capsys, a, b)
+    assert run.code == 0, drifted(run)
+    rows = drifted(run)
+    assert rows[("columns", "public.chats.topic")]["class"] == "harmless"
+    assert rows[("indexes", "public.chats.idx_chats_title")]["class"] == "harmless"
+    b.execute("ALTER TABLE public.chats ADD COLUMN owner_note text NOT NULL DEFAULT ''; "
+              "ALTER TABLE public.chats ALTER COLUMN owner_note DROP DEFAULT")  # an insert without it fails
+    run = drift_json(capsys, a, b)
+    assert run.code == 1
+    assert drifted(run)[("columns", "public.chats.owner_note")]["class"] == "unexplained"
+    assert run.json["summary"]["unexplained"] == 1 and run.json["summary"]["harmless"] == 2
+
+
+def test_what_a_revision_pending_on_one_side_does_is_explained(capsys, make_database):
+    staging, prod = make_database("staging", "head"), make_database("prod")  # prod at its baseline
+    run = run_check(capsys, drift, "staging", "prod", "--json", urls={"staging": staging.url, "prod": prod.url})
+    assert run.code == 1  # the functions differ until prod is upgraded: nothing declares why yet
+    rows = drifted(run)
+    chat_id = rows[("columns", "public.chat_participants.chat_id")]
+    assert chat_id["class"] == "explained" and "001_schema_alignment, pending there, sets it NOT NULL" in chat_id["why"]
+    assert rows[("indexes", "public.chat_messages.idx_chat_messages_chat_created")]["class"] == "explained"

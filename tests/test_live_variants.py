@@ -166,6 +166,7 @@ def test_the_sql_script_refuses_an_index_of_another_definition_before_building(m
         "CREATE INDEX idx_chat_messages_reply_to ON public.chat_messages (reply_to_message_id) "
         "WHERE reply_to_message_id IS NOT NULL"
     )
+    prod.alembic("-n", "prod", "upgrade", "005_prod_message_keys_not_null")  # where the script starts
     script = prod.alembic("-n", "prod", "upgrade", "005_prod_message_keys_not_null:006_prod_reply_index_definition", "--sql").stdout
     before = prod.schema()
     result = psql(prod, script, check=False)

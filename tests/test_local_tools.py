@@ -13,6 +13,8 @@ from pathlib import Path
 from chat_migrations.harness import alembic_cli
 from chat_migrations.runtime.environments import REPO_ROOT
 
+from .test_validate import run_script
+
 
 def run(*command: str, **kwargs) -> subprocess.CompletedProcess:
     return subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, **kwargs)
@@ -30,7 +32,9 @@ def test_the_local_job_converges_both_environments_and_rolls_prod_back_exactly()
     # The operator checks around the migration: drift before and none after, preflight ready,
     # validate passing on both at head and failing, naming what is missing, on prod rolled back.
     before, after = out.split("$ scripts/drift staging prod --differences-only")[1:3]
-    assert "**Drift:" in before and "| `chat_participants.chat_id` | uuid, NOT NULL | uuid, NULL | Mismatch (nullable) |" in before
+    assert "**Drift:" in before and (
+        "| `chat_participants.chat_id` | uuid, NOT NULL | uuid, NULL | Mismatch (nullable); explained: prod is not at head "
+        "yet: 001_schema_alignment, pending there, sets it NOT NULL |") in before
     assert "**No drift**" in after
     assert "READY: no blockers" in out.split("$ scripts/preflight -n prod")[1]
     validations = out.split("$ scripts/validate -n ")[1:]
@@ -112,3 +116,24 @@ def test_after_activating_the_venv_alembic_works_from_any_directory(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert "000_prod_baseline" in result.stdout
+
+
+def test_local_db_unstamped_gives_lookalikes_to_adopt_and_stamp_by_hand():
+    # Before: the lookalikes came stamped, so the runbook's steps 3 and 5 could not be tried.
+    root = Path(tempfile.mkdtemp(prefix="local-db-test-"))
+    started = run("scripts/local-db", "start", "--unstamped", "--dir", str(root))
+    try:
+        assert started.returncode == 0, started.stderr
+        assert "not yet adopted" in started.stderr
+        urls = dict(re.findall(r"^export (\w+)='([^']+)'$", started.stdout, re.MULTILINE))
+        prod = {"prod": urls["PROD_DATABASE_URL"]}
+        current = alembic_cli.run("-n", "prod", "current", urls=prod, check=False)
+        assert current.returncode != 0 and "it has no marker" in current.output  # not adopted yet
+        adopted = run_script("adopt", "-n", "prod", urls=prod)  # step 3
+        assert adopted.returncode == 0, adopted.stdout + adopted.stderr
+        verdict = adopted.stdout.rstrip().splitlines()[-1]
+        assert verdict.startswith("ADOPTABLE: alembic -n prod -x mark_as=prod stamp 000_prod_baseline")
+        alembic_cli.run("-n", "prod", "-x", "mark_as=prod", "stamp", "000_prod_baseline", urls=prod)  # step 5
+        assert "000_prod_baseline" in alembic_cli.run("-n", "prod", "current", urls=prod).stdout
+    finally:
+        run("scripts/local-db", "stop", "--dir", str(root))

@@ -127,6 +127,9 @@ def test_a_source_that_cannot_be_rehearsed_stops_before_any_step(make_database, 
     assert rehearsal.run() == rehearse.EXIT_CANNOT_RUN
     assert message in rehearsal.results[0].detail
     assert [r.outcome for r in rehearsal.results[2:]] == ["not run"] * 6
+    # The last line says why, not only which step (before: "FAILED: dump the source ... (0.1s)").
+    last = rehearsal.report().rstrip().splitlines()[-1]
+    assert last.startswith(f"CANNOT RUN: {rehearsal.results[0].name} failed, no step ran: ") and message in last
 
 
 def test_no_url_for_the_environment_is_one_line_and_exit_2(tmp_path):

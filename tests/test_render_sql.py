@@ -20,7 +20,7 @@ from pathlib import Path
 import psycopg2
 import pytest
 
-from chat_migrations.runtime import identity, lock_declarations
+from chat_migrations.runtime import identity, lock_declarations, offline
 from chat_migrations.review import lock_classes, render_sql
 from chat_migrations.harness.cluster import pg_bindir
 from chat_migrations.runtime.environments import REPO_ROOT, get_environment, libpq_command
@@ -100,6 +100,8 @@ def test_each_concurrent_statement_has_a_file_of_its_own_and_every_other_file_st
         else:
             assert not concurrent, path.name
             assert " ".join(statements[0].split()) == guard, path.name
+            before = path.read_text().splitlines()[1].split(": ", 1)[1].split()[1]  # "-- env: upgrade BEFORE -> AFTER"
+            assert statements[1].startswith(f"DO {offline.TAG}") and f"IS DISTINCT FROM '{before}'" in statements[1], path.name
             assert path.read_text().rstrip().endswith("COMMIT;"), f"{path.name} would leave its last transaction open"
 
 
@@ -213,6 +215,29 @@ def test_a_guarded_file_run_by_psql_in_autocommit_mode_stops_before_changing_any
     assert_same_schema(db.schema(), before, "prod after the refused autocommit run")
 
 
+def test_a_rendered_file_run_twice_or_out_of_order_is_refused_and_changes_nothing(rendered, make_database):
+    # Before: each file checked only which environment the database is.
+    db = make_database("prod")
+    history = revisions_in_order("prod")
+    upgrade = files(rendered, "prod", "upgrade")
+    first_revision = [p for p in upgrade if history[1] in p.name]
+    later = next(p for p in upgrade if history[2] in p.name)
+    before = db.schema()
+    with pytest.raises(psycopg2.errors.RaiseException, match=f"expected prod at {history[1]} .*, found {history[0]}"):
+        run_in_sql_editor(db, later.read_text())
+    assert db.revision() == history[0]
+    assert_same_schema(db.schema(), before, "prod after a file of a later revision was refused")
+    for path in first_revision:
+        run_with_psql(db, path)
+    assert db.revision() == history[1]
+    after, recorded = db.schema(), db.scalar("SELECT count(*) FROM migration_meta.rollback_snapshots")
+    result = apply_with_psql(db, first_revision[0])
+    assert result.returncode != 0
+    assert f"expected prod at {history[0]} (where this script starts), found {history[1]}" in result.stderr
+    assert db.scalar("SELECT count(*) FROM migration_meta.rollback_snapshots") == recorded
+    assert_same_schema(db.schema(), after, "prod after a file of its revision ran a second time")
+
+
 # --- cutting a script into files ----------------------------------------------------------
 
 
@@ -228,7 +253,7 @@ def test_a_run_alone_statement_carries_its_timeouts_and_the_next_file_sets_the_s
     env = get_environment("prod")
     step = render_sql.Step("upgrade", "a", "b")
     script = ";\n".join([
-        identity.offline_guard_sql(env), "SET lock_timeout = 500", "INSERT INTO migration_meta.x VALUES (1)",
+        identity.offline_guard_sql(env), offline.guard_sql(env.name, "a"), "SET lock_timeout = 500", "INSERT INTO migration_meta.x VALUES (1)",
         "SET lock_timeout = 3600000", "CREATE INDEX CONCURRENTLY IF NOT EXISTS i ON public.t (c)",
         "SET lock_timeout = 500", "BEGIN", "UPDATE migration_meta.alembic_version SET version_num = 'b'", "COMMIT",
     ]) + ";"
@@ -238,6 +263,7 @@ def test_a_run_alone_statement_carries_its_timeouts_and_the_next_file_sets_the_s
     assert [s.sql for s in alone.statements] == ["CREATE INDEX CONCURRENTLY IF NOT EXISTS i ON public.t (c)"]
     assert "SET lock_timeout = 3600000" not in [s.sql for s in first.statements]
     assert last.statements[0].sql == identity.offline_guard_sql(env)
+    assert last.statements[1].sql == offline.guard_sql(env.name, "a")  # still where the step starts
     assert "SET lock_timeout = 500" in [s.sql for s in last.statements]
     assert last.statements[-1].sql == "RESET lock_timeout"
 
@@ -246,7 +272,7 @@ def test_a_file_reading_a_setting_that_an_earlier_file_set_is_refused():
     env = get_environment("prod")
     step = render_sql.Step("upgrade", "a", "b")
     script = ";\n".join([
-        identity.offline_guard_sql(env), "SELECT set_config('migration.flag', 'x', false)",
+        identity.offline_guard_sql(env), offline.guard_sql(env.name, "a"), "SELECT set_config('migration.flag', 'x', false)",
         "CREATE INDEX CONCURRENTLY i ON public.t (c)",
         "DO $d$ BEGIN IF current_setting('migration.flag') = 'x' THEN RAISE EXCEPTION 'x'; END IF; END $d$",
     ]) + ";"
@@ -258,7 +284,7 @@ def test_a_file_reading_a_setting_that_an_earlier_file_set_is_refused():
 
 def test_a_concurrent_statement_inside_a_transaction_is_refused():
     env = get_environment("prod")
-    script = ";\n".join([identity.offline_guard_sql(env), "BEGIN", "CREATE INDEX CONCURRENTLY i ON public.t (c)", "COMMIT"]) + ";"
+    script = ";\n".join([identity.offline_guard_sql(env), offline.guard_sql(env.name, "a"), "BEGIN", "CREATE INDEX CONCURRENTLY i ON public.t (c)", "COMMIT"]) + ";"
     with pytest.raises(render_sql.RenderError, match="inside a transaction block"):
         render_sql.parts(env, render_sql.Step("upgrade", "a", "b"), _statements(env, script))
 

@@ -167,6 +167,15 @@ def test_a_non_numeric_port_is_one_line_naming_the_variable():
     assert "hunter2-secret" not in message
 
 
+def test_the_inline_comment_hint_is_shown_only_where_it_explains_the_error():
+    # Before: every non-numeric port got it, from the process environment too.
+    from_file = "PROD_DATABASE_URL (in .env.local)"
+    assert "inline comment" in refusal("postgresql://u:hunter2-secret@h:5432#prod", source=from_file)
+    assert "inline comment" not in refusal("postgresql://u:hunter2-secret@h:54x32/d", source=from_file)
+    assert "inline comment" not in refusal("postgresql://u:hunter2-secret@h:5432#prod", source="PROD_DATABASE_URL")
+    assert "inline comment" not in refusal("postgresql://u:hunter2#secret@h:54x32/d", source=from_file)
+
+
 def test_a_refusal_never_repeats_the_url():
     message = refusal("postgresql://u:hunter2-secret@h:54x32/d")
     assert message.startswith("the database URL is not a usable PostgreSQL URL")

@@ -22,6 +22,10 @@ class WrongDatabase(ChatMigrationsError):
     """The database is not the chosen environment's: nothing was changed."""
 
 
+class IdentityUnproven(WrongDatabase):
+    """Neither its URL nor a marker says which environment the database is (a server without a Supabase project)."""
+
+
 # -- a migration run -------------------------------------------------------------
 class MigrationRefused(ChatMigrationsError):
     """The run stopped before changing anything (one line, safe to print)."""

@@ -44,6 +44,7 @@ from chat_migrations.runtime import requirements
 from chat_migrations.schema import history as chain
 from chat_migrations.checks.catalog import Catalog, current_revision, read_catalog, script_directory
 from chat_migrations.checks.checks_cli import Target
+from chat_migrations.errors import IdentityUnproven
 from chat_migrations.runtime.sqlnames import identifier
 
 BASELINES_DIR = Path(__file__).resolve().parents[1] / "frozen" / "baselines"
@@ -800,7 +801,8 @@ class AdoptReport:
         if self.blockers:
             return f"BLOCKED: {blocked_message(env, self.blockers)}"
         counts = self.summary()
-        return (f"ADOPTABLE: alembic -n {env} stamp {base} "
+        mark = f" -x mark_as={env}" if self.identity == UNPROVEN else ""
+        return (f"ADOPTABLE: alembic -n {env}{mark} stamp {base} "
                 f"({counts[HARMLESS]} harmless, {counts[HANDLED]} handled by the revisions)")
 
     def render(self) -> str:
@@ -821,9 +823,18 @@ class AdoptReport:
         return "\n".join(out)
 
 
+# A server without a Supabase project (local, self-hosted): nothing proves the identity until the stamp's
+# -x mark_as does. adopt only reads, so it compares anyway, and its verdict names that stamp.
+UNPROVEN = "not proved (no Supabase project in the URL, no marker): the stamp proves it with -x mark_as"
+
+
 def adopt(target: Target) -> AdoptReport:
     with checks_cli.read_only_connection(target, "chat-migrations:adopt") as conn:
-        proof = checks_cli.verify_identity(target, conn)
+        try:
+            proof = checks_cli.verify_identity(target, conn)
+        except IdentityUnproven:
+            conn.rollback()
+            proof = UNPROVEN
         revision = current_revision(conn)
         differences = [] if revision is not None else compare(conn, target.environment.name)
         conn.rollback()

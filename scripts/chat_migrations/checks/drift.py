@@ -6,7 +6,22 @@ the same identity guard) or postgresql:// URLs. Both catalogs are read
 columns, constraints, indexes, functions, triggers, replica identity,
 publication membership, RLS, policies and grants. Each row is Match,
 Mismatch (naming the attributes that differ) or Missing (present on one side
-only). Exit 0 when there is no drift, 1 when there is, 2 when it could not run.
+only).
+
+Each difference is then classed by ``explain`` (the one place that knows why
+two databases of this project may differ):
+
+* explained: the project made it on purpose, or will make it go away. A key
+  the revisions keep nullable because its foreign key is ON DELETE SET NULL
+  on that side, and that foreign key itself (README, "Where NOT NULL meets ON
+  DELETE SET NULL"); what a revision still pending on that side builds or
+  sets NOT NULL;
+* harmless: something only one side has that nothing names (an extra
+  nullable column, an extra non-unique index), as adopt calls it;
+* unexplained: everything else.
+
+Exit 0 when nothing is unexplained (the explained and harmless differences
+are listed), 1 when something is, 2 when it could not run.
 
 What differs between any two databases without being drift is left out by
 construction: OIDs are never read, lists are sorted, function bodies are
@@ -21,11 +36,14 @@ import sys
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from chat_migrations.checks import checks_cli
+from chat_migrations.checks import checks_cli, guarantees
 from chat_migrations.checks.catalog import Catalog, read_catalog
 from chat_migrations.checks.checks_cli import Target
+from chat_migrations.runtime import bookkeeping, promises
+from chat_migrations.schema import history, models
 
 MATCH, MISMATCH, MISSING = "Match", "Mismatch", "Missing"
+EXPLAINED, HARMLESS, UNEXPLAINED = "explained", "harmless", "unexplained"
 
 
 def _column_cell(v: dict[str, Any]) -> str:
@@ -112,6 +130,10 @@ class Row:
             return []
         return [key for key in self.a if self.a[key] != self.b.get(key)]
 
+    # Set by classify(): None for a Match, else EXPLAINED, HARMLESS or UNEXPLAINED, and why.
+    verdict: str | None = None
+    why: str | None = None
+
     @property
     def status(self) -> str:
         if self.a is None or self.b is None:
@@ -125,6 +147,7 @@ class Row:
         return {
             "section": self.section, "object": self.object, "status": self.status,
             "differences": self.differences, "missing_in": missing_in, "a": self.a, "b": self.b,
+            "class": self.verdict, "why": self.why,
         }
 
 
@@ -170,6 +193,116 @@ def compare(a: Catalog, b: Catalog) -> list[Row]:
     return rows
 
 
+# --- why two databases differ --------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Side:
+    """One compared database: its label, its catalog, and what the revisions not applied there yet declare."""
+
+    label: str
+    catalog: Catalog
+    pending: tuple[tuple[str, promises.Promises], ...] = ()  # (revision, its promises), in upgrade order
+
+    def pending_declaring(self, key: tuple) -> list[tuple[str, promises.Item]]:
+        return [(revision, item) for revision, declared in self.pending for item in declared.items if item.key == key]
+
+
+def explain(row: Row, a: Side, b: Side) -> tuple[str, str] | None:
+    """(EXPLAINED or HARMLESS, why) for a difference the project accounts for; None when unexplained.
+
+    The one place drift judges a difference: from the head schema
+    (schema.models), the guarantees' ON DELETE SET NULL rule, and what the
+    revisions still pending on a side declare (their ``promises``).
+    """
+    for rule in _RULES:
+        verdict = rule(row, a, b)
+        if verdict:
+            return verdict
+    return None
+
+
+def _split(key: str) -> tuple[str, str]:
+    table, name = key.rsplit(".", 1)
+    return table, name
+
+
+_HEAD_TABLES = [t for t in models.metadata.tables.values() if t.schema is None]
+_HEAD_COLUMNS = {f"public.{t.name}.{c.name}" for t in _HEAD_TABLES for c in t.columns}
+_HEAD_NOT_NULL = {f"public.{t.name}.{c.name}" for t in _HEAD_TABLES for c in t.columns if not c.nullable}
+_HEAD_INDEXES = {f"public.{t.name}.{i.name}" for t in _HEAD_TABLES for i in t.indexes}
+_SET_NULL_RULE = 'README, "Where NOT NULL meets ON DELETE SET NULL"'
+
+
+def _set_null_key(row: Row, a: Side, b: Side) -> tuple[str, str] | None:
+    """A NOT NULL column of the head schema left nullable on the side whose foreign key sets it NULL."""
+    if row.section != "columns" or row.differences != ["nullable"] or row.object not in _HEAD_NOT_NULL:
+        return None
+    nullable = a if row.a["nullable"] else b
+    conflict = guarantees.set_null_conflict(nullable.catalog, *_split(row.object))
+    if conflict is None:
+        return None
+    return EXPLAINED, f"{nullable.label} keeps it nullable on purpose: {guarantees.set_null_reason(*conflict)} ({_SET_NULL_RULE})"
+
+
+def _set_null_foreign_key(row: Row, a: Side, b: Side) -> tuple[str, str] | None:
+    """The foreign key that keeps a NOT NULL column of the head schema nullable on one side."""
+    if row.section != "constraints" or (row.status == MISMATCH and row.differences != ["definition"]):
+        return None
+    table, name = _split(row.object)
+    for side, values in ((a, row.a), (b, row.b)):
+        constraint = side.catalog.constraints.get(row.object) if values is not None else None
+        if not constraint or constraint["kind"] != "foreign key":
+            continue
+        for column in constraint["columns"]:
+            conflict = guarantees.set_null_conflict(side.catalog, table, column)
+            if f"{table}.{column}" in _HEAD_NOT_NULL and conflict and conflict[0] == name:
+                return EXPLAINED, (
+                    f"{side.label}'s {name} is ON DELETE {constraint['on_delete']}: the project keeps it, and "
+                    f"{table}.{column} nullable with it ({_SET_NULL_RULE})"
+                )
+    return None
+
+
+def _pending_revision(row: Row, a: Side, b: Side) -> tuple[str, str] | None:
+    """What a revision not yet applied on one side declares there: a NOT NULL key, an index."""
+    if row.section == "columns" and row.differences == ["nullable"]:
+        side = a if row.a["nullable"] else b
+        found = [(r, item) for r, item in side.pending_declaring(("column", row.object)) if item.not_null]
+        what = "sets it NOT NULL"
+    elif row.section == "indexes":
+        candidates = [s for s, values in ((a, row.a), (b, row.b)) if values is None or row.status == MISMATCH]
+        side, found = next(((s, f) for s in candidates if (f := s.pending_declaring(("index", row.object)))), (None, []))
+        what = f"builds it as {found[0][1].definition}" if found else ""
+    else:
+        return None
+    if not found:
+        return None
+    return EXPLAINED, f"{side.label} is not at head yet: {found[0][0]}, pending there, {what}"
+
+
+def _only_one_side_has_it(row: Row, a: Side, b: Side) -> tuple[str, str] | None:
+    """An extra nullable column or non-unique index that neither the head schema nor any caller names."""
+    if row.status != MISSING:
+        return None
+    side, values = (a, row.a) if row.b is None else (b, row.b)
+    if row.section == "columns" and row.object not in _HEAD_COLUMNS and (values["nullable"] or values["default"] is not None):
+        return HARMLESS, f"only {side.label} has it: nothing names it, and an insert that leaves it out works"
+    if row.section == "indexes" and row.object not in _HEAD_INDEXES and " UNIQUE " not in f" {values['definition']} ":
+        return HARMLESS, f"only {side.label} has it: an extra non-unique index changes no result, only plans and write cost"
+    return None
+
+
+_RULES = (_set_null_key, _set_null_foreign_key, _pending_revision, _only_one_side_has_it)
+
+
+def classify(rows: list[Row], a: Side, b: Side) -> list[Row]:
+    for row in rows:
+        if row.status != MATCH:
+            row.verdict, row.why = explain(row, a, b) or (UNEXPLAINED, None)
+    return rows
+
+
 # --- the report ------------------------------------------------------------------------
 
 
@@ -192,18 +325,26 @@ class DriftReport:
         return [row for row in self.rows if row.status != MATCH]
 
     @property
+    def unexplained(self) -> list[Row]:
+        return [row for row in self.drifted if row.verdict == UNEXPLAINED]
+
+    @property
     def exit_code(self) -> int:
-        return checks_cli.EXIT_FAILED if self.drifted else checks_cli.EXIT_OK
+        return checks_cli.EXIT_FAILED if self.unexplained else checks_cli.EXIT_OK
 
     def counts(self) -> dict[str, int]:
         statuses = [row.status for row in self.rows]
-        return {"compared": len(statuses), **{s.lower(): statuses.count(s) for s in (MATCH, MISMATCH, MISSING)}}
+        verdicts = [row.verdict for row in self.drifted]
+        return {
+            "compared": len(statuses), **{s.lower(): statuses.count(s) for s in (MATCH, MISMATCH, MISSING)},
+            **{v: verdicts.count(v) for v in (EXPLAINED, HARMLESS, UNEXPLAINED)},
+        }
 
     def to_json(self) -> dict[str, Any]:
         return {
             "a": {**self.a.describe(), "identity": self.identities[0]},
             "b": {**self.b.describe(), "identity": self.identities[1]},
-            "drift": bool(self.drifted),
+            "drift": bool(self.unexplained),
             "summary": self.counts(),
             "rows": [row.to_json(self.labels) for row in self.rows if not self.differences_only or row.status != MATCH],
         }
@@ -218,9 +359,14 @@ class DriftReport:
             f"- {b_label}: {self.b.masked_url} ({self.identities[1]})",
             "",
             (
-                f"**Drift: {counts['mismatch']} mismatched and {counts['missing']} missing** "
-                f"of {counts['compared']} compared objects."
-                if self.drifted else f"**No drift**: all {counts['compared']} compared objects match."
+                f"**Drift: {counts['unexplained']} unexplained** ({counts['mismatch']} mismatched and "
+                f"{counts['missing']} missing of {counts['compared']} compared objects; "
+                f"{counts['explained']} explained, {counts['harmless']} harmless)."
+                if self.unexplained else
+                f"**No drift**: all {counts['compared']} compared objects match."
+                if not self.drifted else
+                f"**No unexplained drift**: {counts['explained']} explained and {counts['harmless']} harmless "
+                f"of {counts['compared']} compared objects; the rest match."
             ),
         ]
         for section in SECTIONS:
@@ -236,28 +382,44 @@ class DriftReport:
 
 def _status_cell(row: Row, labels: tuple[str, str]) -> str:
     if row.status == MISMATCH:
-        return f"Mismatch ({', '.join(row.differences)})"
-    if row.status == MISSING:
-        return f"Missing in {_md(labels[0] if row.a is None else labels[1])}"
-    return MATCH
+        cell = f"Mismatch ({', '.join(row.differences)})"
+    elif row.status == MISSING:
+        cell = f"Missing in {_md(labels[0] if row.a is None else labels[1])}"
+    else:
+        return MATCH
+    return cell if row.verdict == UNEXPLAINED else f"{cell}; {row.verdict}: {_md(row.why)}"
 
 
 def _md(text: str) -> str:
     return " ".join(str(text).split()).replace("|", "\\|")
 
 
-def read_target(target: Target) -> tuple[str, Catalog]:
+def read_target(target: Target, label: str) -> tuple[str, Side]:
     with checks_cli.read_only_connection(target, "chat-migrations:drift") as conn:
         proof = checks_cli.verify_identity(target, conn)
         catalog = read_catalog(conn)
+        revision = bookkeeping.current_revision(conn)
         conn.rollback()
-    return proof, catalog
+    return proof, Side(label, catalog, _pending(target, revision))
+
+
+def _pending(target: Target, revision: str | None) -> tuple[tuple[str, promises.Promises], ...]:
+    """What the revisions after the target's declare (none known for a URL or an unadopted database)."""
+    if target.environment is None or revision is None:
+        return ()
+    environment = target.environment.name
+    if revision not in history.revisions(environment):
+        return ()
+    return tuple((script.revision, history.declaration(script)) for script in history.pending(environment, revision))
 
 
 def drift(a: Target, b: Target, *, differences_only: bool = False) -> DriftReport:
-    proof_a, catalog_a = read_target(a)
-    proof_b, catalog_b = read_target(b)
-    return DriftReport(a, b, (proof_a, proof_b), compare(catalog_a, catalog_b), differences_only)
+    report = DriftReport(a, b, ("", ""), [], differences_only)
+    proof_a, side_a = read_target(a, report.labels[0])
+    proof_b, side_b = read_target(b, report.labels[1])
+    report.identities = (proof_a, proof_b)
+    report.rows = classify(compare(side_a.catalog, side_b.catalog), side_a, side_b)
+    return report
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -265,7 +427,8 @@ def build_parser() -> argparse.ArgumentParser:
         "drift",
         "Compare the messaging schema of two databases, as the plan's comparison tables.",
         "A and B: an environment name (prod, staging) or a postgresql:// URL. "
-        "Exit 0: no drift; 1: drift; 2: could not run.",
+        "Exit 0: no difference, or only explained and harmless ones (listed); 1: an unexplained difference; "
+        "2: could not run.",
         environment=False,
     )
     parser.add_argument("a", metavar="A")

@@ -44,7 +44,7 @@ def _remove_leftover(root: Path) -> None:
     shutil.rmtree(root)
 
 
-def start(root: Path) -> int:
+def start(root: Path, *, unstamped: bool = False) -> int:
     cluster = _saved(root)
     if cluster is None:
         if root.exists() and any(root.iterdir()):
@@ -55,11 +55,14 @@ def start(root: Path) -> int:
             print(f"# removed a stopped server's leftover files in {root}", file=sys.stderr)
         cluster = Cluster.start(root)
         (root / PORT_FILE).write_text(str(cluster.port))
-        urls = lookalikes.create(cluster)
-        print(f"# started PostgreSQL on port {cluster.port} in {root}; staging and prod lookalikes at their baselines", file=sys.stderr)
+        urls = lookalikes.create(cluster, stamped=not unstamped)
+        state = ("not yet adopted (no revision, no marker): try scripts/adopt, then "
+                 "alembic -n ENV -x mark_as=ENV stamp <baseline>") if unstamped else "at their baselines"
+        print(f"# started PostgreSQL on port {cluster.port} in {root}; staging and prod lookalikes {state}", file=sys.stderr)
     else:
         urls = {env: cluster.passfile_url(db) for env, db in lookalikes.DATABASES.items()}
-        print(f"# already running on port {cluster.port} in {root}", file=sys.stderr)
+        print(f"# already running on port {cluster.port} in {root}, its lookalikes as they are"
+              + ("; scripts/local-db stop first for fresh unstamped ones" if unstamped else ""), file=sys.stderr)
     print(lookalikes.export_lines(urls))
     return 0
 
@@ -95,6 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("command", choices=["start", "stop", "status"])
     parser.add_argument("--dir", type=Path, default=DEFAULT_DIR, help=f"where the server lives (default {DEFAULT_DIR}, or $LOCAL_DB_DIR)")
+    parser.add_argument("--unstamped", action="store_true",
+                        help="start: lookalikes not yet adopted (no revision, no marker), to try the runbook's steps 3 and 5")
     return parser
 
 
@@ -102,7 +107,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return {"start": start, "stop": stop, "status": status}[args.command](args.dir.resolve())
+        if args.unstamped and args.command != "start":
+            parser.error("--unstamped goes with start")
+        if args.command == "start":
+            return start(args.dir.resolve(), unstamped=args.unstamped)
+        return {"stop": stop, "status": status}[args.command](args.dir.resolve())
     except ChatMigrationsError as error:
         print(f"local-db: {error}", file=sys.stderr)
         return 2

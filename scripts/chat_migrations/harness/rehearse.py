@@ -124,7 +124,7 @@ class Rehearsal:
             self.say(f"  FAIL: {problem}")
             if self.results[-1].name == DUMP:
                 self.results.append(StepResult(self._restore_step, detail="nothing to restore"))
-            self.results += [StepResult(name, detail="no clone to run it on") for name, _, _ in steps]
+            self.results += [StepResult(name, detail=NO_CLONE) for name, _, _ in steps]
             return EXIT_CANNOT_RUN
         stopped = False
         for name, action, later_steps_need_it in steps:
@@ -324,8 +324,17 @@ class Rehearsal:
                 lines += ["", f"{result.name} (FAIL):", *("  " + line for line in result.detail.splitlines())]
         total = sum(r.seconds for r in self.results)
         passed = all(r.outcome == "PASS" for r in self.results)
-        lines += ["", f"{'OK: every step passed' if passed else 'FAILED: ' + ', '.join(r.name for r in self.results if r.outcome == 'FAIL')} ({total:.1f}s)"]
+        failed = [r for r in self.results if r.outcome == "FAIL"]
+        if failed and any(r.detail == NO_CLONE for r in self.results):
+            # Exit 2: the one line says why, not only which step.
+            verdict = f"CANNOT RUN: {failed[0].name} failed, no step ran: {_summary(failed[0])}"
+        else:
+            verdict = "OK: every step passed" if passed else "FAILED: " + ", ".join(r.name for r in failed)
+        lines += ["", f"{verdict} ({total:.1f}s)"]
         return "\n".join(lines)
+
+
+NO_CLONE = "no clone to run it on"
 
 
 def _summary(result: StepResult) -> str:

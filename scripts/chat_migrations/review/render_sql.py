@@ -10,7 +10,8 @@ order, with psql or in Supabase's SQL editor:
   transaction (COMMIT lines inside it end one and start the next), and which
   may not hold CREATE/DROP INDEX CONCURRENTLY at all. So every such statement
   gets a file of its own ("run alone"), and every other file starts with the
-  wrong-database guard;
+  wrong-database guard, then the check that the database is at the revision
+  the file starts from (chat_migrations.runtime.offline);
 * a file commits only at its COMMIT lines, in the editor and in psql alike
   (psql runs it with ``-v AUTOCOMMIT=off``; a file run without it stops at
   its third statement, before changing anything), so the online DDL's short
@@ -43,7 +44,7 @@ from alembic.util import CommandError
 from pglast import ast, parse_sql
 
 from chat_migrations.checks import catalog
-from chat_migrations.runtime import identity
+from chat_migrations.runtime import identity, offline
 from chat_migrations.runtime.environments import (
     ALEMBIC_INI, Environment, get_environment, load_environments,
 )
@@ -171,6 +172,8 @@ def rendered_statements(env: Environment, step: Step, sql: str | None = None) ->
     guard = identity.offline_guard_sql(env)
     if not statements or _normalized(statements[0].sql) != _normalized(guard):
         raise RenderError(f"alembic -n {env.name} {' '.join(step.alembic_args)} does not start with the wrong-database guard")
+    if len(statements) < 2 or not statements[1].sql.startswith(f"DO {offline.TAG}"):
+        raise RenderError(f"alembic -n {env.name} {' '.join(step.alembic_args)} does not check the revision it starts from")
     return statements
 
 
@@ -184,14 +187,16 @@ def _normalized(sql: str) -> str:
 def parts(env: Environment, step: Step, statements: list[Statement]) -> list[Part]:
     """The step's statements cut into files: a new one at every statement that must run alone.
 
-    A guarded file starts with the guard; the session settings in force at its
+    A guarded file starts with the guards (the database's identity, then its
+    revision: every file of a step runs where the step starts, since only its
+    last file records the new revision); the session settings in force at its
     first real statement are set again there (leading SETs fold into them).
     """
     settings: dict[str, str] = {}
-    guard, *rest = statements
+    guard, position, *rest = statements
     result: list[Part] = []
     current = Part(step, run_alone=False)
-    pending: list[Statement] = [guard]  # join the next transaction
+    pending: list[Statement] = [guard, position]  # join the next transaction
     transaction: list[Statement] | None = None
     carried_comments: list[str] = []
 
@@ -222,7 +227,7 @@ def parts(env: Environment, step: Step, statements: list[Statement]) -> list[Par
             _close(current, [s for s in pending if not s.is_session_setting], settings)
             result += [current, Part(step, run_alone=True, units=[[statement]], settings=dict(settings))]
             current = Part(step, run_alone=False)
-            pending = [_statement(identity.offline_guard_sql(env))]
+            pending = [_statement(identity.offline_guard_sql(env)), _statement(position.sql)]
         elif statement.is_session_setting:
             _apply_setting(settings, statement.lock.setting)
             pending.append(statement)
@@ -240,9 +245,9 @@ def _close(part: Part, pending: list[Statement], settings: dict[str, str]) -> No
         return  # nothing but the guard and settings: no file
     if pending:
         part.units.append(pending)
-    guard, *first = part.units[0]
+    guard, position, *first = part.units[0]
     replay = [_statement(f"SET {name} = {value}") for name, value in part.settings.items()]
-    part.units[0] = [guard, _statement(ONE_TRANSACTION_FLAG_SQL), _statement(ONE_TRANSACTION_CHECK_SQL), *replay, *first]
+    part.units[0] = [guard, position, _statement(ONE_TRANSACTION_FLAG_SQL), _statement(ONE_TRANSACTION_CHECK_SQL), *replay, *first]
     # The SQL editor reuses its sessions: leave their timeouts as they were.
     touched = dict.fromkeys([*part.settings, *settings])
     if touched:
@@ -375,14 +380,15 @@ def _guarded_header(context: _Context, part: Part) -> list[str]:
     env = context.env.name
     lines = _title(context, part) + [
         f"-- Guard: the first statement stops this file on any database not marked as {env!r}",
-        f"--   ({identity.MARKER}); nothing is changed there.",
+        f"--   ({identity.MARKER}), the second unless the database is at {part.step.before}",
+        "--   (run twice, or out of order, it stops); nothing is changed there.",
         "-- Run it once, whole:",
         "--   SQL editor: paste the whole file and run it;",
         f"--   psql: {psql_command(context.env, context.name, run_alone=False)}",
         "-- Transactions: the statements up to each COMMIT line commit together, and",
         "--   locks are held only until that COMMIT. A failing statement rolls back its",
         "--   own transaction and stops the file; earlier transactions stay committed.",
-        "--   Run in autocommit mode (plain psql), the file stops at statement [3] before",
+        "--   Run in autocommit mode (plain psql), the file stops at statement [4] before",
         "--   changing anything.",
     ]
     if part.settings:

@@ -198,7 +198,11 @@ def parse_url(url: "str | URL", *, source: str | None = None) -> URL:
     try:
         parsed = make_url(_SCHEME.sub("postgresql+psycopg2://", text, count=1))
     except ValueError:
-        raise refuse("its port is not a number (in .env.local, an inline comment needs a space before '#')") from None
+        # The hint only where it explains the error: a '#' after the host, in a value read from .env.local.
+        host_and_port = text.partition("://")[2].partition("/")[0].rpartition("@")[2]
+        hint = f" (in {ENV_LOCAL}, an inline comment needs a space before '#')" if (
+            "#" in host_and_port and ENV_LOCAL in (source or "")) else ""
+        raise refuse(f"its port is not a number{hint}") from None
     except ArgumentError:
         raise refuse(f"expected {EXPECTED_FORM}") from None
     _register_secrets_of(parsed)

@@ -27,7 +27,7 @@ from sqlalchemy.engine import URL, Connection
 
 from chat_migrations.runtime import bookkeeping
 from chat_migrations.runtime.environments import Environment
-from chat_migrations.errors import WrongDatabase
+from chat_migrations.errors import IdentityUnproven, WrongDatabase
 
 MARKER = bookkeeping.IDENTITY
 
@@ -104,7 +104,7 @@ def verify(
     if confirmed_by_url or mark_as == env.name:
         return True
     database = connection.execute(text("SELECT current_database()")).scalar()
-    raise WrongDatabase(
+    raise IdentityUnproven(
         f"cannot tell which environment database {database!r} is: its URL names no Supabase "
         f"project and it has no marker ({MARKER}); if it really is {env.name}'s, say so once: "
         f"alembic -n {env.name} -x mark_as={env.name} stamp <revision> (or upgrade); nothing was changed"
