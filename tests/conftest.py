@@ -13,11 +13,18 @@ pytest-postgresql's DatabaseJanitor from templates built once per session:
   ``postgres`` without Alembic, seeded with rows, marked, then stamped at its
   baseline (an adopted live database);
 * ``head-<env>``: that database upgraded to head.
+
+The platform is Supabase as projects had it until 2026 (``default-privileges``)
+unless $CHAT_PLATFORM says ``explicit-grants`` (every project since 30 Oct
+2026): then the observed schemas keep the grants they were created with and
+nothing new gets any by default. Tests marked ``platform`` are the ones CI runs
+on both (docs/testing.md).
 """
 
 from __future__ import annotations
 
 import itertools
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -29,18 +36,33 @@ from pytest_postgresql.janitor import DatabaseJanitor
 from chat_migrations.harness import alembic_cli, seed
 from chat_migrations.frozen import baseline
 from chat_migrations.checks import catalog
-from chat_migrations.harness.cluster import ADMIN, OWNER, Cluster, pg_bindir
+from chat_migrations.harness.cluster import ADMIN, OWNER, Cluster, check_platform, pg_bindir, DEFAULT_PLATFORM
 from chat_migrations.runtime.environments import get_environment, libpq_command
 from chat_migrations.runtime.environments import REPO_ROOT
 from chat_migrations.harness.fingerprints import data_checksums, first_difference, schema_dump
 
 ENVIRONMENTS = baseline.ENVIRONMENTS
 _counter = itertools.count()
+# The Supabase the session's server builds (scripts/supabase_platform/).
+PLATFORM = check_platform(os.environ.get("CHAT_PLATFORM") or DEFAULT_PLATFORM)
+
+
+def pytest_configure(config) -> None:
+    # Registered here, not in pyproject.toml, next to the choice it is about.
+    config.addinivalue_line(
+        "markers",
+        "platform: touches privileges, functions, smoke, rollback exactness or caller changes; "
+        ".ci/run runs them on both Supabase platforms (CHAT_PLATFORM)",
+    )
+
+
+def pytest_report_header() -> str:
+    return f"Supabase platform: {PLATFORM} (CHAT_PLATFORM)"
 
 
 @pytest.fixture(scope="session")
 def cluster():
-    server = Cluster.start()
+    server = Cluster.start(platform=PLATFORM)
     try:
         yield server
     finally:
@@ -111,6 +133,16 @@ class Database:
         return alembic_cli.run_in_process(*args, urls=urls, check=check, **kwargs)
 
 
+def build_observed(cluster: Cluster, name: str, environment: str, *, platform: str | None = None) -> None:
+    """The environment as observed (on ``platform``, the session's by default), seeded, marked, stamped at its baseline."""
+    cluster.create_observed_database(name, environment, platform=platform)
+    cluster.execute(name, seed.seed_sql())
+    alembic_cli.run_in_process(
+        "-n", environment, "-x", f"mark_as={environment}", "stamp", f"000_{environment}_baseline",
+        urls={environment: cluster.url(name)},
+    )
+
+
 @pytest.fixture(scope="session")
 def templates(cluster):
     """Template databases, built once; returns {kind: template name}."""
@@ -118,9 +150,7 @@ def templates(cluster):
     cluster.create_platform_database("tpl_platform")
     for env in ENVIRONMENTS:
         name = f"tpl_observed_{env}"
-        cluster.create_observed_database(name, env)
-        cluster.execute(name, seed.seed_sql())
-        alembic_cli.run_in_process("-n", env, "-x", f"mark_as={env}", "stamp", f"000_{env}_baseline", urls={env: cluster.url(name)})
+        build_observed(cluster, name, env)
         names[f"observed-{env}"] = name
         head = f"tpl_head_{env}"
         cluster.create_database(head, template=name)
