@@ -6,7 +6,7 @@ only builds the platform; every migration, check and test query runs as the
 NOSUPERUSER ``postgres`` with its password, as on hosted Supabase.
 pytest-postgresql's process fixture cannot start PostgreSQL as root, which is
 how CI runs. Per-test databases are cloned (as ``postgres``, their owner) by
-pytest-postgresql's DatabaseJanitor from templates built once per session:
+pytest-postgresql's DatabaseJanitor from templates built once per session, when first needed:
 
 * ``platform``: only the Supabase platform (an empty project);
 * ``observed-<env>``: the environment as the plan observed it, written by
@@ -143,24 +143,43 @@ def build_observed(cluster: Cluster, name: str, environment: str, *, platform: s
     )
 
 
-@pytest.fixture(scope="session")
-def templates(cluster):
-    """Template databases, built once; returns {kind: template name}."""
-    names = {"platform": "tpl_platform"}
-    cluster.create_platform_database("tpl_platform")
-    for env in ENVIRONMENTS:
-        name = f"tpl_observed_{env}"
-        build_observed(cluster, name, env)
-        names[f"observed-{env}"] = name
-        head = f"tpl_head_{env}"
-        cluster.create_database(head, template=name)
-        alembic_cli.run_in_process("-n", env, "upgrade", "head", urls={env: cluster.url(head)})
-        names[f"head-{env}"] = head
-    for template in names.values():
+class Templates(dict):
+    """{kind: template name}, each template built the first time a test asks for it.
+
+    A worker (pytest-xdist) builds only the templates its own tests clone,
+    not every one of them.
+    """
+
+    def __init__(self, cluster: Cluster):
+        super().__init__()
+        self.cluster = cluster
+
+    def __missing__(self, kind: str) -> str:
+        if kind == "platform":
+            name = "tpl_platform"
+            self.cluster.create_platform_database(name)
+        elif kind.startswith("observed-"):
+            env = kind.removeprefix("observed-")
+            name = f"tpl_observed_{env}"
+            build_observed(self.cluster, name, env)
+        elif kind.startswith("head-"):
+            env = kind.removeprefix("head-")
+            name = f"tpl_head_{env}"
+            self.cluster.create_database(name, template=self[f"observed-{env}"])
+            alembic_cli.run_in_process("-n", env, "upgrade", "head", urls={env: self.cluster.url(name)})
+        else:
+            raise KeyError(kind)
         # Nothing left for autovacuum to do there: a worker on a template stops a clone,
         # and only the platform's superuser may end one.
-        cluster.execute(template, "VACUUM ANALYZE", admin=True)
-    return names
+        self.cluster.execute(name, "VACUUM ANALYZE", admin=True)
+        self[kind] = name
+        return name
+
+
+@pytest.fixture(scope="session")
+def templates(cluster):
+    """Template databases ("platform", "observed-<env>", "head-<env>"), built once, when first needed."""
+    return Templates(cluster)
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from sqlalchemy import create_engine
 from chat_migrations.checks import catalog
 from chat_migrations.harness.cluster import DEFAULT_PRIVILEGES, EXPLICIT_GRANTS, PLATFORMS
 
-from .conftest import Database, assert_same_schema, build_observed
+from .conftest import PLATFORM, Database, assert_same_schema, build_observed
 from .test_preflight import preflight_json
 
 pytestmark = pytest.mark.platform
@@ -45,11 +45,16 @@ ORDER BY 1
 
 
 @pytest.fixture
-def build(cluster):
-    """build(env, platform, revision=None) -> the observed database on ``platform``, upgraded to ``revision``."""
+def build(cluster, make_database):
+    """build(env, platform, revision=None) -> the observed database on ``platform``, upgraded to ``revision``.
+
+    The session's platform comes from its templates; the other one is built here.
+    """
     made = []
 
     def make(environment: str, platform: str, revision: str | None = None) -> Database:
+        if platform == PLATFORM and revision in (None, "head"):
+            return make_database(environment, "head" if revision else "observed")
         name = f"p{next(_names)}_{environment}_{platform.replace('-', '_')}"
         build_observed(cluster, name, environment, platform=platform)
         made.append(name)
