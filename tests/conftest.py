@@ -6,18 +6,25 @@ only builds the platform; every migration, check and test query runs as the
 NOSUPERUSER ``postgres`` with its password, as on hosted Supabase.
 pytest-postgresql's process fixture cannot start PostgreSQL as root, which is
 how CI runs. Per-test databases are cloned (as ``postgres``, their owner) by
-pytest-postgresql's DatabaseJanitor from templates built once per session:
+pytest-postgresql's DatabaseJanitor from templates built once per session, when first needed:
 
 * ``platform``: only the Supabase platform (an empty project);
 * ``observed-<env>``: the environment as the plan observed it, written by
   ``postgres`` without Alembic, seeded with rows, marked, then stamped at its
   baseline (an adopted live database);
 * ``head-<env>``: that database upgraded to head.
+
+The platform is Supabase as projects had it until 2026 (``default-privileges``)
+unless $CHAT_PLATFORM says ``explicit-grants`` (every project since 30 Oct
+2026): then the observed schemas keep the grants they were created with and
+nothing new gets any by default. Tests marked ``platform`` are the ones CI runs
+on both (docs/testing.md).
 """
 
 from __future__ import annotations
 
 import itertools
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -29,18 +36,33 @@ from pytest_postgresql.janitor import DatabaseJanitor
 from chat_migrations.harness import alembic_cli, seed
 from chat_migrations.frozen import baseline
 from chat_migrations.checks import catalog
-from chat_migrations.harness.cluster import ADMIN, OWNER, Cluster, pg_bindir
+from chat_migrations.harness.cluster import ADMIN, OWNER, Cluster, check_platform, pg_bindir, DEFAULT_PLATFORM
 from chat_migrations.runtime.environments import get_environment, libpq_command
 from chat_migrations.runtime.environments import REPO_ROOT
 from chat_migrations.harness.fingerprints import data_checksums, first_difference, schema_dump
 
 ENVIRONMENTS = baseline.ENVIRONMENTS
 _counter = itertools.count()
+# The Supabase the session's server builds (scripts/supabase_platform/).
+PLATFORM = check_platform(os.environ.get("CHAT_PLATFORM") or DEFAULT_PLATFORM)
+
+
+def pytest_configure(config) -> None:
+    # Registered here, not in pyproject.toml, next to the choice it is about.
+    config.addinivalue_line(
+        "markers",
+        "platform: touches privileges, functions, smoke, rollback exactness or caller changes; "
+        ".ci/run runs them on both Supabase platforms (CHAT_PLATFORM)",
+    )
+
+
+def pytest_report_header() -> str:
+    return f"Supabase platform: {PLATFORM} (CHAT_PLATFORM)"
 
 
 @pytest.fixture(scope="session")
 def cluster():
-    server = Cluster.start()
+    server = Cluster.start(platform=PLATFORM)
     try:
         yield server
     finally:
@@ -111,26 +133,53 @@ class Database:
         return alembic_cli.run_in_process(*args, urls=urls, check=check, **kwargs)
 
 
-@pytest.fixture(scope="session")
-def templates(cluster):
-    """Template databases, built once; returns {kind: template name}."""
-    names = {"platform": "tpl_platform"}
-    cluster.create_platform_database("tpl_platform")
-    for env in ENVIRONMENTS:
-        name = f"tpl_observed_{env}"
-        cluster.create_observed_database(name, env)
-        cluster.execute(name, seed.seed_sql())
-        alembic_cli.run_in_process("-n", env, "-x", f"mark_as={env}", "stamp", f"000_{env}_baseline", urls={env: cluster.url(name)})
-        names[f"observed-{env}"] = name
-        head = f"tpl_head_{env}"
-        cluster.create_database(head, template=name)
-        alembic_cli.run_in_process("-n", env, "upgrade", "head", urls={env: cluster.url(head)})
-        names[f"head-{env}"] = head
-    for template in names.values():
+def build_observed(cluster: Cluster, name: str, environment: str, *, platform: str | None = None) -> None:
+    """The environment as observed (on ``platform``, the session's by default), seeded, marked, stamped at its baseline."""
+    cluster.create_observed_database(name, environment, platform=platform)
+    cluster.execute(name, seed.seed_sql())
+    alembic_cli.run_in_process(
+        "-n", environment, "-x", f"mark_as={environment}", "stamp", f"000_{environment}_baseline",
+        urls={environment: cluster.url(name)},
+    )
+
+
+class Templates(dict):
+    """{kind: template name}, each template built the first time a test asks for it.
+
+    A worker (pytest-xdist) builds only the templates its own tests clone,
+    not every one of them.
+    """
+
+    def __init__(self, cluster: Cluster):
+        super().__init__()
+        self.cluster = cluster
+
+    def __missing__(self, kind: str) -> str:
+        if kind == "platform":
+            name = "tpl_platform"
+            self.cluster.create_platform_database(name)
+        elif kind.startswith("observed-"):
+            env = kind.removeprefix("observed-")
+            name = f"tpl_observed_{env}"
+            build_observed(self.cluster, name, env)
+        elif kind.startswith("head-"):
+            env = kind.removeprefix("head-")
+            name = f"tpl_head_{env}"
+            self.cluster.create_database(name, template=self[f"observed-{env}"])
+            alembic_cli.run_in_process("-n", env, "upgrade", "head", urls={env: self.cluster.url(name)})
+        else:
+            raise KeyError(kind)
         # Nothing left for autovacuum to do there: a worker on a template stops a clone,
         # and only the platform's superuser may end one.
-        cluster.execute(template, "VACUUM ANALYZE", admin=True)
-    return names
+        self.cluster.execute(name, "VACUUM ANALYZE", admin=True)
+        self[kind] = name
+        return name
+
+
+@pytest.fixture(scope="session")
+def templates(cluster):
+    """Template databases ("platform", "observed-<env>", "head-<env>"), built once, when first needed."""
+    return Templates(cluster)
 
 
 @pytest.fixture

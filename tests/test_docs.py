@@ -46,6 +46,8 @@ EXTERNAL_VARIABLES = {
     "ALEMBIC_CONFIG": "scripts/_venv.sh",  # Alembic reads it; _venv.sh puts it in .venv/bin/activate
     "PGOPTIONS": "scripts/chat_migrations/harness/rehearse.py",  # libpq: set for pg_dump, and in render-sql's headers
     "PGPASSWORD": "scripts/chat_migrations/runtime/environments.py",  # libpq: how a password reaches pg_dump and psql
+    "CHAT_PLATFORM": "tests/conftest.py",  # the tests: which Supabase platform the server is built as
+    "TEST_WORKERS": "scripts/test",  # scripts/test: pytest-xdist workers when -n is not given
 }
 # `-x key=value`: the placeholder, not a key.
 PLACEHOLDER_KEYS = {"key"}

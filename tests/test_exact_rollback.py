@@ -8,9 +8,14 @@ downgrade their pg_dump --schema-only equals the original.
 
 from __future__ import annotations
 
+import pytest
+
 from chat_migrations.frozen import baseline
 
 from .conftest import assert_same_schema, head_of
+
+# Runs on both Supabase platforms in CI (docs/testing.md).
+pytestmark = pytest.mark.platform
 
 WRITE_EVERY_FUNCTION_DIFFERENTLY = """
 DO $rewrite$

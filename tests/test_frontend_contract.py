@@ -21,6 +21,9 @@ import pytest
 
 from .supabase_api import new_chat, new_users
 
+# Runs on both Supabase platforms in CI (docs/testing.md).
+pytestmark = pytest.mark.platform
+
 
 def statuses(db, chat_id: str) -> dict[str, str]:
     return dict(db.query("SELECT id::text, status FROM public.chat_messages WHERE chat_id = %s", (chat_id,)))

@@ -10,18 +10,25 @@ import time
 import tempfile
 from pathlib import Path
 
+import pytest
+from sqlalchemy import create_engine
+
+from chat_migrations.checks import catalog
 from chat_migrations.harness import alembic_cli
+from chat_migrations.harness.cluster import PLATFORMS
 from chat_migrations.runtime.environments import REPO_ROOT
 
 from .test_validate import run_script
+from .conftest import PLATFORM
 
 
 def run(*command: str, **kwargs) -> subprocess.CompletedProcess:
     return subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, **kwargs)
 
 
+@pytest.mark.platform
 def test_the_local_job_converges_both_environments_and_rolls_prod_back_exactly():
-    result = run("scripts/local-job", timeout=600)
+    result = run("scripts/local-job", "--platform", PLATFORM, timeout=600)
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
     assert "staging vs prod (before the migration): different" in out
@@ -29,6 +36,7 @@ def test_the_local_job_converges_both_environments_and_rolls_prod_back_exactly()
     assert "$ alembic -n prod downgrade -1" in out
     assert "prod rolled back vs prod before the migration: identical" in out
     assert "server stopped and removed" in out
+    assert f"{PLATFORM} platform" in out.split("\n== creating", 1)[0]
     # The operator checks around the migration: drift before and none after, preflight ready,
     # validate passing on both at head and failing, naming what is missing, on prod rolled back.
     before, after = out.split("$ scripts/drift staging prod --differences-only")[1:3]
@@ -53,18 +61,28 @@ def test_the_local_job_converges_both_environments_and_rolls_prod_back_exactly()
     assert "skipped: refused from 103_messaging_security on" in smokes[2] and "(exit 0" in smokes[2]
 
 
+@pytest.mark.platform
 def test_local_db_prints_exports_that_the_alembic_commands_use():
     # Under /tmp itself: pytest's tmp_path is private to root, and the server runs as postgres.
     root = Path(tempfile.mkdtemp(prefix="local-db-test-"))
-    started = run("scripts/local-db", "start", "--dir", str(root))
+    started = run("scripts/local-db", "start", "--dir", str(root), "--platform", PLATFORM)
     try:
         assert started.returncode == 0, started.stderr
         urls = dict(re.findall(r"^export (\w+)='([^']+)'$", started.stdout, re.MULTILINE))
         assert set(urls) == {"STAGING_DATABASE_URL", "PROD_DATABASE_URL"}
         current = alembic_cli.run("-n", "prod", "current", urls={"prod": urls["PROD_DATABASE_URL"]})
         assert "000_prod_baseline" in current.stdout
-        again = run("scripts/local-db", "start", "--dir", str(root))
+        engine = create_engine(urls["STAGING_DATABASE_URL"])
+        with engine.connect() as conn:
+            assert catalog.platform_defaults(conn) == PLATFORM
+        engine.dispose()
+        again = run("scripts/local-db", "start", "--dir", str(root), "--platform", PLATFORM)
         assert again.returncode == 0 and again.stdout == started.stdout
+        # The running server is the other platform's: refused, one line, nothing changed.
+        [other] = [platform for platform in PLATFORMS if platform != PLATFORM]
+        refused = run("scripts/local-db", "start", "--dir", str(root), "--platform", other)
+        assert refused.returncode == 2 and refused.stdout == ""
+        assert refused.stderr.strip().count("\n") == 0 and "scripts/local-db stop" in refused.stderr
         assert run("scripts/local-db", "status", "--dir", str(root)).returncode == 0
     finally:
         stopped = run("scripts/local-db", "stop", "--dir", str(root))

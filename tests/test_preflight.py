@@ -18,6 +18,9 @@ from chat_migrations.runtime import identity
 
 from .test_validate import assert_same_shape, documented_json, run_check
 
+# Runs on both Supabase platforms in CI (docs/testing.md).
+pytestmark = pytest.mark.platform
+
 
 def preflight_json(capsys, db, *extra: str):
     return run_check(capsys, preflight, "-n", db.environment, "--json", *extra, urls={db.environment: db.url})

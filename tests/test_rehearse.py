@@ -13,6 +13,8 @@ from chat_migrations.harness import rehearse
 from chat_migrations.checks.checks_cli import environment_target
 from chat_migrations.runtime.environments import REPO_ROOT, load_environments
 
+from .conftest import PLATFORM
+
 REHEARSE = REPO_ROOT / "scripts" / "rehearse"
 _clones = itertools.count()
 
@@ -47,11 +49,12 @@ def outcomes(rehearsal: rehearse.Rehearsal) -> dict[str, str]:
     return {result.name: result.outcome for result in rehearsal.results}
 
 
+@pytest.mark.platform
 def test_rehearsal_of_a_lookalike_passes_every_step_and_only_reads_the_source(make_database, tmp_path):
     source = make_database("prod")
     before = source_state(source)
     result = subprocess.run(
-        [str(REHEARSE), "-n", "prod", "--from-url", source.url, "--sample-rows", "40"],
+        [str(REHEARSE), "-n", "prod", "--from-url", source.url, "--sample-rows", "40", "--platform", PLATFORM],
         cwd=tmp_path, env=without_database_urls(), capture_output=True, text=True,
     )
     assert result.returncode == rehearse.EXIT_OK, result.stdout + result.stderr

@@ -19,6 +19,9 @@ from chat_migrations.harness.fingerprints import first_difference
 from . import supabase_lint
 from .supabase_api import new_chat, new_users
 
+# Runs on both Supabase platforms in CI (docs/testing.md).
+pytestmark = pytest.mark.platform
+
 PROD = "prod"
 # The functions taking p_user_id: the caller may pass only their own id.
 ACTING_AS_A_USER = ("mark_messages_as_read", "mark_messages_as_delivered", "get_unread_count")

@@ -21,6 +21,9 @@ from chat_migrations.schema.tables import QUALIFIED as CHAT_TABLES
 from .conftest import assert_same_schema
 from .test_validate import run_check, run_script
 
+# Runs on both Supabase platforms in CI (docs/testing.md).
+pytestmark = pytest.mark.platform
+
 CHECKS = [
     "conversations", "send", "reply", "unread_count", "status_progression",
     "refuse_other_user", "refuse_non_participant", "refuse_anon", "realtime", "no_trace",

@@ -448,3 +448,45 @@ def _grants(conn: Connection) -> dict[str, dict[str, Any]]:
         {"schema": SCHEMA, "tables": list(TABLES)},
     ).mappings()
     return {f"{row['object']} to {row['grantee']}": {"privileges": ", ".join(sorted(row["privileges"]))} for row in rows}
+
+
+# --- the platform's default privileges ---------------------------------------------
+
+DEFAULT_PRIVILEGES = "default-privileges"
+EXPLICIT_GRANTS = "explicit-grants"
+_API_ROLES = ("anon", "authenticated", "service_role")
+_DEFAULT_ACL_KINDS = {"r": "tables", "S": "sequences", "f": "functions"}
+
+
+def platform_defaults(conn: Connection) -> str:
+    """Which Supabase the database's default privileges are, read from pg_default_acl only.
+
+    "default-privileges": what postgres creates in public is granted to anon,
+    authenticated and service_role (projects until 2026); "explicit-grants":
+    to none of them (every project since 30 Oct 2026); otherwise "mixed: "
+    and what is still granted, e.g. "mixed: tables to anon, authenticated".
+    Default privileges for postgres in every schema count too: they reach public.
+    """
+    rows = conn.execute(
+        text(
+            """
+            SELECT d.defaclobjtype AS kind, pg_get_userbyid(a.grantee) AS grantee
+              FROM pg_default_acl d, aclexplode(d.defaclacl) AS a
+             WHERE d.defaclrole = 'postgres'::regrole
+               AND d.defaclnamespace IN (0, 'public'::regnamespace)
+               AND d.defaclobjtype = ANY(:kinds)
+               AND a.grantee IN (SELECT oid FROM pg_roles WHERE rolname = ANY(:roles))
+            """
+        ),
+        {"kinds": list(_DEFAULT_ACL_KINDS), "roles": list(_API_ROLES)},
+    ).mappings()
+    granted = {(row["kind"], row["grantee"]) for row in rows}
+    if len(granted) == len(_DEFAULT_ACL_KINDS) * len(_API_ROLES):
+        return DEFAULT_PRIVILEGES
+    if not granted:
+        return EXPLICIT_GRANTS
+    return "mixed: " + "; ".join(
+        f"{name} to {', '.join(role for role in _API_ROLES if (kind, role) in granted)}"
+        for kind, name in _DEFAULT_ACL_KINDS.items()
+        if any((kind, role) in granted for role in _API_ROLES)
+    )

@@ -68,8 +68,29 @@ BEGIN{_MARK_READ_UPDATES}
 END;
 $function$;"""
 
-MARK_MESSAGES_AS_READ_GRANTS = f"""
+# As the team wrote it; Supabase's default privileges of then added PUBLIC, anon and postgres.
+_MARK_READ_GRANT_AS_WRITTEN = f"""
 GRANT EXECUTE ON FUNCTION public.mark_messages_as_read(uuid, uuid) TO authenticated, service_role;
+{_MARK_READ_COMMENT}"""
+
+API_ROLES = ("anon", "authenticated", "service_role")
+# Who could execute a function the team created before 2026, in the ACL's order.
+EVERYONE = ("PUBLIC", *API_ROLES, "postgres")
+
+
+def acl_sql(target: str, privilege: str, grantees: tuple[str, ...]) -> str:
+    """The object's privileges stated in full, in the ACL's order, whatever the platform's defaults give."""
+    return "\n".join([
+        f"REVOKE ALL ON {target} FROM {', '.join(EVERYONE)};",
+        *(f"GRANT {privilege} ON {target} TO {grantee};" for grantee in grantees),
+    ])
+
+
+# The function's privileges as the observed databases hold them, stated in full: a
+# function recreated from it (002's downgrade with no recorded state) ends the same on a
+# project without those default privileges (Supabase since 30 Oct 2026).
+MARK_MESSAGES_AS_READ_GRANTS = f"""
+{acl_sql(f"FUNCTION {MARK_MESSAGES_AS_READ}", "EXECUTE", EVERYONE)}
 {_MARK_READ_COMMENT}"""
 
 GET_UNREAD_COUNT_FUNCTION = """
@@ -228,7 +249,7 @@ def create_sql(environment: str) -> str:
         _PROD_ONLY_INDEXES if prod else "",
         _SHARED_FUNCTIONS,
         MARK_MESSAGES_AS_READ_RETURNING_COUNT if prod else MARK_MESSAGES_AS_READ_VOID,
-        MARK_MESSAGES_AS_READ_GRANTS,
+        _MARK_READ_GRANT_AS_WRITTEN,
         GET_UNREAD_COUNT_FUNCTION if prod else "",
         _SECURITY_AND_REALTIME,
     ]

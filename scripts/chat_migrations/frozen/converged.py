@@ -33,23 +33,13 @@ def previous_definition(signature: str) -> str:
     comment = re.search(rf"^COMMENT ON FUNCTION {name}\(.*?;$", _CONVERGED, re.S | re.M)
     return "\n".join([
         definition.group(0).replace("CREATE FUNCTION", "CREATE OR REPLACE FUNCTION", 1),
-        _default_acl(f"FUNCTION {signature}", "EXECUTE", _EXECUTE_AT_CONVERGED.get(signature, _EVERYONE)),
+        baseline.acl_sql(f"FUNCTION {signature}", "EXECUTE", _EXECUTE_AT_CONVERGED.get(signature, baseline.EVERYONE)),
         comment.group(0) if comment else f"COMMENT ON FUNCTION {signature} IS NULL;",
     ])
 
 
-_API_ROLES = ("anon", "authenticated", "service_role")
-_EVERYONE = ("PUBLIC", *_API_ROLES, "postgres")
 # Revisions before 100_converged that narrowed a function's EXECUTE (002, 007).
 _EXECUTE_AT_CONVERGED = {"public.get_unread_count(uuid, uuid)": ("authenticated", "service_role", "postgres")}
-
-
-def _default_acl(target: str, privilege: str, grantees: tuple[str, ...]) -> str:
-    """The ACL as Supabase's default privileges (and the revisions before 100_converged) left it, in its order."""
-    return "\n".join([
-        f"REVOKE ALL ON {target} FROM {', '.join(_EVERYONE)};",
-        *(f"GRANT {privilege} ON {target} TO {grantee};" for grantee in grantees),
-    ])
 
 
 def previous_table_access(table: str) -> str:
@@ -57,4 +47,4 @@ def previous_table_access(table: str) -> str:
     policies = re.findall(rf"^CREATE POLICY \w+ ON {re.escape(table)} .*?;$", _CONVERGED, re.S | re.M)
     if not policies:
         raise ValueError(f"{table} has no policies in the baseline")
-    return "\n".join([*policies, _default_acl(f"TABLE {table}", "ALL", (*_API_ROLES, "postgres"))])
+    return "\n".join([*policies, baseline.acl_sql(f"TABLE {table}", "ALL", (*baseline.API_ROLES, "postgres"))])

@@ -4,6 +4,10 @@ Used by scripts/local-db, scripts/local-job, scripts/rehearse and the tests.
 As on Supabase, the bootstrap superuser is ``supabase_admin``, which only
 builds the platform (scripts/supabase_platform/: roles, default privileges,
 GoTrue's auth schema, the realtime publication, PostgREST's event triggers);
+as Supabase projects were until 2026 (``default-privileges``: what postgres
+creates in public is granted to the API roles) or as all are since 30 Oct 2026
+(``explicit-grants``: those defaults revoked after the schema a project already
+had is loaded; see docs/supabase-platform.md);
 everything the project does runs as ``postgres``, a NOSUPERUSER role that owns
 its databases, and logs in with a password (scram-sha-256) over TCP, as a
 Supabase connection string does. That password is random per cluster and
@@ -29,6 +33,7 @@ from pathlib import Path
 import psycopg2
 from psycopg2 import sql
 
+from chat_migrations.checks.catalog import DEFAULT_PRIVILEGES, EXPLICIT_GRANTS
 from chat_migrations.frozen import baseline
 from chat_migrations.harness import postgres_binaries
 from chat_migrations.runtime.environments import REPO_ROOT
@@ -37,6 +42,11 @@ from chat_migrations.errors import ClusterError
 PLATFORM_DIR = REPO_ROOT / "scripts" / "supabase_platform"
 PLATFORM_CLUSTER_SQL = PLATFORM_DIR / "cluster.sql"
 PLATFORM_DATABASE_SQL = PLATFORM_DIR / "database.sql"
+PLATFORM_EXPLICIT_GRANTS_SQL = PLATFORM_DIR / "explicit_grants.sql"
+# The two ways a Supabase project's public schema treats what postgres creates
+# (named as scripts/adopt reads them from a live database).
+PLATFORMS = (DEFAULT_PRIVILEGES, EXPLICIT_GRANTS)
+DEFAULT_PLATFORM = DEFAULT_PRIVILEGES
 # The bootstrap superuser: builds the platform, never runs the project.
 ADMIN = "supabase_admin"
 # The role the project runs as, as on hosted Supabase.
@@ -51,6 +61,13 @@ def pg_bindir() -> Path:
         raise ClusterError(str(missing)) from None
 
 
+def check_platform(platform: str) -> str:
+    """The platform's name, or a ClusterError naming the ones that exist."""
+    if platform not in PLATFORMS:
+        raise ClusterError(f"unknown platform {platform!r}: choose one of {', '.join(PLATFORMS)}")
+    return platform
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -59,11 +76,12 @@ def free_port() -> int:
 
 @dataclass
 class Cluster:
-    """A running server: its data directory, socket directory and port."""
+    """A running server: its data directory, socket directory and port, and the platform its databases get."""
 
     root: Path
     port: int
     password: str
+    platform: str = DEFAULT_PLATFORM
 
     @property
     def data_dir(self) -> Path:
@@ -111,10 +129,11 @@ class Cluster:
     # -- lifecycle ------------------------------------------------------------
 
     @classmethod
-    def start(cls, root: Path | None = None) -> "Cluster":
+    def start(cls, root: Path | None = None, *, platform: str = DEFAULT_PLATFORM) -> "Cluster":
+        check_platform(platform)
         root = Path(root or tempfile.mkdtemp(prefix="chatdb-"))
         root.mkdir(parents=True, exist_ok=True)
-        cluster = cls(root=root, port=free_port(), password=secrets.token_urlsafe(18))
+        cluster = cls(root=root, port=free_port(), password=secrets.token_urlsafe(18), platform=platform)
         try:
             cluster._init()
             cluster._pg_ctl("start", "-w", "-t", "60", "-l", str(root / "server.log"), "-o", cluster._server_options())
@@ -225,16 +244,28 @@ class Cluster:
             cur.execute(statements)
         conn.close()
 
-    def create_platform_database(self, name: str) -> None:
-        """A database that looks like a fresh Supabase project: platform objects, no chat schema."""
+    def create_platform_database(self, name: str, *, platform: str | None = None) -> None:
+        """A database that looks like a fresh Supabase project of ``platform`` (the cluster's by
+        default): platform objects, no chat schema."""
+        self._create_with_defaults(name)
+        self.apply_platform(name, platform)
+
+    def create_observed_database(self, name: str, environment: str, *, platform: str | None = None) -> None:
+        """The environment as the plan observed it, written by postgres the way a team writes it
+        in the SQL editor (so Supabase's default privileges of then apply), without Alembic; then
+        ``platform`` (the cluster's by default) as Supabase made it later: the objects keep their grants."""
+        self._create_with_defaults(name)
+        self.execute(name, baseline.create_sql(environment))
+        self.apply_platform(name, platform)
+
+    def apply_platform(self, name: str, platform: str | None = None) -> None:
+        """What Supabase changed in an existing project: explicit-grants revokes the defaults."""
+        if check_platform(platform or self.platform) == EXPLICIT_GRANTS:
+            self.execute(name, PLATFORM_EXPLICIT_GRANTS_SQL.read_text(), admin=True)
+
+    def _create_with_defaults(self, name: str) -> None:
         self.create_database(name)
         self.execute(name, PLATFORM_DATABASE_SQL.read_text(), admin=True)
-
-    def create_observed_database(self, name: str, environment: str) -> None:
-        """The environment as the plan observed it, written by postgres the way a team writes it
-        in the SQL editor (so Supabase's default privileges apply), without Alembic."""
-        self.create_platform_database(name)
-        self.execute(name, baseline.create_sql(environment))
 
     def mark(self, database: str, environment) -> None:
         """Write the database's identity marker as its owner (what `-x mark_as` does)."""

@@ -8,7 +8,8 @@ as a deploy pipeline would: drift before (there is some) and after (none),
 preflight before the upgrade, validate and smoke on both at head (smoke leaves
 the rows and the schema as they were), and on prod rolled back validate (it
 fails, naming what is missing) and smoke (it passes as far as the baseline
-goes). Exit 0 only if every step did what it should.
+goes). Exit 0 only if every step did what it should. ``--platform`` chooses
+which Supabase the server is built as (docs/supabase-platform.md).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from contextlib import redirect_stderr, redirect_stdout
 from chat_migrations.schema import history
 from chat_migrations.harness import alembic_cli, lookalikes
 from chat_migrations.checks import drift, preflight, smoke, validate
-from chat_migrations.harness.cluster import Cluster
+from chat_migrations.harness.cluster import DEFAULT_PLATFORM, PLATFORMS, Cluster
 from chat_migrations.harness.fingerprints import data_checksums, first_difference, schema_dump
 from chat_migrations.errors import JobFailed
 
@@ -117,14 +118,17 @@ def _checksums(cluster: Cluster, env: str):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    return argparse.ArgumentParser(prog="scripts/local-job", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="scripts/local-job", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--platform", choices=PLATFORMS, default=DEFAULT_PLATFORM,
+                        help=f"which Supabase the throwaway server is built as (default {DEFAULT_PLATFORM})")
+    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    build_parser().parse_args(argv)
+    args = build_parser().parse_args(argv)
     _say("== starting a throwaway PostgreSQL")
-    cluster = Cluster.start()
-    _say(f"  port {cluster.port}, data in {cluster.root}")
+    cluster = Cluster.start(platform=args.platform)
+    _say(f"  port {cluster.port}, data in {cluster.root}, {args.platform} platform")
     try:
         run_job(cluster)
     except JobFailed as failure:

@@ -51,7 +51,7 @@ from chat_migrations.harness import alembic_cli
 from chat_migrations.checks import checks_cli
 from chat_migrations.runtime import identity
 from chat_migrations.checks.checks_cli import Target
-from chat_migrations.harness.cluster import Cluster, pg_bindir
+from chat_migrations.harness.cluster import DEFAULT_PLATFORM, PLATFORMS, Cluster, pg_bindir
 from chat_migrations.runtime.environments import Environment, libpq_command, mask_url
 from chat_migrations.harness.fingerprints import first_difference, schema_dump
 from chat_migrations.runtime.session import BOOKKEEPING_SCHEMA, first_line
@@ -404,6 +404,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-n", "--name", required=True, metavar="ENV", help="the environment (an alembic.ini section)")
     parser.add_argument("--from-url", metavar="URL", help="read this database instead of the environment's URL variable")
     parser.add_argument("--sample-rows", type=int, metavar="N", help="also copy up to N messages with their chats and participants")
+    parser.add_argument("--platform", choices=PLATFORMS, default=DEFAULT_PLATFORM,
+                        help=f"which Supabase the clone's server is built as, as the source is (default {DEFAULT_PLATFORM})")
     parser.add_argument("--keep", action="store_true", help="leave the throwaway server running and print how to reach it")
     return parser
 
@@ -415,7 +417,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--sample-rows must be at least 1")
     try:
         source = checks_cli.environment_target(args.name, {args.name: args.from_url} if args.from_url else None)
-        cluster = Cluster.start()
+        cluster = Cluster.start(platform=args.platform)
     except ChatMigrationsError as problem:
         print(f"rehearse: {problem}", file=sys.stderr)
         return EXIT_CANNOT_RUN

@@ -1,9 +1,11 @@
 """What a revision leaves Supabase's API roles holding, declared once: the revision's grants and preflight's report.
 
-Supabase's default privileges give ``anon``, ``authenticated`` and
-``service_role`` ALL on every new table and function in ``public``; RLS does
-not cover TRUNCATE, TRIGGER or REFERENCES, and a SECURITY DEFINER function
-runs for whoever may execute it. A revision that changes who may do what
+On older projects, Supabase's default privileges give ``anon``,
+``authenticated`` and ``service_role`` ALL on every new table and function in
+``public``; projects created since 30 May 2026, and all of them since 30 Oct
+2026, give new objects nothing (what existed keeps its grants). RLS does not
+cover TRUNCATE, TRIGGER or REFERENCES, and a SECURITY DEFINER function runs
+for whoever may execute it. A revision that changes who may do what
 declares the end state for the roles it names (``Access``); ``grants_sql``
 turns that into REVOKE/GRANT statements (run inside the revision), and
 scripts/preflight diffs it against the live catalog before the release, so
