@@ -246,7 +246,8 @@ def test_ctrl_c_during_an_upgrade_is_one_line_saying_what_was_rolled_back(make_d
     assert migration.returncode == 255, output
     line = failed_line(output)
     assert "interrupted during upgrade 002_function_updates_staging" in line and "rolled back" in line, line
-    assert "alembic -n staging current" in line
+    # Where it stands, as the database reads back, and that nothing is left to clean.
+    assert "staging is at 000_staging_baseline, as before the run; nothing is left to clean" in line, line
     assert "KeyboardInterrupt" not in output and "PendingRollbackError" not in output and "ERROR [" not in output
     assert db.revision() == "000_staging_baseline"
     assert_same_schema(db.schema(), before, "staging after Ctrl-C")

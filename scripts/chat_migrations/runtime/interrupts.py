@@ -1,0 +1,136 @@
+"""Ctrl-C during a migration run: noted at once, acted on at a statement boundary, never lost.
+
+Python's default SIGINT handler raises KeyboardInterrupt wherever the
+interpreter is, and psycopg2 swallows it when that is inside its
+cursor.execute (while it decodes a result): the run then went on to head and
+exited 0. So a run notes the signal instead of raising it (``noting``), and
+``cancelling(conn)`` acts on it for the migration connection:
+
+* a watcher thread, woken by signal.set_wakeup_fd, asks the server to cancel
+  the statement in progress (psycopg2 waits in libpq, where no Python handler
+  runs), so a long build or lock wait ends at once;
+* every statement the connection sends checks the note before and after it,
+  and so does every commit (SQLAlchemy's connection events), raising
+  ``Interrupted`` there: inside a revision that is its transaction, which
+  alembic rolls back. env.py checks once more after the last revision.
+
+This module imports only the standard library at its top: env.py installs
+the handler before its heavier imports.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import threading
+from contextlib import contextmanager
+from typing import Iterator
+
+_received = threading.Event()
+
+
+class Interrupted(Exception):
+    """SIGINT arrived: raised at the migration connection's next statement boundary."""
+
+
+def _note(signum, frame) -> None:
+    _received.set()
+
+
+def received() -> bool:
+    return _received.is_set()
+
+
+def raise_if_received(*_event_arguments) -> None:
+    if _received.is_set():
+        raise Interrupted("interrupted")
+
+
+def rearm() -> None:
+    """Forget the interrupt already acted on, so a second Ctrl-C stops what runs next (the clean-up)."""
+    _received.clear()
+
+
+def start_noting():
+    """From now on SIGINT is noted, not raised; returns the handler to give back (None: not the main thread).
+
+    Only the main thread can set a handler; elsewhere (a test runner's worker
+    thread) nothing changes.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    _received.clear()
+    return signal.signal(signal.SIGINT, _note)
+
+
+def stop_noting(previous) -> None:
+    if previous is not None:
+        signal.signal(signal.SIGINT, previous)
+
+
+@contextmanager
+def noting() -> Iterator[None]:
+    """SIGINT is noted, not raised, until the block ends; then the previous handler is back."""
+    previous = start_noting()
+    try:
+        yield
+    finally:
+        stop_noting(previous)
+
+
+@contextmanager
+def cancelling(conn) -> Iterator[None]:
+    """While the block runs, SIGINT cancels ``conn``'s statement, and its next boundary raises Interrupted."""
+    from sqlalchemy import event
+
+    hooks = ("before_cursor_execute", "after_cursor_execute", "commit")
+    for hook in hooks:
+        event.listen(conn, hook, raise_if_received)
+    watching = threading.current_thread() is threading.main_thread()
+    if watching:
+        read_end, write_end = os.pipe()
+        os.set_blocking(write_end, False)
+        previous = signal.set_wakeup_fd(write_end)
+        dbapi_connection = conn.connection.dbapi_connection
+
+        def watch() -> None:
+            while True:
+                byte = os.read(read_end, 1)
+                if not byte or byte == b"\0":
+                    return
+                if byte[0] == signal.SIGINT:
+                    _received.set()
+                    with contextlib.suppress(Exception):
+                        dbapi_connection.cancel()
+
+        watcher = threading.Thread(target=watch, name="interrupt-watcher", daemon=True)
+        watcher.start()
+    try:
+        yield
+    finally:
+        for hook in hooks:
+            with contextlib.suppress(Exception):
+                event.remove(conn, hook, raise_if_received)
+        if watching:
+            signal.set_wakeup_fd(previous)
+            os.write(write_end, b"\0")
+            watcher.join(timeout=5)
+            os.close(write_end)
+            os.close(read_end)
+
+
+@contextmanager
+def paused(conn) -> Iterator[None]:
+    """The connection's statements do not check for an interrupt in the block (env.py reading back after one)."""
+    from sqlalchemy import event
+
+    hooks = [hook for hook in ("before_cursor_execute", "after_cursor_execute", "commit")
+             if event.contains(conn, hook, raise_if_received)]
+    for hook in hooks:
+        event.remove(conn, hook, raise_if_received)
+    try:
+        yield
+    finally:
+        for hook in hooks:
+            event.listen(conn, hook, raise_if_received)
