@@ -21,6 +21,7 @@ from chat_migrations.runtime import interrupts
 _previous_sigint = interrupts.start_noting()
 
 import logging  # noqa: E402
+import sys  # noqa: E402
 import time  # noqa: E402
 from logging.config import fileConfig  # noqa: E402
 
@@ -458,3 +459,9 @@ except DBAPIError as failure:
     raise CommandError(redact(f"stopped before any revision ran, nothing was changed: {session.first_line(failure)}")) from None
 finally:
     interrupts.stop_noting(_previous_sigint)
+    # Until the process exits, a Ctrl-C still gets its one line (alembic's own process only).
+    interrupts.after_the_run(
+        None if sys.exc_info()[0] is not None or plan is None or plan.end is None else
+        f"interrupted as alembic exited: {config.config_ini_section} is at {plan.end or 'no revision'}, "
+        "every revision of this run recorded; nothing is left to clean"
+    )

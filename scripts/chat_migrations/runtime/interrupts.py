@@ -20,9 +20,11 @@ the handler before its heavier imports.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import signal
+import sys
 import threading
 from contextlib import contextmanager
 from typing import Iterator
@@ -134,3 +136,34 @@ def paused(conn) -> Iterator[None]:
     finally:
         for hook in hooks:
             event.listen(conn, hook, raise_if_received)
+
+
+def owns_process() -> bool:
+    """This process is ``alembic ...`` or ``python -m alembic ...`` (not a test runner calling its main)."""
+    argv = getattr(sys, "orig_argv", [])
+    return (len(argv) > 1 and os.path.basename(argv[1]) == "alembic") or argv[1:3] == ["-m", "alembic"]
+
+
+def after_the_run(line: str | None) -> None:
+    """In alembic's own process, once env.py is done, until it exits: a Ctrl-C is told as ``line``, exit 255.
+
+    None (the run failed, its FAILED line is on its way): the signal changes
+    nothing and is ignored.
+    """
+    if not owns_process() or threading.current_thread() is not threading.main_thread():
+        return
+    # Python puts the default action back as it finalizes (a Ctrl-C then kills the process, exit -2);
+    # an ignored signal it leaves alone: the run is whole and has said so by then.
+    atexit.register(signal.signal, signal.SIGINT, signal.SIG_IGN)
+    if line is None:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        return
+    message = f"FAILED: {line}\n".encode()
+
+    def told(signum, frame):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.write(2, message)
+        os._exit(255)
+
+    signal.signal(signal.SIGINT, told)
