@@ -433,6 +433,11 @@ def _command() -> str:
     return command[0].__name__ if command else "upgrade"
 
 
+def _interrupted_at_the_end(plan: Plan) -> str:
+    return (f"interrupted as the run ended: {config.config_ini_section} is at {plan.end or 'no revision'}, "
+            "every revision of this run recorded; nothing is left to clean")
+
+
 plan: Plan | None = None
 try:
     environment = get_environment(config.config_ini_section)
@@ -451,17 +456,12 @@ except (KeyboardInterrupt, interrupts.Interrupted):
     # Outside the revisions: before connecting, or once the connection was let go.
     if plan is None or plan.end is None:
         raise CommandError("interrupted before any revision ran; nothing was changed") from None
-    raise CommandError(
-        f"interrupted as the run ended: {config.config_ini_section} is at {plan.end or 'no revision'}, "
-        "every revision of this run recorded; nothing is left to clean"
-    ) from None
+    raise CommandError(_interrupted_at_the_end(plan)) from None
 except DBAPIError as failure:
     raise CommandError(redact(f"stopped before any revision ran, nothing was changed: {session.first_line(failure)}")) from None
 finally:
     interrupts.stop_noting(_previous_sigint)
     # Until the process exits, a Ctrl-C still gets its one line (alembic's own process only).
     interrupts.after_the_run(
-        None if sys.exc_info()[0] is not None or plan is None or plan.end is None else
-        f"interrupted as alembic exited: {config.config_ini_section} is at {plan.end or 'no revision'}, "
-        "every revision of this run recorded; nothing is left to clean"
+        None if sys.exc_info()[0] is not None or plan is None or plan.end is None else _interrupted_at_the_end(plan)
     )
