@@ -31,7 +31,7 @@ from sqlalchemy import text  # noqa: E402
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError  # noqa: E402
 
 from chat_migrations.errors import LockBudgetSpent  # noqa: E402
-from chat_migrations.runtime import bookkeeping, faults, identity, leftovers, online_ddl, requirements, session  # noqa: E402
+from chat_migrations.runtime import bookkeeping, faults, identity, leftovers, lock_retries, requirements, session  # noqa: E402
 from chat_migrations.schema import models, tables  # noqa: E402
 from chat_migrations.runtime.environments import ConfigurationError, get_environment, load_environments, redact  # noqa: E402
 
@@ -93,7 +93,7 @@ def run_migrations_online(environment, command: str, settings: session.Settings)
         faults.install(connection)
         try:
             plan.before_first(context.get_context())
-            online_ddl.run_with_lock_retries(run_revisions, settings)
+            lock_retries.run_with_lock_retries(run_revisions, settings)
             # A Ctrl-C after the last statement of the last revision is still one.
             interrupts.raise_if_received()
             plan.finish()
@@ -111,11 +111,23 @@ def run_revisions() -> None:
 
 
 def _adoption_refusal(connection, environment: str) -> str | None:
-    """Why stamping this live database would adopt what differs blockingly from its baseline (scripts/adopt)."""
-    from chat_migrations.checks import adopt  # only a stamp of a live database needs the comparison
+    """Why this database may not be stamped at the revision asked for: it does not hold what that revision promises.
 
-    blockers = adopt.blocking(connection, environment)
-    return adopt.blocked_message(environment, blockers) if blockers else None
+    At the baseline, adopt's comparison (scripts/adopt); at any other
+    revision, every promise of the chain up to it (chat_migrations.checks.guarantees).
+    """
+    # Only a stamp needs the comparison: imported here, so other commands start without it.
+    from chat_migrations.checks import adopt, stamping
+
+    # alembic's stamp takes its revisions as a list (cmd_opts.revisions).
+    asked = getattr(config.cmd_opts, "revisions", None) or [getattr(config.cmd_opts, "revision", None)]
+    target = stamping.target(context.script, asked[0] if len(asked) == 1 else None)
+    if target is None:
+        return None
+    if target == context.script.get_base():
+        blockers = adopt.blocking(connection, environment)
+        return adopt.blocked_message(environment, blockers) if blockers else None
+    return stamping.refusal(connection, environment, target)
 
 
 class Step:

@@ -14,6 +14,7 @@ import subprocess
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+import pglast
 import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.pool import NullPool
@@ -74,13 +75,6 @@ def test_the_committed_baseline_is_the_catalog_of_a_freshly_built_baseline_datab
     assert committed == fresh, (
         f"{adopt.baseline_file(environment)} is stale: python -m chat_migrations.checks.adopt --write-baselines"
     )
-
-
-def test_the_revisions_the_rules_name_exist():
-    histories = set().union(*(catalog.revisions(env) for env in baseline.ENVIRONMENTS))
-    named = {r for revisions in [*adopt.NOT_NULL_BY.values(), *adopt.BUILT_BY.values(), *adopt.CHECKED_BY.values()]
-             for r in revisions}
-    assert named <= histories, f"rules name revisions that no history has: {sorted(named - histories)}"
 
 
 # --- adoptable as observed -------------------------------------------------------------------
@@ -210,8 +204,35 @@ VARIANTS = {
         "staging", f"ALTER TABLE {MESSAGES} DROP CONSTRAINT uq_chat_messages_chat_id_seq", 1,
         {("constraints", f"{MESSAGES}.uq_chat_messages_chat_id_seq", "missing", "blocking")},
         ("constraints", f"{MESSAGES}.uq_chat_messages_chat_id_seq"),
-        "no valid unique constraint on (chat_id, seq) under any name",
-        f"ALTER TABLE {MESSAGES} ADD CONSTRAINT uq_chat_messages_chat_id_seq UNIQUE USING INDEX uq_chat_messages_chat_id_seq",
+        "no valid unique constraint or unique index on (chat_id, seq) under any name",
+        f"CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS uq_chat_messages_chat_id_seq ON {MESSAGES} (chat_id, seq);",
+    ),
+    "seq key as a unique index": Variant(
+        # The guarantee, in another form: a valid unique index rejects duplicates and serves ON CONFLICT.
+        "prod", f"ALTER TABLE {MESSAGES} DROP CONSTRAINT uq_chat_messages_chat_id_seq; "
+                f"CREATE UNIQUE INDEX chat_messages_chat_seq_idx ON {MESSAGES} (chat_id, seq)", 0,
+        {("constraints", f"{MESSAGES}.uq_chat_messages_chat_id_seq", "missing", "harmless"),
+         ("indexes", f"{MESSAGES}.chat_messages_chat_seq_idx", "extra", "harmless")},
+        ("constraints", f"{MESSAGES}.uq_chat_messages_chat_id_seq"),
+        "unique key (chat_id, seq) on public.chat_messages is guaranteed here by chat_messages_chat_seq_idx",
+    ),
+    "client id column of another type": Variant(
+        # Not handled by any revision: blocking, never harmless (the revisions' SQL assumes uuid).
+        "staging", f"ALTER TABLE {MESSAGES} ALTER COLUMN client_generated_id TYPE text", 1,
+        {("columns", f"{MESSAGES}.client_generated_id", "different", "blocking")},
+        ("columns", f"{MESSAGES}.client_generated_id"), "promised by 000_staging_baseline, of the baseline's type uuid",
+        f"ALTER TABLE {MESSAGES} ALTER COLUMN client_generated_id TYPE uuid USING client_generated_id::uuid;",
+    ),
+    "sender key NOT NULL meets ON DELETE SET NULL": Variant(
+        # A contradiction the database already has: information, with its consequence.
+        "staging",
+        f"ALTER TABLE {MESSAGES} DROP CONSTRAINT chat_messages_sender_id_fkey, ADD CONSTRAINT chat_messages_sender_id_fkey "
+        "FOREIGN KEY (sender_id) REFERENCES auth.users (id) ON DELETE SET NULL",
+        0,
+        {("constraints", f"{MESSAGES}.chat_messages_sender_id_fkey", "different", "information")},
+        ("constraints", f"{MESSAGES}.chat_messages_sender_id_fkey"),
+        "deleting a auth.users row it points to fails today (not-null violation), before any migration",
+        f"ALTER TABLE {MESSAGES} ALTER COLUMN sender_id DROP NOT NULL",
     ),
     "unread count arguments renamed": Variant(
         "prod",
@@ -225,7 +246,7 @@ VARIANTS = {
         ("functions", "public.get_unread_count(uuid, uuid)"),
         "required by 007_prod_unread_count_privileges, 103_messaging_security, 104_read_position_by_seq "
         "as (p_chat_id uuid, p_user_id uuid) returning bigint",
-        "rename or drop public.get_unread_count(uuid, uuid) by hand first",
+        "ALTER FUNCTION public.get_unread_count(uuid, uuid) RENAME TO get_unread_count_before_adoption;",
         upgrade_refuses=True,
     ),
 }
@@ -277,6 +298,40 @@ def test_the_fix_for_a_missing_required_column_makes_the_database_adoptable(caps
     assert run.code == 0 and run.json["differences"] == [], run.out
 
 
+# What a run of adopt's fixes must start from: every blocking variant, and the issue's lookalike.
+FIXABLE = {
+    **{name: variant.sql for name, variant in VARIANTS.items() if variant.code == 1},
+    "seq trigger and its function dropped": "DROP FUNCTION public.assign_message_seq() CASCADE",
+    "seq trigger disabled": f"ALTER TABLE {MESSAGES} DISABLE TRIGGER trg_assign_message_seq",
+    "client ids unique per sender under the baseline's index name, seq key a unique index": (
+        f"ALTER TABLE {MESSAGES} DROP CONSTRAINT uq_chat_messages_client_generated, "
+        "DROP CONSTRAINT uq_chat_messages_chat_id_seq; "
+        f"CREATE UNIQUE INDEX uq_chat_messages_client_generated ON {MESSAGES} (sender_id, client_generated_id) "
+        "WHERE client_generated_id IS NOT NULL; "
+        f"CREATE UNIQUE INDEX uq_chat_messages_chat_id_seq ON {MESSAGES} (chat_id, seq)"
+    ),
+}
+VARIANTS_ENVIRONMENT = {name: variant.environment for name, variant in VARIANTS.items()}
+
+
+@pytest.mark.parametrize("name", FIXABLE)
+def test_every_fix_adopt_prints_runs_and_then_adopt_and_stamp_pass(capsys, make_database, name):
+    db = unadopted(make_database, VARIANTS_ENVIRONMENT.get(name, "prod"), FIXABLE[name])
+    run = adopt_json(capsys, db)
+    assert run.code == 1, run.out
+    fixes = [d["fix"] for d in run.json["differences"] if d["classification"] == "blocking"]
+    assert fixes and all(fixes), run.out
+    for fix in fixes:
+        # Each as printed, in order, as postgres; CONCURRENTLY needs a statement of its own.
+        for statement in pglast.split(fix):
+            db.execute(statement)
+    after = adopt_json(capsys, db)
+    assert after.code == 0, after.out
+    assert not [d for d in after.json["differences"] if d["classification"] == "blocking"]
+    db.alembic("-n", db.environment, "stamp", adopt.baseline_revision(db.environment))
+    assert db.revision() == adopt.baseline_revision(db.environment)
+
+
 def test_a_table_owner_the_migrating_role_cannot_act_as_blocks(capsys, make_database):
     db = unadopted(make_database, "staging")
     db.execute("DO $r$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'chat_owner') THEN "
@@ -320,7 +375,7 @@ def test_the_json_document(capsys, make_database):
     assert document["target"] == {"label": "prod", "environment": "prod", "database": db.url.replace(
         db.cluster.password, "***")}
     assert (document["baseline"], document["adopted_at"]) == ("000_prod_baseline", None)
-    assert document["summary"] == {"harmless": 1, "handled": 0, "blocking": 0}
+    assert document["summary"] == {"harmless": 1, "handled": 0, "blocking": 0, "information": 0}
     assert [set(d) for d in document["differences"]] == [DIFFERENCE_KEYS]
 
 

@@ -76,7 +76,7 @@ def test_the_runtime_and_the_frozen_schema_import_nothing_that_follows_head():
 
 def test_the_rule_catches_what_would_follow_head():
     revision = (
-        "from chat_migrations.runtime import online_ddl\n"
+        "from chat_migrations.runtime import lock_retries\n"
         "def upgrade():\n"
         "    from chat_migrations.schema import messaging_functions\n"
         "    from chat_migrations import cli\n"
@@ -84,6 +84,66 @@ def test_the_rule_catches_what_would_follow_head():
     assert unstable(project_imports(revision)) == ["chat_migrations.cli", "chat_migrations.schema.messaging_functions"]
     relative = "from ..schema import tables\nfrom . import session\n"
     assert unstable(project_imports(relative, "chat_migrations.runtime")) == ["chat_migrations.schema.tables"]
+
+
+def import_graph(sources: dict[str, tuple[str, str]]) -> dict[str, set[str]]:
+    """module → the project modules it imports; ``sources`` maps a module to (its source, its package)."""
+    return {
+        name: {imported for imported in project_imports(source, package) if imported in sources and imported != name}
+        for name, (source, package) in sources.items()
+    }
+
+
+def import_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Every strongly connected group of more than one module (Tarjan), each sorted: an import cycle."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    cycles = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for following in sorted(graph[node]):
+            if following not in index:
+                visit(following)
+                low[node] = min(low[node], low[following])
+            elif following in stack:
+                low[node] = min(low[node], index[following])
+        if low[node] == index[node]:
+            group = []
+            while True:
+                member = stack.pop()
+                group.append(member)
+                if member == node:
+                    break
+            if len(group) > 1:
+                cycles.append(sorted(group))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return sorted(cycles)
+
+
+def test_no_import_cycle_between_the_library_s_modules():
+    """At any depth (an import inside a function too): a cycle means two modules that only work together."""
+    sources = {module_name(path): (path.read_text(), package_of(path)) for path in LIBRARY.rglob("*.py")}
+    graph = import_graph(sources)
+    assert sum(len(imported) for imported in graph.values()) > 50
+    assert import_cycles(graph) == []
+
+
+def test_the_cycle_rule_catches_a_cycle_through_a_function_level_import():
+    sources = {
+        "chat_migrations.runtime.a": ("from chat_migrations.runtime.b import f\n", "chat_migrations.runtime"),
+        "chat_migrations.runtime.b": ("def f():\n    from .c import g\n", "chat_migrations.runtime"),
+        "chat_migrations.runtime.c": ("import chat_migrations.runtime.a\n", "chat_migrations.runtime"),
+        "chat_migrations.runtime.d": ("from chat_migrations.runtime.a import x\n", "chat_migrations.runtime"),
+    }
+    assert import_cycles(import_graph(sources)) == [
+        ["chat_migrations.runtime.a", "chat_migrations.runtime.b", "chat_migrations.runtime.c"]
+    ]
 
 
 def wrappers() -> dict[str, str]:

@@ -299,7 +299,7 @@ def test_rows_violating_a_not_null_about_to_be_added_stop_the_upgrade_with_their
 TWO_TABLE_REVISION = '''
 """Takes ACCESS EXCLUSIVE on two tables in one transaction, participants first (test only)."""
 
-from chat_migrations.runtime import online_ddl
+from chat_migrations.runtime import lock_retries
 
 revision = "101_test_two_tables"
 down_revision = "100_converged"
@@ -310,16 +310,16 @@ depends_on = None
 def upgrade() -> None:
     LOCK_FIRST
     # Written with format('%I'), which the online path must pass through intact.
-    online_ddl.execute("DO $d$ BEGIN EXECUTE format('ALTER TABLE %I.%I ALTER COLUMN last_read_at SET DEFAULT now()', "
+    lock_retries.execute("DO $d$ BEGIN EXECUTE format('ALTER TABLE %I.%I ALTER COLUMN last_read_at SET DEFAULT now()', "
                        "'public', 'chat_participants'); END $d$", table="public.chat_participants")
-    online_ddl.execute("ALTER TABLE public.chat_messages ALTER COLUMN message_text SET DEFAULT ''",
+    lock_retries.execute("ALTER TABLE public.chat_messages ALTER COLUMN message_text SET DEFAULT ''",
                        table="public.chat_messages")
 
 
 def downgrade() -> None:
-    online_ddl.execute("ALTER TABLE public.chat_messages ALTER COLUMN message_text DROP DEFAULT",
+    lock_retries.execute("ALTER TABLE public.chat_messages ALTER COLUMN message_text DROP DEFAULT",
                        table="public.chat_messages")
-    online_ddl.execute("ALTER TABLE public.chat_participants ALTER COLUMN last_read_at DROP DEFAULT",
+    lock_retries.execute("ALTER TABLE public.chat_participants ALTER COLUMN last_read_at DROP DEFAULT",
                        table="public.chat_participants")
 '''
 
@@ -332,7 +332,7 @@ def test_a_lock_cycle_with_the_application_is_broken(tmp_path, make_database, lo
     # application forever; starting the revision over releases chat_participants.
     # With lock_tables the migration waits for chat_messages first, holding
     # nothing, so there is no cycle at all.
-    lock_first = 'online_ddl.lock_tables("public.chat_participants", "public.chat_messages")' if locks_first else ""
+    lock_first = 'lock_retries.lock_tables("public.chat_participants", "public.chat_messages")' if locks_first else ""
     ini = project_with_shared_revision(
         tmp_path, "101_test_two_tables", TWO_TABLE_REVISION.replace("LOCK_FIRST", lock_first), only_this_one=True
     )

@@ -177,10 +177,13 @@ SHARED_REVISION = '''
 
 from alembic import op
 
+from chat_migrations.runtime.promises import Column, Promises
+
 revision = "999_test_shared"
 down_revision = "CURRENT_HEAD"
 branch_labels = None
 depends_on = None
+promises = Promises((Column("public.chat_messages", "edited_at", "timestamp with time zone", not_null=False),))
 
 
 def upgrade() -> None:

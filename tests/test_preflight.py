@@ -1,7 +1,7 @@
 """scripts/preflight: what would stop `upgrade head` is reported before anything runs, with its fix.
 
 And what the pending revisions will change, judged from what they promise
-(chat_migrations.schema.contract, their ``requires`` and ``access``), never from
+(their ``promises``, ``requires`` and ``affected_tables``), never from
 models.py: no column is announced NOT NULL that no revision makes so.
 """
 

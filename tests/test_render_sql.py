@@ -20,7 +20,7 @@ from pathlib import Path
 import psycopg2
 import pytest
 
-from chat_migrations.runtime import identity, online_ddl
+from chat_migrations.runtime import identity, lock_declarations
 from chat_migrations.review import lock_classes, render_sql
 from chat_migrations.harness.cluster import pg_bindir
 from chat_migrations.runtime.environments import REPO_ROOT, get_environment, libpq_command
@@ -417,7 +417,7 @@ def test_what_the_online_ddl_declares_is_what_the_parser_reads(environment):
     for step in (render_sql.Step("upgrade", base, "head"), render_sql.Step("downgrade", "head", base)):
         for chunk in lock_classes.split_statements(render_sql.offline_sql(env, step)):
             comments, sql = lock_classes.leading_comments(chunk)
-            if online_ddl.read_declarations(comments)[0] is None:
+            if lock_declarations.read_declarations(comments)[0] is None:
                 continue
             declared += 1
             said, parsed = lock_classes.classify_with_comments(comments, sql)[0], lock_classes.classify(sql)

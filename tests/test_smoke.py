@@ -150,7 +150,7 @@ CANNOT_RUN = {
     "a write would fire an unknown trigger": (
         "CREATE FUNCTION public.notify() RETURNS trigger LANGUAGE plpgsql AS 'BEGIN RETURN NEW; END';"
         "CREATE TRIGGER push_notification AFTER INSERT ON public.chat_messages FOR EACH ROW EXECUTE FUNCTION public.notify()",
-        "writing would fire trigger public.chat_messages.push_notification, which the plan does not know",
+        "writing would fire trigger public.chat_messages.push_notification, which the revisions do not promise",
     ),
 }
 

@@ -1,6 +1,6 @@
 """scripts/validate: every check fails, naming the object, on a database that breaks exactly it.
 
-It judges what the revisions promise (chat_migrations.schema.contract), so what they
+It judges what the revisions promise (their declarations, folded along the chain), so what they
 never promised (a constraint's name, an extra index, a default, an ON DELETE
 action) passes, and what the plan does not know is reported as information.
 
@@ -23,7 +23,8 @@ from sqlalchemy.exc import DBAPIError
 
 from chat_migrations.harness import alembic_cli, bulk_load
 from chat_migrations.checks import catalog, checks_cli, drift, preflight, validate
-from chat_migrations.schema import contract
+from chat_migrations.runtime.promises import Index
+from chat_migrations.schema import history
 from chat_migrations.runtime import identity
 from chat_migrations.harness.cluster import free_port
 from chat_migrations.runtime.environments import REPO_ROOT
@@ -31,9 +32,9 @@ from chat_migrations.runtime.environments import REPO_ROOT
 from .conftest import Database
 
 CHECK_NAMES = [
-    "revision", "not_null", "seq", "functions", "indexes", "realtime",
+    "revision", "not_null", "columns", "seq", "functions", "indexes", "realtime",
     "orphans", "duplicate_seq", "unique_constraints", "foreign_keys",
-    "privileges", "leftovers", "unknown_objects",
+    "privileges", "policies", "leftovers", "unknown_objects",
 ]
 
 
@@ -233,19 +234,51 @@ BROKEN = {
     ),
     "privileges-anon-truncate": (
         "GRANT TRUNCATE ON public.chat_messages TO anon",
-        "anon holds TRUNCATE on public.chat_messages; at head anon holds nothing on the chat tables",
+        "anon on public.chat_messages: holds TRUNCATE the revisions do not grant",
     ),
     "privileges-anon-column": (
         "GRANT UPDATE (message_text) ON public.chat_messages TO anon",
-        "anon holds UPDATE on public.chat_messages (through a column grant or an inherited role)",
+        "anon's UPDATE on columns of public.chat_messages: granted on message_text, which the revisions do not grant",
     ),
     "privileges-anon-execute-through-public": (
         "GRANT EXECUTE ON FUNCTION public.get_latest_seq(uuid) TO PUBLIC",
-        "anon may execute public.get_latest_seq(uuid) (through PUBLIC)",
+        "PUBLIC may execute public.get_latest_seq(uuid): every role may, anon included",
     ),
     "privileges-authenticated-delete": (
         "GRANT DELETE ON public.chat_participants TO authenticated",
-        "authenticated holds DELETE on public.chat_participants (no policy allows DELETE)",
+        "authenticated on public.chat_participants: holds DELETE the revisions do not grant",
+    ),
+    "privileges-column-revoked": (
+        # A column grant the revisions make, gone: invisible to table-level privileges.
+        "REVOKE UPDATE (last_read_at) ON public.chat_participants FROM authenticated",
+        "authenticated's UPDATE on columns of public.chat_participants: missing on last_read_at",
+    ),
+    "privileges-anon-inherits": (
+        # Nothing granted to anon itself, yet it holds SELECT through a role it inherits.
+        "CREATE ROLE chat_readers NOLOGIN; GRANT SELECT ON public.chats TO chat_readers; GRANT chat_readers TO anon",
+        "anon holds SELECT on public.chats through PUBLIC, a column grant or a role it inherits",
+    ),
+    "policies-extra": (
+        # 103 promises exactly its policies: a further permissive one would widen what a caller reads.
+        "CREATE POLICY chat_messages_select_own ON public.chat_messages FOR SELECT TO authenticated "
+        "USING (sender_id = (SELECT auth.uid()))",
+        "policies of public.chat_messages: extra chat_messages_select_own",
+    ),
+    "policies-dropped": (
+        "DROP POLICY chat_messages_update_own ON public.chat_messages",
+        "policies of public.chat_messages: missing chat_messages_update_own",
+    ),
+    "policies-rls-off": (
+        "ALTER TABLE public.chats DISABLE ROW LEVEL SECURITY",
+        "public.chats has row level security off: no policy applies",
+    ),
+    "columns-type": (
+        "ALTER TABLE public.chat_messages ALTER COLUMN client_generated_id TYPE text",
+        "column public.chat_messages.client_generated_id is text; the revisions need uuid",
+    ),
+    "functions-security": (
+        "ALTER FUNCTION public.get_unread_count(uuid, uuid) SECURITY DEFINER",
+        "function public.get_unread_count(uuid, uuid) is SECURITY DEFINER, expected INVOKER",
     ),
     "leftovers-helper-check": (
         # What an interrupted set_not_null leaves: its helper check.
@@ -313,11 +346,6 @@ NOT_PROMISED = {
         "ALTER TABLE public.chat_messages ADD COLUMN edited_by uuid",
         ("column", "public.chat_messages.edited_by"),
     ),
-    "extra-policy": (
-        "CREATE POLICY chat_messages_select_own ON public.chat_messages FOR SELECT TO authenticated "
-        "USING (sender_id = (SELECT auth.uid()))",
-        ("policy", "public.chat_messages.chat_messages_select_own"),
-    ),
 }
 
 
@@ -370,8 +398,9 @@ def test_a_key_that_on_delete_set_null_writes_stays_nullable_and_passes_saying_w
     ]
 
 
-def test_the_contract_indexes_are_the_definitions_the_revisions_build():
-    assert {index.name: index.definition for index in contract.INDEXES} == {
+@pytest.mark.parametrize("environment", ["prod", "staging"])
+def test_the_promised_indexes_are_the_definitions_the_revisions_build(environment):
+    assert {index.name: index.definition for index in history.promised(environment).of(Index)} == {
         "idx_chat_messages_sender_id":
             "CREATE INDEX idx_chat_messages_sender_id ON public.chat_messages USING btree (sender_id)",
         "idx_chat_messages_reply_to":
@@ -548,18 +577,19 @@ def test_bulk_loaded_data_is_valid_and_shaped_like_a_chat_product(capsys, make_d
         bulk_load.load(db.url, messages=5000, chats=60, users=40)
 
 
-def test_after_a_rollback_validate_at_the_current_revision_passes_and_says_what_it_left_out(capsys, make_database):
+def test_after_a_rollback_validate_at_the_current_revision_judges_what_that_revision_promises(capsys, make_database):
     db = make_database("prod", "head")
     db.alembic("-n", "prod", "downgrade", "-1")
     at_head = validate_json(capsys, db)
     assert at_head.code == 1
     run = validate_json(capsys, db, "--at-current-revision")
     assert run.code == 0, run.json
-    assert run.json["left_out"] == ["not_null", "functions", "privileges"]
-    assert [c["name"] for c in run.json["checks"]] == [
-        "revision", "seq", "indexes", "realtime", "orphans", "duplicate_seq", "unique_constraints", "foreign_keys",
-        "leftovers", "unknown_objects",
-    ]
+    assert run.json["judged_at"] == previous_revision("prod")
+    assert [c["name"] for c in run.json["checks"]] == CHECK_NAMES
+    # What the previous revision promises is judged too: its functions' security, for one.
+    db.execute("ALTER FUNCTION public.get_latest_seq(uuid) SECURITY DEFINER")
+    broken = validate_json(capsys, db, "--at-current-revision")
+    assert broken.failing() == {"functions"}, broken.out
 
 
 def test_at_the_current_revision_an_invalid_index_or_an_unknown_revision_still_fails(capsys, make_database):

@@ -22,12 +22,15 @@ from alembic import op
 
 from chat_migrations.frozen import baseline
 
+
 revision: str = "000_prod_baseline"
 down_revision: Union[str, Sequence[str], None] = None
 branch_labels: Union[str, Sequence[str], None] = None
 depends_on: Union[str, Sequence[str], None] = None
 # Existing tables whose locks or size matter to this revision (scripts/preflight reports them).
 affected_tables: tuple[str, ...] = ()  # creates them
+# What a database at this baseline guarantees (chat_migrations.frozen.baseline.promises).
+promises = baseline.promises("prod")
 
 
 def upgrade() -> None:

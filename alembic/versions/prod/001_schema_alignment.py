@@ -11,11 +11,20 @@ definition is drift: it is rebuilt concurrently and swapped in, and the
 downgrade rebuilds the recorded one. A key whose foreign key is ON DELETE SET
 NULL stays nullable (NOT NULL would make that delete fail; README, "Where NOT
 NULL meets ON DELETE SET NULL"), and preflight names it.
-Locks: NOT NULL via CHECK NOT VALID (ACCESS EXCLUSIVE, catalog only), VALIDATE
-(SHARE UPDATE EXCLUSIVE while scanning; reads and writes continue), SET NOT NULL
-proved from the check (ACCESS EXCLUSIVE, no scan). Index built CONCURRENTLY
-(SHARE UPDATE EXCLUSIVE) outside the transaction. Every lock wait is bounded
-by lock_timeout with retries.
+Locks: NOT NULL: ACCESS EXCLUSIVE steps (CHECK NOT VALID, SET NOT NULL proved from the check
+with no scan, DROP of the helper check; catalog changes only) each wait at
+most the run's lock_timeout (500 ms by default) and are retried
+(lock_retries); each is requested only where it changes something: the
+catalog is read first, under no table lock, so a key already NOT NULL (or
+left nullable for its ON DELETE SET NULL) gets no table lock at all
+(tests/test_needless_locks.py). VALIDATE (SHARE UPDATE EXCLUSIVE while
+scanning) waits up to one hour for its lock and is not retried: no
+application query conflicts with SHARE UPDATE EXCLUSIVE, so nothing queues
+behind it while it waits (a short timeout would only abort it).
+The index is built CONCURRENTLY outside the transaction, only where it is
+missing, INVALID or defined otherwise (SHARE UPDATE EXCLUSIVE; reads and
+writes continue): it too waits up to one hour, for its lock and for the
+transactions already writing to the table, and blocks no query meanwhile.
 Downgrade verified: tests/test_migrations.py compares pg_dump --schema-only
 after the downgrade with the dump taken before the upgrade, on the baseline and
 on a database where the index did not exist.
@@ -26,7 +35,8 @@ Revises: 000_prod_baseline
 
 from typing import Sequence, Union
 
-from chat_migrations.runtime import online_ddl, requirements
+from chat_migrations.runtime import indexes, not_null, requirements
+from chat_migrations.runtime.promises import Column, Index, Promises
 
 revision: str = "001_schema_alignment"
 down_revision: Union[str, Sequence[str], None] = "000_prod_baseline"
@@ -39,6 +49,13 @@ requires = requirements.Requirements(
     columns={"public.chat_participants": ("chat_id", "user_id"), "public.chat_messages": ("sender_id",)}
 )
 
+# The keys stay nullable where a foreign key sets them NULL on delete (see the docstring).
+promises = Promises((
+    Column("public.chat_participants", "chat_id", "uuid", not_null=True),
+    Column("public.chat_participants", "user_id", "uuid", not_null=True),
+    Index("idx_chat_messages_sender_id", "public.chat_messages", "sender_id"),
+))
+
 
 KEYS = {"public.chat_participants": ("chat_id", "user_id")}
 
@@ -47,13 +64,13 @@ def upgrade() -> None:
     # Rows that violate stop the revision first; the concurrent step comes next,
     # because stepping out of the transaction commits what came before it; the
     # SET NOT NULL comes last and commits with the revision.
-    online_ddl.prepare_not_null(revision, KEYS)
-    online_ddl.create_index_concurrently(
+    not_null.prepare_not_null(revision, KEYS)
+    indexes.create_index_concurrently(
         revision, "idx_chat_messages_sender_id", "public.chat_messages", "sender_id"
     )
-    online_ddl.finish_not_null(KEYS)
+    not_null.finish_not_null(KEYS)
 
 
 def downgrade() -> None:
-    online_ddl.drop_index_concurrently(revision, "idx_chat_messages_sender_id", "public.chat_messages")
-    online_ddl.drop_not_null(revision, "public.chat_participants", "chat_id", "user_id")
+    indexes.drop_index_concurrently(revision, "idx_chat_messages_sender_id", "public.chat_messages")
+    not_null.drop_not_null(revision, "public.chat_participants", "chat_id", "user_id")

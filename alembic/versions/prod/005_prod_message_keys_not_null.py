@@ -9,12 +9,14 @@ Where a live prod has sender_id REFERENCES auth.users ON DELETE SET NULL
 deleting any user who ever sent a message fail, which worked before. The
 careful choice keeps that column nullable: CASCADE instead would delete other
 participants' conversation history, and NO ACTION would block account
-deletion. online_ddl.set_not_null skips such a column (and logs it);
+deletion. not_null.set_not_null skips such a column (and logs it);
 preflight names the conflict and validate accepts it. Tested by deleting a
 user through auth.users before and after (tests/test_live_variants.py).
-Locks: as 001: CHECK NOT VALID (ACCESS EXCLUSIVE, catalog only), VALIDATE
-(SHARE UPDATE EXCLUSIVE while scanning), SET NOT NULL (ACCESS EXCLUSIVE, no scan),
-each wait bounded by lock_timeout with retries.
+Locks: as 001's NOT NULL (its docstring
+has the detail): the ACCESS EXCLUSIVE steps (catalog only) wait at most
+lock_timeout (500 ms by default) with retries, and run only where the
+catalog, read first under no table lock, shows something to change; VALIDATE
+waits up to one hour under SHARE UPDATE EXCLUSIVE, which blocks no query.
 Downgrade verified: tests/test_migrations.py (dump before upgrade equals dump
 after downgrade).
 
@@ -24,7 +26,8 @@ Revises: 001_schema_alignment
 
 from typing import Sequence, Union
 
-from chat_migrations.runtime import online_ddl, requirements
+from chat_migrations.runtime import not_null, requirements
+from chat_migrations.runtime.promises import Column, Promises
 
 revision: str = "005_prod_message_keys_not_null"
 down_revision: Union[str, Sequence[str], None] = "001_schema_alignment"
@@ -35,10 +38,15 @@ affected_tables: tuple[str, ...] = ("public.chat_messages",)
 
 requires = requirements.Requirements(columns={"public.chat_messages": ("chat_id", "sender_id")})
 
+promises = Promises((
+    Column("public.chat_messages", "chat_id", "uuid", not_null=True),
+    Column("public.chat_messages", "sender_id", "uuid", not_null=True),
+))
+
 
 def upgrade() -> None:
-    online_ddl.set_not_null(revision, "public.chat_messages", "chat_id", "sender_id")
+    not_null.set_not_null(revision, "public.chat_messages", "chat_id", "sender_id")
 
 
 def downgrade() -> None:
-    online_ddl.drop_not_null(revision, "public.chat_messages", "chat_id", "sender_id")
+    not_null.drop_not_null(revision, "public.chat_messages", "chat_id", "sender_id")

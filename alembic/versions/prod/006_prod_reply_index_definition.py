@@ -22,7 +22,8 @@ Revises: 005_prod_message_keys_not_null
 
 from typing import Sequence, Union
 
-from chat_migrations.runtime import online_ddl, requirements
+from chat_migrations.runtime import indexes, requirements
+from chat_migrations.runtime.promises import Index, Promises
 
 revision: str = "006_prod_reply_index_definition"
 down_revision: Union[str, Sequence[str], None] = "005_prod_message_keys_not_null"
@@ -33,12 +34,14 @@ affected_tables: tuple[str, ...] = ("public.chat_messages",)
 
 requires = requirements.Requirements(columns={"public.chat_messages": ("reply_to_message_id",)})
 
+promises = Promises((Index("idx_chat_messages_reply_to", "public.chat_messages", "reply_to_message_id"),))
+
 
 def upgrade() -> None:
-    online_ddl.create_index_concurrently(
+    indexes.create_index_concurrently(
         revision, "idx_chat_messages_reply_to", "public.chat_messages", "reply_to_message_id"
     )
 
 
 def downgrade() -> None:
-    online_ddl.drop_index_concurrently(revision, "idx_chat_messages_reply_to", "public.chat_messages")
+    indexes.drop_index_concurrently(revision, "idx_chat_messages_reply_to", "public.chat_messages")

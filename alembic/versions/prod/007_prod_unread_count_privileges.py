@@ -22,6 +22,7 @@ from alembic import op
 
 from chat_migrations.runtime import api_access, requirements, snapshots
 
+
 revision: str = "007_prod_unread_count_privileges"
 down_revision: Union[str, Sequence[str], None] = "006_prod_reply_index_definition"
 branch_labels: Union[str, Sequence[str], None] = None
@@ -36,6 +37,8 @@ requires = requirements.Requirements(functions={GET_UNREAD_COUNT: ("p_chat_id uu
 access = api_access.Access(
     functions={GET_UNREAD_COUNT: {"PUBLIC": False, "anon": False, "authenticated": True, "service_role": True}},
 )
+
+promises = access.promises()
 
 
 def upgrade() -> None:

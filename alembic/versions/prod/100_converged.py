@@ -14,6 +14,7 @@ Revises: 007_prod_unread_count_privileges
 """
 
 from typing import Sequence, Union
+from chat_migrations.runtime.promises import Promises
 
 revision: str = "100_converged"
 down_revision: Union[str, Sequence[str], None] = "007_prod_unread_count_privileges"
@@ -21,6 +22,8 @@ branch_labels: Union[str, Sequence[str], None] = None
 depends_on: Union[str, Sequence[str], None] = None
 # Existing tables whose locks or size matter to this revision (scripts/preflight reports them).
 affected_tables: tuple[str, ...] = ()
+# An anchor: it promises nothing of its own.
+promises = Promises()
 
 
 def upgrade() -> None:

@@ -32,6 +32,7 @@ from alembic import op
 
 from chat_migrations.runtime import api_access, requirements, snapshots
 from chat_migrations.frozen import converged
+from chat_migrations.runtime.promises import Function, Promises
 
 revision: str = "101_serialised_message_seq"
 down_revision: Union[str, Sequence[str], None] = "100_converged"
@@ -54,6 +55,9 @@ access = api_access.Access(
         "a seq sent by the client is ignored; concurrent senders to one chat no longer fail",
     },
 )
+
+promises = Promises((Function(ASSIGN_MESSAGE_SEQ, "", "trigger", security_definer=False, search_path='""'),)) \
+    + access.promises()
 
 ASSIGN_MESSAGE_SEQ_SERIALISED = f"""
 CREATE OR REPLACE FUNCTION public.assign_message_seq()

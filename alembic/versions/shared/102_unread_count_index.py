@@ -21,7 +21,8 @@ Revises: 101_serialised_message_seq
 
 from typing import Sequence, Union
 
-from chat_migrations.runtime import online_ddl, requirements
+from chat_migrations.runtime import indexes, requirements
+from chat_migrations.runtime.promises import Index, Promises
 
 revision: str = "102_unread_count_index"
 down_revision: Union[str, Sequence[str], None] = "101_serialised_message_seq"
@@ -32,12 +33,14 @@ affected_tables: tuple[str, ...] = ("public.chat_messages",)
 
 requires = requirements.Requirements(columns={"public.chat_messages": ("chat_id", "created_at")})
 
+promises = Promises((Index("idx_chat_messages_chat_created", "public.chat_messages", "chat_id, created_at"),))
+
 
 def upgrade() -> None:
-    online_ddl.create_index_concurrently(
+    indexes.create_index_concurrently(
         revision, "idx_chat_messages_chat_created", "public.chat_messages", "chat_id, created_at"
     )
 
 
 def downgrade() -> None:
-    online_ddl.drop_index_concurrently(revision, "idx_chat_messages_chat_created", "public.chat_messages")
+    indexes.drop_index_concurrently(revision, "idx_chat_messages_chat_created", "public.chat_messages")

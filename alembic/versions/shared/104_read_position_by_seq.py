@@ -40,8 +40,8 @@ This revision:
   (chat_id, seq). A participant who has not marked a chat read since this
   revision (last_read_seq NULL) is counted by last_read_at as before,
   exactly as at 103, until their next mark_messages_as_read;
-* keeps every security property of 103: the caller checks (copied from 103,
-  which is frozen), search_path = '', EXECUTE for authenticated and
+* keeps every security property of 103: the caller checks (103's, from
+  frozen/caller_checked_functions), search_path = '', EXECUTE for authenticated and
   service_role only, get_unread_count SECURITY INVOKER under the policies,
   the mark functions SECURITY DEFINER. authenticated's table SELECT covers
   the new column; it gets no UPDATE on it (the mark function moves it).
@@ -65,9 +65,11 @@ changed. updated_at is set by the mark functions only where it exists (103's
 choice).
 Locks: ACCESS EXCLUSIVE on chat_participants for ADD COLUMN (catalog only,
 no scan) and CREATE TRIGGER (SHARE ROW EXCLUSIVE, covered), taken first with
-online_ddl.lock_tables, waiting at most
+lock_retries.lock_tables, waiting at most
 lock_timeout and retried (the revision starts over, holding nothing between
-attempts). Function definitions are catalog rows. The upgrade is one
+attempts). Only where the column or the trigger is missing: the catalog is
+read first, under no table lock, and a table that has both gets no lock
+(tests/test_needless_locks.py); the trigger is created only where missing. Function definitions are catalog rows. The upgrade is one
 transaction. The downgrade is two: the trigger (DROP TRIGGER: ACCESS EXCLUSIVE) and
 the functions (under the same lock, taken first), then
 DROP COLUMN (ACCESS EXCLUSIVE again, retried), so that a call of 104's
@@ -87,13 +89,13 @@ Revision ID: 104_read_position_by_seq
 Revises: 103_messaging_security
 """
 
-import importlib.util
-from pathlib import Path
 from typing import Sequence, Union
 
 from alembic import op
 
-from chat_migrations.runtime import api_access, online_ddl, requirements, snapshots
+from chat_migrations.frozen import caller_checked_functions as checked
+from chat_migrations.runtime import api_access, columns, lock_retries, requirements, snapshots
+from chat_migrations.runtime.promises import Column, Function, OptionalColumn, Promises, Trigger
 
 revision: str = "104_read_position_by_seq"
 down_revision: Union[str, Sequence[str], None] = "103_messaging_security"
@@ -112,17 +114,6 @@ FOLLOW_TRIGGER = "trg_follow_direct_last_read_at"
 # Set (transaction-local) by mark_messages_as_read around its own update of the reader's row only.
 MARKING_READ = "chat_migrations.marking_read"
 
-
-def _frozen_103():
-    """Revision 103's module, frozen once shipped: its caller check, its grants, and its definitions (the fallback)."""
-    path = Path(__file__).with_name("103_messaging_security.py")
-    spec = importlib.util.spec_from_file_location("chat_migrations_revision_103", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-_103 = _frozen_103()
 
 requires = requirements.Requirements(
     columns={
@@ -155,44 +146,30 @@ access = api_access.Access(
     },
 )
 
+# Redefined with 103's names, arguments, results and security; the column, its trigger and the trigger's function are new.
+promises = Promises((
+    Column(PARTICIPANTS, "last_read_seq", "bigint", not_null=False),
+    OptionalColumn("public.chat_messages", "updated_at"),  # set only where it exists
+    Function(MARK_MESSAGES_AS_DELIVERED, "p_chat_id uuid, p_user_id uuid", "TABLE(updated_count bigint)",
+             security_definer=True, search_path='""', caller_checked=True),
+    Function(MARK_MESSAGES_AS_READ, "p_chat_id uuid, p_user_id uuid", "TABLE(updated_count bigint)",
+             security_definer=True, search_path='""', caller_checked=True),
+    Function(GET_UNREAD_COUNT, "p_chat_id uuid, p_user_id uuid", "bigint", security_definer=False, search_path='""',
+             caller_checked=True),
+    Function(FOLLOW_LAST_READ_AT, "", "trigger", security_definer=False, search_path='""'),
+    Trigger(PARTICIPANTS, FOLLOW_TRIGGER, "BEFORE", ("UPDATE",), FOLLOW_LAST_READ_AT.split("(")[0]),
+)) + access.promises()
+
 # --- the column --------------------------------------------------------------------
 
-COLUMN_KIND = "added_column"
+COLUMN_KIND = snapshots.ADDED_COLUMN
 
-ADD_COLUMN_SQL = f"""
-INSERT INTO {snapshots.SNAPSHOTS} (revision, object_kind, object_name, snapshot)
-SELECT {snapshots.literal(revision)}, '{COLUMN_KIND}', {snapshots.literal(READ_SEQ_COLUMN)},
-       jsonb_build_object('existed', EXISTS (
-           SELECT FROM pg_attribute WHERE attrelid = '{PARTICIPANTS}'::regclass
-              AND attname = 'last_read_seq' AND attnum > 0 AND NOT attisdropped))
-ON CONFLICT (revision, object_kind, object_name) DO NOTHING;
-DO $column$
-DECLARE
-    existing text;
-BEGIN
-    SELECT format_type(atttypid, atttypmod) INTO existing FROM pg_attribute
-     WHERE attrelid = '{PARTICIPANTS}'::regclass AND attname = 'last_read_seq' AND attnum > 0 AND NOT attisdropped;
-    IF existing IS NULL THEN
-        ALTER TABLE {PARTICIPANTS} ADD COLUMN last_read_seq bigint;
-        COMMENT ON COLUMN {READ_SEQ_COLUMN} IS
-            'The highest seq of the chat this participant has read (mark_messages_as_read); NULL: not since revision 104, last_read_at counts.';
-    ELSIF existing <> 'bigint' THEN
-        RAISE EXCEPTION '{revision}: {READ_SEQ_COLUMN} exists as %, not bigint: rename it by hand first; nothing was changed',
-            existing;
-    END IF;
-END
-$column$"""
+ADD_COLUMN_SQL = f"""{snapshots.record_added_column_sql(revision, PARTICIPANTS, "last_read_seq")};
+{columns.add_column_sql(revision, PARTICIPANTS, "last_read_seq", "bigint", comment=(
+    "The highest seq of the chat this participant has read (mark_messages_as_read); "
+    "NULL: not since revision 104, last_read_at counts."))}"""
 
-DROP_COLUMN_SQL = f"""
-DO $column$
-BEGIN
-    IF NOT coalesce((SELECT (snapshot->>'existed')::boolean FROM {snapshots.SNAPSHOTS}
-                      WHERE revision = {snapshots.literal(revision)} AND object_kind = '{COLUMN_KIND}'
-                        AND object_name = {snapshots.literal(READ_SEQ_COLUMN)}), false) THEN
-        ALTER TABLE {PARTICIPANTS} DROP COLUMN IF EXISTS last_read_seq;
-    END IF;
-END
-$column$"""
+DROP_COLUMN_SQL = columns.drop_added_column_sql(revision, PARTICIPANTS, "last_read_seq")
 
 
 # --- the functions -----------------------------------------------------------------
@@ -239,7 +216,7 @@ LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = ''
 AS $function$
 DECLARE{_POSITION_VARIABLES}
-BEGIN{_103._caller_check(name, acts_as_user_argument=True)}{_READ_POSITION}
+BEGIN{checked.caller_check(name, acts_as_user_argument=True)}{_READ_POSITION}
     UPDATE public.chat_messages
        SET status = '{status}'{updated_at}
      WHERE chat_id = p_chat_id
@@ -250,7 +227,7 @@ BEGIN{_103._caller_check(name, acts_as_user_argument=True)}{_READ_POSITION}
     GET DIAGNOSTICS v_updated = ROW_COUNT;{then}
     RETURN QUERY SELECT v_updated;
 END;
-$function$;{_103._comment(f"public.{name}(uuid, uuid)", comment)}"""
+$function$;{checked.grants_and_comment(f"public.{name}(uuid, uuid)", comment)}"""
 
 
 def _delivered(touch_updated_at: bool) -> str:
@@ -299,7 +276,7 @@ DECLARE
     v_last_read_seq bigint;
     v_last_read_at timestamptz;
     v_unread bigint;
-BEGIN{_103._caller_check("get_unread_count", acts_as_user_argument=True)}
+BEGIN{checked.caller_check("get_unread_count", acts_as_user_argument=True)}
     SELECT p.last_read_seq, p.last_read_at INTO v_last_read_seq, v_last_read_at
       FROM public.chat_participants p
      WHERE p.chat_id = p_chat_id AND p.user_id = p_user_id;
@@ -313,7 +290,7 @@ BEGIN{_103._caller_check("get_unread_count", acts_as_user_argument=True)}
     END IF;
     RETURN v_unread;
 END;
-$function$;{_103._comment(GET_UNREAD_COUNT,
+$function$;{checked.grants_and_comment(GET_UNREAD_COUNT,
     "Messages from others in a chat after the reader's last_read_seq (before their first mark as read since "
     "revision 104: newer than last_read_at), not deleted (badge counts). The caller asks only for themselves "
     "(p_user_id = auth.uid()) in a chat they participate in.")}"""
@@ -344,53 +321,49 @@ COMMENT ON FUNCTION {FOLLOW_LAST_READ_AT} IS
     'A direct change of last_read_at (not mark_messages_as_read''s) clears last_read_seq: the badge counts by last_read_at, as before revision 104.';
 {access.function_grants_sql(FOLLOW_LAST_READ_AT)}"""
 
-# SHARE ROW EXCLUSIVE on the table, inside lock_tables' ACCESS EXCLUSIVE (taken first).
-CREATE_TRIGGER_SQL = (
-    f"""CREATE TRIGGER {FOLLOW_TRIGGER} BEFORE UPDATE OF last_read_at ON {PARTICIPANTS}
-    FOR EACH ROW WHEN (OLD.last_read_at IS DISTINCT FROM NEW.last_read_at)
-    EXECUTE FUNCTION {FOLLOW_LAST_READ_AT}"""
+HAS_FOLLOW_TRIGGER = (
+    f"EXISTS (SELECT FROM pg_trigger WHERE tgrelid = '{PARTICIPANTS}'::regclass AND tgname = '{FOLLOW_TRIGGER}')"
 )
+HAS_READ_SEQ_COLUMN = (
+    f"EXISTS (SELECT FROM pg_attribute WHERE attrelid = '{PARTICIPANTS}'::regclass AND attname = 'last_read_seq' "
+    "AND attnum > 0 AND NOT attisdropped)"
+)
+# Nothing to change on the table: the column and the trigger are there (the functions need no table lock).
+TABLE_AS_104_LEAVES_IT = f"{HAS_READ_SEQ_COLUMN} AND {HAS_FOLLOW_TRIGGER}"
+
+# SHARE ROW EXCLUSIVE on the table, inside lock_tables' ACCESS EXCLUSIVE (taken first);
+# only where the trigger is missing, so a rerun on a table that has it requests no lock.
+CREATE_TRIGGER_SQL = f"""DO $trigger$ BEGIN IF NOT {HAS_FOLLOW_TRIGGER} THEN
+    CREATE TRIGGER {FOLLOW_TRIGGER} BEFORE UPDATE OF last_read_at ON {PARTICIPANTS}
+    FOR EACH ROW WHEN (OLD.last_read_at IS DISTINCT FROM NEW.last_read_at)
+    EXECUTE FUNCTION {FOLLOW_LAST_READ_AT};
+END IF; END $trigger$"""
 
 # ACCESS EXCLUSIVE on the table, inside lock_tables' (taken first).
 DROP_TRIGGER_SQL = f"DROP TRIGGER IF EXISTS {FOLLOW_TRIGGER} ON {PARTICIPANTS}"
 
 DEFINITIONS = {
-    MARK_MESSAGES_AS_DELIVERED: snapshots.Choice(_103.HAS_UPDATED_AT, _delivered(True), _delivered(False)),
-    MARK_MESSAGES_AS_READ: snapshots.Choice(_103.HAS_UPDATED_AT, _read(True), _read(False)),
+    MARK_MESSAGES_AS_DELIVERED: snapshots.Choice(checked.HAS_UPDATED_AT, _delivered(True), _delivered(False)),
+    MARK_MESSAGES_AS_READ: snapshots.Choice(checked.HAS_UPDATED_AT, _read(True), _read(False)),
     GET_UNREAD_COUNT: GET_UNREAD_COUNT_BY_SEQ,
 }
 
 
-_FALLBACK = "-- 103's definition --"
-
-
 def _restore_function_sql(signature: str) -> str:
-    """restore_function_sql, its fallback 103's definition, and the snapshot kept until the column is gone.
+    """The recorded function back (its fallback 103's definition), the snapshot kept until the column is gone.
 
     Kept: a downgrade interrupted before its last transaction restores from
     the snapshot again (exactly), not from 103's definitions. A Choice (103's
     mark functions touch updated_at only where it exists) is chosen by the
     database, as 103's upgrade chose it.
     """
-    forget = snapshots.forget_sql(revision, "function", signature) + ";"
-    if signature == FOLLOW_LAST_READ_AT:  # 104's own: it did not exist at 103
-        restore = snapshots.restore_function_sql(revision, signature, snapshots.ABSENT)
-        assert forget in restore
-        return restore.replace(forget, "")
-    restore = snapshots.restore_function_sql(revision, signature, _FALLBACK)
-    fallback = f"EXECUTE {snapshots.literal(_FALLBACK)};"
-    assert forget in restore and fallback in restore
-    definition = _103.DEFINITIONS[signature]
-    if isinstance(definition, snapshots.Choice):
-        chosen = (f"IF {definition.condition} THEN EXECUTE {snapshots.literal(definition.if_true)}; "
-                  f"ELSE EXECUTE {snapshots.literal(definition.if_false)}; END IF;")
-    else:
-        chosen = f"EXECUTE {snapshots.literal(definition)};"
-    return restore.replace(forget, "").replace(fallback, chosen)
+    # 104's own trigger function did not exist at 103.
+    fallback = snapshots.ABSENT if signature == FOLLOW_LAST_READ_AT else checked.DEFINITIONS[signature]
+    return snapshots.restore_function_sql(revision, signature, fallback, forget=False)
 
 
 def upgrade() -> None:
-    online_ddl.lock_tables(PARTICIPANTS)
+    lock_retries.lock_tables(PARTICIPANTS, unless=TABLE_AS_104_LEAVES_IT)
     op.execute(ADD_COLUMN_SQL)
     for signature, definition in DEFINITIONS.items():
         op.execute(snapshots.redefine_function_sql(revision, signature, definition))
@@ -401,7 +374,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     # First transaction: the trigger and its function gone, 103's functions back,
     # which no longer read last_read_seq.
-    online_ddl.lock_tables(PARTICIPANTS)
+    lock_retries.lock_tables(PARTICIPANTS)
     op.execute(DROP_TRIGGER_SQL)
     op.execute(_restore_function_sql(FOLLOW_LAST_READ_AT))
     for signature in reversed(DEFINITIONS):
@@ -411,7 +384,7 @@ def downgrade() -> None:
     # (its caller check reads it), so the drop waits for it; dropped in the same
     # transaction, such a call would fail on the missing column.
     with op.get_context().autocommit_block():
-        online_ddl.execute(DROP_COLUMN_SQL, table=PARTICIPANTS, in_transaction=False)
+        lock_retries.execute(DROP_COLUMN_SQL, table=PARTICIPANTS, in_transaction=False)
     # Last, with alembic's version update: the snapshots. Until then a rerun restores from them.
     for signature in (FOLLOW_LAST_READ_AT, *reversed(DEFINITIONS)):
         op.execute(snapshots.forget_sql(revision, "function", signature))

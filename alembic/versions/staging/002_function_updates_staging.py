@@ -32,6 +32,7 @@ from alembic import op
 
 from chat_migrations.runtime import api_access, requirements, snapshots
 from chat_migrations.frozen import baseline
+from chat_migrations.runtime.promises import Function, OptionalColumn, Promises
 
 revision: str = "002_function_updates_staging"
 down_revision: Union[str, Sequence[str], None] = "000_staging_baseline"
@@ -56,6 +57,12 @@ access = api_access.Access(
     functions={GET_UNREAD_COUNT: {"PUBLIC": False, "anon": False, "authenticated": True, "service_role": True}},
     behaviour={MARK_MESSAGES_AS_READ: "returns TABLE(updated_count bigint) instead of void (same arguments)"},
 )
+
+promises = Promises((
+    OptionalColumn("public.chat_messages", "updated_at"),  # set only where it exists
+    Function(MARK_MESSAGES_AS_READ, "p_chat_id uuid, p_user_id uuid", "TABLE(updated_count bigint)"),
+    Function(GET_UNREAD_COUNT, "p_chat_id uuid, p_user_id uuid", "bigint"),
+)) + access.promises()
 
 HAS_UPDATED_AT = (
     "EXISTS (SELECT FROM pg_attribute WHERE attrelid = 'public.chat_messages'::regclass "

@@ -18,7 +18,8 @@ Revises: 002_function_updates_staging
 
 from typing import Sequence, Union
 
-from chat_migrations.runtime import online_ddl, requirements
+from chat_migrations.runtime import indexes, requirements
+from chat_migrations.runtime.promises import Index, Promises
 
 revision: str = "003_index_alignment"
 down_revision: Union[str, Sequence[str], None] = "002_function_updates_staging"
@@ -29,12 +30,14 @@ affected_tables: tuple[str, ...] = ("public.chat_messages",)
 
 requires = requirements.Requirements(columns={"public.chat_messages": ("reply_to_message_id",)})
 
+promises = Promises((Index("idx_chat_messages_reply_to", "public.chat_messages", "reply_to_message_id"),))
+
 
 def upgrade() -> None:
-    online_ddl.create_index_concurrently(
+    indexes.create_index_concurrently(
         revision, "idx_chat_messages_reply_to", "public.chat_messages", "reply_to_message_id"
     )
 
 
 def downgrade() -> None:
-    online_ddl.drop_index_concurrently(revision, "idx_chat_messages_reply_to", "public.chat_messages")
+    indexes.drop_index_concurrently(revision, "idx_chat_messages_reply_to", "public.chat_messages")

@@ -17,7 +17,8 @@ Revises: 003_index_alignment
 
 from typing import Sequence, Union
 
-from chat_migrations.runtime import online_ddl, requirements
+from chat_migrations.runtime import indexes, requirements
+from chat_migrations.runtime.promises import Index, Promises
 
 revision: str = "005_staging_sender_index"
 down_revision: Union[str, Sequence[str], None] = "003_index_alignment"
@@ -28,12 +29,14 @@ affected_tables: tuple[str, ...] = ("public.chat_messages",)
 
 requires = requirements.Requirements(columns={"public.chat_messages": ("sender_id",)})
 
+promises = Promises((Index("idx_chat_messages_sender_id", "public.chat_messages", "sender_id"),))
+
 
 def upgrade() -> None:
-    online_ddl.create_index_concurrently(
+    indexes.create_index_concurrently(
         revision, "idx_chat_messages_sender_id", "public.chat_messages", "sender_id"
     )
 
 
 def downgrade() -> None:
-    online_ddl.drop_index_concurrently(revision, "idx_chat_messages_sender_id", "public.chat_messages")
+    indexes.drop_index_concurrently(revision, "idx_chat_messages_sender_id", "public.chat_messages")

@@ -8,10 +8,15 @@ with a schema validate refuses and prod does not have. On the observed
 staging every key is NOT NULL already and this revision changes nothing (it
 records that, so its downgrade changes nothing either). A key whose foreign
 key is ON DELETE SET NULL stays nullable, as in prod's 001 and 005.
-Locks: only for a nullable key: CHECK NOT VALID (ACCESS EXCLUSIVE, catalog
-only), VALIDATE (SHARE UPDATE EXCLUSIVE while scanning), SET NOT NULL proved
-from the check (ACCESS EXCLUSIVE, no scan), each wait bounded by lock_timeout
-with retries.
+Locks: only for a nullable key, none on the observed staging; as 001's NOT NULL (its docstring
+has the detail): the ACCESS EXCLUSIVE steps (catalog only) wait at most
+lock_timeout (500 ms by default) with retries, and run only where the
+catalog, read first under no table lock, shows something to change; VALIDATE
+waits up to one hour under SHARE UPDATE EXCLUSIVE, which blocks no query.
+Until issue 19 the helper check's DROP ran as ALTER TABLE ... DROP
+CONSTRAINT IF EXISTS, which requests ACCESS EXCLUSIVE even when nothing
+exists: on keys already NOT NULL it queued behind the application's
+transactions and retried; it now runs only where the check exists.
 Downgrade verified: tests/test_migrations.py (dump before upgrade equals dump
 after downgrade) and tests/test_live_variants.py (a staging with a nullable key).
 
@@ -21,7 +26,8 @@ Revises: 005_staging_sender_index
 
 from typing import Sequence, Union
 
-from chat_migrations.runtime import online_ddl, requirements
+from chat_migrations.runtime import not_null, requirements
+from chat_migrations.runtime.promises import Column, Promises
 
 revision: str = "006_staging_keys_not_null"
 down_revision: Union[str, Sequence[str], None] = "005_staging_sender_index"
@@ -34,14 +40,22 @@ requires = requirements.Requirements(
     columns={"public.chat_participants": ("chat_id", "user_id"), "public.chat_messages": ("chat_id", "sender_id")}
 )
 
+# Each stays nullable where its foreign key sets it NULL on delete (see the docstring).
+promises = Promises(tuple(
+    Column(table, column, "uuid", not_null=True)
+    for table, columns in (("public.chat_participants", ("chat_id", "user_id")),
+                           ("public.chat_messages", ("chat_id", "sender_id")))
+    for column in columns
+))
+
 
 def upgrade() -> None:
     # One step for both tables: rows violating either stop it before any SET NOT NULL.
-    online_ddl.set_not_null_on(
+    not_null.set_not_null_on(
         revision, {"public.chat_participants": ("chat_id", "user_id"), "public.chat_messages": ("chat_id", "sender_id")}
     )
 
 
 def downgrade() -> None:
-    online_ddl.drop_not_null(revision, "public.chat_messages", "chat_id", "sender_id")
-    online_ddl.drop_not_null(revision, "public.chat_participants", "chat_id", "user_id")
+    not_null.drop_not_null(revision, "public.chat_messages", "chat_id", "sender_id")
+    not_null.drop_not_null(revision, "public.chat_participants", "chat_id", "user_id")

@@ -37,17 +37,18 @@ from typing import Any, Callable, Iterator
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
-from chat_migrations.frozen import baseline
-from chat_migrations.checks import checks_cli, drift
-from chat_migrations.schema import contract
+from chat_migrations.frozen import baseline, converged
+from chat_migrations.checks import checks_cli, drift, guarantees
+from chat_migrations.runtime import promises as p
 from chat_migrations.runtime import requirements
+from chat_migrations.schema import history as chain
 from chat_migrations.checks.catalog import Catalog, current_revision, read_catalog, script_directory
 from chat_migrations.checks.checks_cli import Target
 from chat_migrations.runtime.sqlnames import identifier
 
 BASELINES_DIR = Path(__file__).resolve().parents[1] / "frozen" / "baselines"
-HARMLESS, HANDLED, BLOCKING = "harmless", "handled", "blocking"
-CLASSES = (HARMLESS, HANDLED, BLOCKING)
+HARMLESS, HANDLED, BLOCKING, INFORMATION = "harmless", "handled", "blocking", "information"
+CLASSES = (HARMLESS, HANDLED, BLOCKING, INFORMATION)
 
 SECTIONS = ("tables", "columns", "constraints", "indexes", "functions", "triggers", "policies", "grants")
 # What is compared per section: scripts/drift's attributes (its three per-table
@@ -65,23 +66,6 @@ _VOLATILE_TABLE_FIELDS = ("estimated_rows", "total_bytes")
 # baselines (built on 15) compare equal on any server version.
 _VERSION_DEPENDENT_PRIVILEGES = ("MAINTAIN", "MAINTAIN (grantable)")
 
-# What the revisions do to particular objects beyond what they declare
-# (``requires``, ``access``) is the head contract's: the NOT NULL keys and who
-# makes them so, the indexes and who builds them, the seq trigger, the unique
-# keys. Each applies only where its revision is in the environment's history.
-NOT_NULL_BY = {key.name: key.made_by for key in contract.NOT_NULL_KEYS}
-BUILT_BY = {index.key: index.built_by for index in contract.INDEXES}
-CHECKED_BY = {  # a column the plan never names: these revisions touch it only where it exists
-    f"{contract.MESSAGES}.updated_at": ("002_function_updates_staging", "103_messaging_security", "104_read_position_by_seq"),
-}
-# The unique keys the converged schema cannot work without.
-REQUIRED_KEYS = {
-    contract.SEQ_KEY:
-        "101_serialised_message_seq's gapless seqs and the frontend's ordering rely on it; "
-        "without it a duplicate seq goes unnoticed",
-    contract.UniqueKey(contract.MESSAGES, ("client_generated_id",)):
-        "the frontend resends with upsert(onConflict: 'client_generated_id'), which fails without a unique key there",
-}
 
 
 # --- the pictures ----------------------------------------------------------------------
@@ -126,7 +110,7 @@ def _as_catalog(data: dict[str, Any]) -> Catalog:
 
 
 @contextmanager
-def _catalog_search_path(conn: Connection) -> Iterator[None]:
+def catalog_search_path(conn: Connection) -> Iterator[None]:
     """read_catalog's expressions are schema-qualified only with search_path = pg_catalog.
 
     checks_cli sets it for its sessions; a caller's own connection (env.py's)
@@ -165,29 +149,27 @@ def write_baselines(directory: Path = BASELINES_DIR) -> list[Path]:
 
 @dataclass(frozen=True)
 class History:
-    """What an environment's revisions declare about the live database, in upgrade order."""
+    """What an environment's revisions declare: what each needs of the live database (``requires``,
+    ``affected_tables``) and what each promises (``promises``, folded)."""
 
     environment: str
     revisions: tuple[str, ...]
     owned: dict[str, list[str]]                       # table -> revisions that alter it (as its owner)
     required_columns: dict[str, list[str]]            # "public.t.c" -> revisions that require it
     in_place: dict[str, list[tuple[str, str, str]]]   # signature -> (revision, arguments, result)
-    redefined: dict[str, list[str]]                   # signature -> revisions that (re)define it
-    granted: dict[str, dict[str, list[str]]]          # grant object -> {role: revisions that set it}
-    policies: dict[str, list[str]]                    # table -> revisions that replace its policies
+    baseline: p.State                                 # what the baseline promises
+    head: p.State                                     # what the chain promises at head (and who declares it)
 
-    def present(self, revisions) -> list[str]:
-        return [revision for revision in revisions if revision in self.revisions]
+    def after_baseline(self, key: tuple) -> list[str]:
+        """The revisions after the baseline that declare the object ``key`` names (they make, build or set it)."""
+        return self.head.by(key, after=self.revisions[0])
 
 
 def history(environment: str) -> History:
-    scripts = list(script_directory(environment).walk_revisions())[::-1]
+    scripts = chain.chain(environment)
     owned: dict[str, list[str]] = {}
     required_columns: dict[str, list[str]] = {}
     in_place: dict[str, list[tuple[str, str, str]]] = {}
-    redefined: dict[str, list[str]] = {}
-    granted: dict[str, dict[str, list[str]]] = {}
-    policies: dict[str, list[str]] = {}
     # What env.py checks before an upgrade from the baseline (the baseline itself
     # needs nothing): less a function an earlier revision drops and creates.
     for revision, needs in requirements.pending_checks(scripts[1:]):
@@ -198,30 +180,9 @@ def history(environment: str) -> History:
                 required_columns.setdefault(f"{table}.{column}", []).append(revision)
         for signature, (arguments, result) in needs.functions.items():
             in_place.setdefault(signature, []).append((revision, arguments, result))
-    last_requirer: dict[str, str] = {}
-    for script in scripts:
-        needs = getattr(script.module, "requires", None)
-        if needs is not None:
-            for signature in needs.provides:  # dropped and created whatever was there
-                redefined.setdefault(signature, []).append(script.revision)
-            for signature in needs.functions:
-                last_requirer[signature] = script.revision
-        access = getattr(script.module, "access", None)
-        if access is None:
-            continue
-        for objects, kind in ((access.tables, "table"), (access.functions, "function")):
-            for name, roles in objects.items():
-                for role in roles:
-                    granted.setdefault(f"{kind} {name}", {}).setdefault(role, []).append(script.revision)
-        for table in access.policies:
-            policies.setdefault(table, []).append(script.revision)
-    # A function's last requirer is what defines it at head (101, 103); an
-    # earlier one may only require it to set its privileges (007).
-    for signature, revision in last_requirer.items():
-        redefined.setdefault(signature, []).append(revision)
     return History(
-        environment, tuple(s.revision for s in scripts), owned,
-        required_columns, in_place, redefined, granted, policies,
+        environment, tuple(s.revision for s in scripts), owned, required_columns, in_place,
+        chain.promised(environment, scripts[0].revision), chain.promised(environment),
     )
 
 
@@ -246,7 +207,10 @@ class Delta:
         if self.section == "tables":
             return self.object
         if self.section == "grants":
-            return self.object.removeprefix("table ").rsplit(" to ", 1)[0]
+            target = self.object.rsplit(" to ", 1)[0]
+            if target.startswith("column "):
+                return target.removeprefix("column ").rsplit(".", 1)[0]
+            return target.removeprefix("table ")
         return self.object.rsplit(".", 1)[0]
 
     @property
@@ -276,7 +240,7 @@ def _scoped(section: str, data: dict[str, Any], functions: set[str]) -> dict[str
     if section == "grants":
         return {
             key: value for key, value in entries.items()
-            if key.startswith("table ") or key.removeprefix("function ").rsplit(" to ", 1)[0] in functions
+            if key.startswith(("table ", "column ")) or key.removeprefix("function ").rsplit(" to ", 1)[0] in functions
         }
     return entries
 
@@ -381,6 +345,14 @@ def _names(revisions) -> str:
     return ", ".join(revisions)
 
 
+def _made_not_null_by(ctx: Context, column: str) -> list[str]:
+    """The revisions after the baseline that promise ``column`` (public.t.c) NOT NULL."""
+    promised = ctx.history.head.get(("column", column))
+    if not (isinstance(promised, p.Column) and promised.not_null):
+        return []
+    return ctx.history.after_baseline(("column", column))
+
+
 # -- blocking
 
 
@@ -390,7 +362,8 @@ def _table_missing(d: Delta, ctx: Context) -> Facts | None:
 
 def _owner_out_of_reach(d: Delta, ctx: Context) -> Facts | None:
     """Altering a table (affected_tables) or replacing a function takes its owner's rights (requirements)."""
-    revisions = ctx.history.owned.get(d.object) if d.section == "tables" else ctx.history.redefined.get(d.object)
+    revisions = (ctx.history.owned.get(d.object) if d.section == "tables"
+                 else ctx.history.after_baseline(("function", d.object)))
     if revisions and d.actual is not None and "owner" in d.changed and d.actual["owner"] not in ctx.acts_as:
         return {"owner": d.actual["owner"], "what": "TABLE" if d.section == "tables" else "FUNCTION",
                 "revisions": _names(revisions)}
@@ -398,10 +371,15 @@ def _owner_out_of_reach(d: Delta, ctx: Context) -> Facts | None:
 
 
 def _required_column(d: Delta, ctx: Context) -> Facts | None:
-    revisions = ctx.history.required_columns.get(d.object)
-    if d.section == "columns" and revisions and (d.kind == "missing" or "type" in d.changed):
-        return {"revisions": _names(revisions), "type": d.expected["type"]}
-    return None
+    """A column a revision requires, or the baseline promises, missing or of another type: nothing handles it."""
+    if d.section != "columns" or not (d.kind == "missing" or "type" in d.changed):
+        return None
+    revisions = ctx.history.required_columns.get(d.object, [])
+    promised = ctx.history.baseline.get(("column", d.object))
+    if not revisions and not isinstance(promised, p.Column):
+        return None
+    by = f"required by {_names(revisions)}" if revisions else f"promised by {ctx.history.revisions[0]}"
+    return {"by": by, "type": d.expected["type"]}
 
 
 def _required_signature(d: Delta, ctx: Context) -> Facts | None:
@@ -414,55 +392,85 @@ def _required_signature(d: Delta, ctx: Context) -> Facts | None:
     if not unmet:
         return None
     _, arguments, result = unmet[0]
-    return {"revisions": _names(r for r, _, _ in unmet), "arguments": arguments, "result": result}
+    name = d.object.split("(")[0].rsplit(".", 1)[1]
+    return {"revisions": _names(r for r, _, _ in unmet), "arguments": arguments, "result": result,
+            "function_sql": _functionidentifier(d.object), "renamed": identifier(f"{name}_before_adoption")}
+
+
+def _promised_trigger_of(ctx: Context, function: str) -> p.Trigger | None:
+    """The baseline's promised trigger that runs ``function`` (a signature), if any."""
+    name = function.split("(")[0]
+    return next((t for t in ctx.history.baseline.of(p.Trigger) if t.function == name), None)
+
+
+def _trigger_gone_effect(trigger: p.Trigger, ctx: Context) -> str:
+    later = ctx.history.after_baseline(("function", f"{trigger.function}()"))
+    replaced = f", and {_names(later)} only replace{'s' if len(later) == 1 else ''} the function's body" if later else ""
+    return (f"{trigger.because or 'what it does would stop'}: the {trigger.timing} {' OR '.join(trigger.events)} "
+            f"trigger {trigger.name} running {trigger.function}() does it{replaced}")
 
 
 def _seq_assignment_gone(d: Delta, ctx: Context) -> Facts | None:
-    no_seq = (f"new messages would get no seq: the BEFORE INSERT trigger trg_assign_message_seq running "
-              f"{contract.ASSIGN_MESSAGE_SEQ} assigns them, and 101_serialised_message_seq only replaces the "
-              "function's body")
-    if d.section == "functions" and d.object == contract.ASSIGN_MESSAGE_SEQ and d.kind == "missing":
-        return {"effect": no_seq}
-    if d.section != "triggers" or d.object not in contract.TRIGGERS or d.kind == "extra":
+    """A trigger the baseline promises (the seq trigger), or its function, gone or changed."""
+    if d.section == "functions" and d.kind == "missing" and (trigger := _promised_trigger_of(ctx, d.object)):
+        return {"effect": _trigger_gone_effect(trigger, ctx)}
+    wanted = ctx.history.baseline.get(("trigger", d.object))
+    if d.section != "triggers" or not isinstance(wanted, p.Trigger) or d.kind == "extra":
         return None
-    wanted = contract.TRIGGERS[d.object]  # what scripts/validate expects at head
-    if d.actual is not None and all(d.actual[key] == value for key, value in wanted.items()):
+    if d.actual is not None and all(d.actual[key] == value for key, value in wanted.expected().items()):
         return None
     stand_in = _seq_trigger_under_another_name(ctx, d.object) if d.actual is None else None
     if stand_in:
         return {"effect": f"{stand_in} does its work under another name, but scripts/validate expects this one",
                 "stand_in": stand_in}
-    return {"effect": no_seq}
+    return {"effect": _trigger_gone_effect(wanted, ctx)}
 
 
 def _seq_trigger_under_another_name(ctx: Context, trigger: str) -> str | None:
-    wanted = contract.TRIGGERS[trigger]
+    wanted = ctx.history.baseline.get(("trigger", trigger)).expected()
     for key, other in sorted(ctx.live["triggers"].items()):
         if _table_of(key) == _table_of(trigger) and all(other[k] == v for k, v in wanted.items()):
             return key.rsplit(".", 1)[1]
     return None
 
 
-def _unique_key_gone(d: Delta, ctx: Context) -> Facts | None:
-    """A required unique key with no valid constraint on its columns under any name (contract.valid_unique_key)."""
+def _baseline_unique_key(d: Delta, ctx: Context) -> tuple[str, p.Unique] | None:
+    """(constraint name, the promised key) where ``d`` is a baseline unique constraint or its index."""
     if d.expected is None or d.section not in ("constraints", "indexes"):
         return None
     name = d.object.rsplit(".", 1)[1] if d.section == "constraints" else d.expected["constraint"]
     constraint = ctx.expected["constraints"].get(f"{d.table}.{name}")
-    if constraint is None or constraint["kind"] != "unique":
+    if constraint is None or constraint["kind"] not in ("unique", "primary key"):
         return None
-    key = contract.UniqueKey(d.table, tuple(constraint["columns"]))
-    if key not in REQUIRED_KEYS or contract.valid_unique_key(ctx.live_catalog, key):
+    key = next((k for k in ctx.history.baseline.of(p.Unique)
+                if k.table == d.table and sorted(k.columns) == sorted(constraint["columns"])), None)
+    return (name, key) if key is not None else None
+
+
+def _unique_key_gone(d: Delta, ctx: Context) -> Facts | None:
+    """A promised unique key that nothing here guarantees: no valid constraint or unique index on its columns."""
+    found = _baseline_unique_key(d, ctx)
+    if found is None or guarantees.unique_met_by(ctx.live_catalog, found[1]):
         return None
-    return {"need": REQUIRED_KEYS[key], "name": name, "columns": constraint["columns"],
-            "columns_text": ", ".join(constraint["columns"])}
+    name, key = found
+    return {"need": key.because or "the revisions and the frontend rely on it", "name": name,
+            "columns": list(key.columns), "columns_text": ", ".join(key.columns), "key": key}
+
+
+def _unique_key_kept(d: Delta, ctx: Context) -> Facts | None:
+    """A baseline unique constraint absent or changed here, whose guarantee another form keeps."""
+    found = _baseline_unique_key(d, ctx)
+    by = guarantees.unique_met_by(ctx.live_catalog, found[1]) if found else None
+    if not by or (d.live_name and d.live_name == by):
+        return None
+    return {"by": by, "key": found[1].describe()}
 
 
 # -- handled
 
 
 def _redefined_function(d: Delta, ctx: Context) -> Facts | None:
-    revisions = ctx.history.redefined.get(d.object)
+    revisions = ctx.history.after_baseline(("function", d.object))
     if d.section != "functions" or not revisions:
         return None
     how = {
@@ -475,7 +483,7 @@ def _redefined_function(d: Delta, ctx: Context) -> Facts | None:
 
 
 def _replaced_policies(d: Delta, ctx: Context) -> Facts | None:
-    revisions = ctx.history.policies.get(d.table)
+    revisions = ctx.history.after_baseline(("policies", d.table))
     return {"revisions": _names(revisions)} if d.section == "policies" and revisions else None
 
 
@@ -483,35 +491,54 @@ def _granted(d: Delta, ctx: Context) -> Facts | None:
     if d.section != "grants":
         return None
     target, role = d.object.rsplit(" to ", 1)
-    revisions = ctx.history.granted.get(target, {}).get(role)
+    key = ("execute", target.removeprefix("function "), role) if target.startswith("function ") \
+        else ("table privileges", d.table, role)
+    revisions = ctx.history.after_baseline(key)
     return {"revisions": _names(revisions), "role": role} if revisions else None
 
 
 def _built_index(d: Delta, ctx: Context) -> Facts | None:
     renamed = d.live_name and "definition" not in d.changed  # harmless: see _renamed
-    revisions = ctx.history.present(BUILT_BY.get(d.object, ()))
-    return {"revisions": _names(revisions)} if d.section == "indexes" and revisions and not renamed else None
+    revisions = ctx.history.after_baseline(("index", d.object)) if d.section == "indexes" else []
+    return {"revisions": _names(revisions)} if revisions and not renamed else None
 
 
 def _nullability_set(d: Delta, ctx: Context) -> Facts | None:
-    revisions = ctx.history.present(NOT_NULL_BY.get(d.object, ()))
-    if d.section == "columns" and d.changed == ("nullable",) and revisions:
+    revisions = _made_not_null_by(ctx, d.object) if d.section == "columns" else []
+    if d.changed == ("nullable",) and revisions:
         return {"revisions": _names(revisions)}
     return None
 
 
 def _set_null_key(d: Delta, ctx: Context) -> Facts | None:
-    """A foreign key that writes NULL into a key a revision makes NOT NULL (contract.set_null_conflict)."""
+    """A foreign key that writes NULL into a key a revision makes NOT NULL (guarantees.set_null_conflict)."""
     if d.section != "constraints" or d.actual is None or d.actual["kind"] != "foreign key":
         return None
     live_name = d.live_name or d.object.rsplit(".", 1)[1]
     for column in d.actual["columns"]:
-        revisions = ctx.history.present(NOT_NULL_BY.get(f"{d.table}.{column}", ()))
-        conflict = contract.set_null_conflict(ctx.live_catalog, d.table, column)
+        revisions = _made_not_null_by(ctx, f"{d.table}.{column}")
+        conflict = guarantees.set_null_conflict(ctx.live_catalog, d.table, column)
         if revisions and conflict and conflict[0] == live_name:
             name, key = conflict
             return {"revisions": _names(revisions), "column": f"{d.table}.{column}",
                     "reason": f"{name} is ON DELETE {key['on_delete']}"}
+    return None
+
+
+# -- information
+
+
+def _not_null_meets_set_null(d: Delta, ctx: Context) -> Facts | None:
+    """A live foreign key ON DELETE SET NULL on a column the database has NOT NULL."""
+    if d.section != "constraints" or d.actual is None or d.actual["kind"] != "foreign key":
+        return None
+    if (d.actual.get("on_delete") or "").upper() != "SET NULL":
+        return None
+    for column in d.actual["columns"]:
+        live = ctx.live["columns"].get(f"{d.table}.{column}")
+        if live is not None and not live["nullable"]:
+            return {"column": f"{d.table}.{column}", "name": d.live_name or d.object.rsplit(".", 1)[1],
+                    "referred": d.actual["referred"], "table_sql": identifier(d.table), "column_sql": identifier(column)}
     return None
 
 
@@ -521,7 +548,7 @@ def _set_null_key(d: Delta, ctx: Context) -> Facts | None:
 def _renamed(d: Delta, ctx: Context) -> Facts | None:
     if d.live_name is None or "definition" in d.changed:
         return None
-    built = ctx.history.present(BUILT_BY.get(d.object, ()))
+    built = ctx.history.after_baseline(("index", d.object))
     effect = (
         f"{d.object.rsplit('.', 1)[1]} is built beside it by {_names(built)}: a second index on the same keys, "
         "to drop by hand later" if built else "the revisions never name it"
@@ -530,18 +557,20 @@ def _renamed(d: Delta, ctx: Context) -> Facts | None:
 
 
 def _not_null_key_left(d: Delta, ctx: Context) -> Facts | None:
-    """A key the head contract has NOT NULL that is nullable here, where no revision of this history sets it."""
-    if d.section != "columns" or d.object not in NOT_NULL_BY or d.actual is None or not d.actual["nullable"]:
+    """A key promised NOT NULL at head that is nullable here, where no revision after the baseline sets it."""
+    promised = ctx.history.head.get(("column", d.object))
+    if d.section != "columns" or not (isinstance(promised, p.Column) and promised.not_null) \
+            or d.actual is None or not d.actual["nullable"]:
         return None
     column = d.object.rsplit(".", 1)[1]
-    if ctx.history.present(NOT_NULL_BY[d.object]) or contract.set_null_conflict(ctx.live_catalog, d.table, column):
+    if _made_not_null_by(ctx, d.object) or guarantees.set_null_conflict(ctx.live_catalog, d.table, column):
         return None  # set NOT NULL by a revision, or nullable by design
     return {"environment": ctx.history.environment}
 
 
 def _checked_by_revisions(d: Delta, ctx: Context) -> Facts | None:
-    revisions = ctx.history.present(CHECKED_BY.get(d.object, ()))
-    return {"revisions": _names(revisions)} if d.section == "columns" and d.kind == "missing" and revisions else None
+    revisions = ctx.history.after_baseline(("optional column", d.object)) if d.section == "columns" else []
+    return {"revisions": _names(revisions)} if d.kind == "missing" and revisions else None
 
 
 def _table_settings(d: Delta, ctx: Context) -> Facts | None:
@@ -575,8 +604,8 @@ def _column_fix(d: Delta, ctx: Context, facts: Facts) -> str:
 
 def _seq_fix(d: Delta, ctx: Context, facts: Facts) -> str:
     if d.section == "functions":
-        return (f"create {contract.ASSIGN_MESSAGE_SEQ} and its trigger as chat_migrations/baseline.py does "
-                "(101_serialised_message_seq then replaces the function's body)")
+        # The baseline's own definition (frozen), which the revisions after it replace.
+        return converged.previous_definition(d.object)
     definition = d.expected["definition"] + ";"
     name, table = identifier(d.object.rsplit(".", 1)[1]), identifier(d.table)
     if facts.get("stand_in"):
@@ -589,27 +618,25 @@ def _seq_fix(d: Delta, ctx: Context, facts: Facts) -> str:
 
 
 def _unique_fix(d: Delta, ctx: Context, facts: Facts) -> str:
-    table, name = identifier(d.table), identifier(facts["name"])
-    if d.section == "indexes":  # the constraint is there, its index INVALID
-        return f"REINDEX INDEX CONCURRENTLY {identifier(d.object)};"
-    existing = _live_unique_index(ctx, d.table, facts["columns"])
-    if existing:
-        return f"ALTER TABLE {table} ADD CONSTRAINT {name} UNIQUE USING INDEX {identifier(existing)};"
+    """What gives the key's guarantee: an INVALID index rebuilt, or a unique index built beside what is there."""
+    forms = guarantees.unique_forms(ctx.live_catalog, facts["key"])
+    invalid = next((form["index"] for _, form in forms if not form["index_valid"]), None)
+    schema = d.table.split(".")[0]
+    if invalid:  # the key is there, its index INVALID (an interrupted build)
+        return f"REINDEX INDEX CONCURRENTLY {identifier(f'{schema}.{invalid}')};"
     columns = ", ".join(identifier(c) for c in facts["columns"])
-    return (
-        f"CREATE UNIQUE INDEX CONCURRENTLY {name} ON {table} ({columns}); "
-        f"ALTER TABLE {table} ADD CONSTRAINT {name} UNIQUE USING INDEX {name};  "
-        "-- the build fails while duplicates exist: remove them first"
-    )
+    name = _free_index_name(ctx, facts["name"])
+    return (f"CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS {identifier(name)} ON {identifier(d.table)} ({columns});  "
+            "-- the build fails while duplicates exist: remove them first")
 
 
-def _live_unique_index(ctx: Context, table: str, columns: list[str]) -> str | None:
-    """A valid plain unique index on exactly these columns, with no constraint yet: it can become the key."""
-    for key, index in sorted(ctx.live["indexes"].items()):
-        if (index["table"] == table and index["unique"] and index["valid"] and not index["constraint"]
-                and index["keys"] == columns and " WHERE " not in index["definition"]):
-            return key.rsplit(".", 1)[1]
-    return None
+def _free_index_name(ctx: Context, name: str) -> str:
+    """``name``, or a name like it that no index or constraint here has (the live one may hold the name)."""
+    taken = {key.rsplit(".", 1)[1] for section in ("indexes", "constraints") for key in ctx.live[section]}
+    candidate, number = name, 1
+    while candidate in taken:
+        candidate, number = f"{name}_{number}", number + 1
+    return candidate
 
 
 def _owner_fix(d: Delta, ctx: Context, facts: Facts) -> str:
@@ -627,16 +654,26 @@ RULES: tuple[Rule, ...] = (
          "{revisions} change it as {user}, who is not a member of its owner {owner}: "
          "the upgrade would refuse (only its owner may)", _owner_fix),
     Rule(BLOCKING, _required_column,
-         "required by {revisions}, of the baseline's type {type}: the upgrade refuses without it, "
-         "and their SQL assumes that type", _column_fix),
+         "{by}, of the baseline's type {type}: the revisions' SQL assumes that type, and none of them "
+         "converts it", _column_fix),
     Rule(BLOCKING, _required_signature,
          "required by {revisions} as ({arguments}) returning {result} (the upgrade would refuse): "
          "CREATE OR REPLACE cannot rename the arguments the frontend calls by name, nor change the result",
-         "rename or drop {object} by hand first (the revisions then create it as ({arguments}) "
-         "returning {result}), and tell the frontend"),
+         "ALTER FUNCTION {function_sql} RENAME TO {renamed};  -- set it aside (the revisions then create "
+         "{object} as ({arguments}) returning {result}), and tell the frontend"),
     Rule(BLOCKING, _seq_assignment_gone, "{effect}", _seq_fix),
     Rule(BLOCKING, _unique_key_gone,
-         "no valid unique constraint on ({columns_text}) under any name: {need}", _unique_fix),
+         "no valid unique constraint or unique index on ({columns_text}) under any name: {need}", _unique_fix),
+    # --- information: a contradiction the database already has, with its consequence ---
+    Rule(INFORMATION, _not_null_meets_set_null,
+         "{column} is NOT NULL and {name} is ON DELETE SET NULL: deleting a {referred} row it points to fails "
+         "today (not-null violation), before any migration; no revision changes that",
+         "to let those deletes succeed: ALTER TABLE {table_sql} ALTER COLUMN {column_sql} DROP NOT NULL; "
+         "or change the foreign key's ON DELETE"),
+    # --- harmless: the guarantee holds in another form ---
+    Rule(HARMLESS, _unique_key_kept,
+         "{key} is guaranteed here by {by} (it rejects duplicates and serves ON CONFLICT on those columns), "
+         "which is what the revisions and the frontend rely on"),
     # --- handled: the revisions take care of it, and put it back on downgrade ---
     Rule(HANDLED, _redefined_function, "{how} by {revisions}"),
     Rule(HANDLED, _replaced_policies,
@@ -713,7 +750,7 @@ def _functionidentifier(signature: str) -> str:
 def compare(conn: Connection, environment: str) -> list[Difference]:
     """Every difference between the live chat objects and the environment's baseline, judged."""
     expected = expected_picture(environment)
-    with _catalog_search_path(conn):
+    with catalog_search_path(conn):
         live = picture(read_catalog(conn))
         user = conn.execute(text("SELECT current_user")).scalar()
         members_of = text("SELECT rolname FROM pg_roles WHERE pg_has_role(oid, 'MEMBER')")

@@ -20,14 +20,11 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
-from alembic.config import Config
-from alembic.script import ScriptDirectory
 from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection
 
 from chat_migrations.runtime import bookkeeping
-from chat_migrations.schema import tables as chat_tables
-from chat_migrations.runtime.environments import ALEMBIC_INI
+from chat_migrations.schema import history, tables as chat_tables
 
 SCHEMA = "public"
 TABLES = chat_tables.NAMES
@@ -73,7 +70,8 @@ class Catalog:
     triggers     public.<table>.<name>: table, definition, timing, events, level,
                  function, enabled
     policies     public.<table>.<name>: command, permissive, roles, using, with_check
-    grants       "<table or function> to <role>": privileges
+    grants       "<table, column or function> to <role>": privileges ("column
+                 public.<table>.<column> to <role>" for a column's own grants)
     """
 
     server_version: str
@@ -121,19 +119,10 @@ def read_catalog(conn: Connection) -> Catalog:
 
 VERSION_TABLE = bookkeeping.VERSION_TABLE
 current_revision = bookkeeping.current_revision
-
-
-def script_directory(environment: str) -> ScriptDirectory:
-    """The environment's revisions, as ``alembic -n <environment>`` loads them."""
-    return ScriptDirectory.from_config(Config(str(ALEMBIC_INI), ini_section=environment))
-
-
-def head_revision(environment: str) -> str:
-    return script_directory(environment).get_current_head()
-
-
-def revisions(environment: str) -> set[str]:
-    return {script.revision for script in script_directory(environment).walk_revisions()}
+# The environment's chain, as ``alembic -n <environment>`` loads it (one place: chat_migrations.schema.history).
+script_directory = history.script_directory
+head_revision = history.head_revision
+revisions = history.revisions
 
 
 # --- tables, columns, constraints, indexes -----------------------------------
@@ -431,6 +420,13 @@ def _grants(conn: Connection) -> dict[str, dict[str, Any]]:
                        coalesce(c.relacl, acldefault('r', c.relowner)) AS acl
                   FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
                  WHERE n.nspname = :schema AND c.relname = ANY(:tables)
+                UNION ALL
+                -- Column privileges: a column's ACL is NULL unless something was granted on it.
+                SELECT 'column ' || n.nspname || '.' || c.relname || '.' || a.attname, a.attacl
+                  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                  JOIN pg_attribute a ON a.attrelid = c.oid
+                 WHERE n.nspname = :schema AND c.relname = ANY(:tables)
+                   AND a.attnum > 0 AND NOT a.attisdropped AND a.attacl IS NOT NULL
                 UNION ALL
                 SELECT 'function ' || n.nspname || '.' || p.proname || '('
                            || coalesce((SELECT string_agg(format_type(t.type, NULL), ', ' ORDER BY t.position)

@@ -150,7 +150,7 @@ def _entries(section: Section, catalog: Catalog, functions: set[str]) -> dict[st
         # Table grants, and those of the messaging functions only.
         return {
             key: value for key, value in entries.items()
-            if key.startswith("table ") or key.removeprefix("function ").rsplit(" to ", 1)[0] in functions
+            if key.startswith(("table ", "column ")) or key.removeprefix("function ").rsplit(" to ", 1)[0] in functions
         }
     return entries
 

@@ -11,8 +11,8 @@ Read-only, and reported before anything runs:
                       unmet, the upgrade refuses before changing anything
  table_sizes          size and estimated rows of the tables the pending revisions touch
  not_null_violations  rows with NULL in a key a pending revision makes NOT NULL
-                      (chat_migrations.schema.contract: only the keys the revisions
-                      promise, never a column no revision touches)
+                      (only the keys a pending revision promises NOT NULL,
+                      never a column no revision touches)
  set_null_conflicts   keys whose foreign key sets them NULL on delete: they stay
                       nullable (NOT NULL would make that delete fail), or are
                       NOT NULL already and that delete fails today
@@ -33,7 +33,7 @@ Read-only, and reported before anything runs:
 
 Blockers exit 1 and name the fix; warnings and information do not block.
 Preflight is a courtesy: the upgrade itself refuses, changing nothing, when
-the data violates a constraint it adds (online_ddl.set_not_null) or a
+the data violates a constraint it adds (not_null.set_not_null) or a
 requirement is unmet (env.py, chat_migrations.runtime.requirements).
 """
 
@@ -46,15 +46,17 @@ from typing import Any, Callable, ClassVar
 
 from sqlalchemy import text
 
-from chat_migrations.runtime import api_access, identity, leftovers, online_ddl, requirements, session
+from chat_migrations.runtime import api_access, identity, leftovers, lock_retries, requirements, session
 from chat_migrations.checks import checks_cli, common
-from chat_migrations.schema import contract
+from chat_migrations.schema import history
+from chat_migrations.checks import guarantees
+from chat_migrations.runtime import promises
 from chat_migrations.checks import catalog as catalog_module
 from chat_migrations.checks.catalog import qualified
 from chat_migrations.checks.checks_cli import Finding, Target, count_of
 from chat_migrations.runtime.sqlnames import identifier
 from chat_migrations.schema import tables as chat_tables
-from chat_migrations.schema.contract import CheckContext
+from chat_migrations.checks.common import CheckContext
 
 MINIMUM_SERVER_VERSION_NUM = 120000
 STATUS_LABELS = {"ok": "ok", "info": "info", "warning": "WARNING", "blocker": "BLOCKER"}
@@ -62,7 +64,7 @@ STATUS_LABELS = {"ok": "ok", "info": "info", "warning": "WARNING", "blocker": "B
 
 def lock_wait_budget_seconds() -> float:
     """The migration's lock-wait budget at its default settings (what an operator gets without -x)."""
-    return online_ddl.lock_wait_budget_seconds(session.Settings())
+    return lock_retries.lock_wait_budget_seconds(session.Settings())
 
 
 @dataclass
@@ -74,12 +76,15 @@ class Context(CheckContext):
     def pending_revisions(self) -> set[str]:
         return {r.revision for r in self.pending}
 
+    def pending_declaring(self, key: tuple) -> list[str]:
+        """The pending revisions that declare the object ``key`` names (they make or rebuild it)."""
+        return [r for r in self.head_state.by(key) if r in self.pending_revisions]
+
 
 def _pending_revisions(environment: str, current: str | None) -> list[Any]:
-    script = catalog_module.script_directory(environment)
-    if current is None or current not in catalog_module.revisions(environment):
+    if current is None or current not in history.revisions(environment):
         return []
-    return list(reversed(list(script.iterate_revisions("head", current))))
+    return history.pending(environment, current)
 
 
 def affected_tables(revision) -> tuple[str, ...] | None:
@@ -113,7 +118,7 @@ def check_revisions(ctx: Context) -> Finding:
         finding.problems.append(f"{catalog_module.VERSION_TABLE} is missing or empty")
         finding.fix = (
             f"compare it with its baseline (scripts/adopt -n {ctx.environment}), then adopt it: "
-            f"alembic -n {ctx.environment} stamp 000_{ctx.environment}_baseline (README, \"Adopting a live database\")"
+            f"alembic -n {ctx.environment} stamp {history.base_revision(ctx.environment)} (README, \"Adopting a live database\")"
         )
     elif not ctx.known_revision:
         finding.status = "blocker"
@@ -206,21 +211,21 @@ def check_not_null_violations(ctx: Context) -> Finding:
     if not ctx.pending:
         return Finding("not_null_violations", title, "ok", "catalog", "nothing pending")
     keys = [
-        key for key in contract.NOT_NULL_KEYS
-        if set(key.made_by) & ctx.pending_revisions
-        and (ctx.catalog.columns.get(key.name) or {}).get("nullable")
-        and contract.set_null_conflict(ctx.catalog, key.table, key.column) is None
+        key for key in ctx.head_state.not_null_keys
+        if ctx.pending_declaring(key.key)
+        and (ctx.catalog.columns.get(key.qualified) or {}).get("nullable")
+        and guarantees.set_null_conflict(ctx.catalog, key.table, key.name) is None
     ]
     if not keys:
         return Finding("not_null_violations", title, "ok", "catalog", "no column becomes NOT NULL")
     methods, problems, data = [], [], []
     for key in keys:
-        methods.append(common.null_lookup_method(ctx.catalog, key.table, key.column))
-        count, ids = common.offending_rows(ctx.conn, key.table, f"t.{identifier(key.column)} IS NULL")
-        data.append({"column": key.name, "null_rows": count, "sample_ids": ids})
+        methods.append(common.null_lookup_method(ctx.catalog, key.table, key.name))
+        count, ids = common.offending_rows(ctx.conn, key.table, f"t.{identifier(key.name)} IS NULL")
+        data.append({"column": key.qualified, "null_rows": count, "sample_ids": ids})
         if count:
-            problems.append(f"{key.name}: {common.describe_rows(count, ids)} with NULL")
-    names = ", ".join(key.name.removeprefix("public.") for key in keys)
+            problems.append(f"{key.qualified}: {common.describe_rows(count, ids)} with NULL")
+    names = ", ".join(key.qualified.removeprefix("public.") for key in keys)
     finding = Finding(
         "not_null_violations", title, "blocker" if problems else "ok", checks_cli.costliest(methods),
         f"{len(problems)} of {len(keys)} columns have NULLs" if problems
@@ -236,22 +241,22 @@ def check_set_null_conflicts(ctx: Context) -> Finding:
     """Where NOT NULL meets ON DELETE SET NULL: named, whatever is pending."""
     title = "NOT NULL keys whose foreign key sets them NULL"
     problems, data = [], []
-    for key in contract.NOT_NULL_KEYS:
-        column = ctx.catalog.columns.get(key.name)
-        conflict = contract.set_null_conflict(ctx.catalog, key.table, key.column) if column else None
+    for key in ctx.head_state.not_null_keys:
+        column = ctx.catalog.columns.get(key.qualified)
+        conflict = guarantees.set_null_conflict(ctx.catalog, key.table, key.name) if column else None
         if conflict is None:
             continue
         name, constraint = conflict
         if column["nullable"]:
-            making = sorted(set(key.made_by) & ctx.pending_revisions)
+            making = sorted(ctx.pending_declaring(key.key))
             skipped = f"{', '.join(making)} leaves it nullable" if making else "the revisions keep it nullable"
-            problems.append(f"{key.name} stays nullable ({skipped}): {contract.set_null_reason(name, constraint)}")
+            problems.append(f"{key.qualified} stays nullable ({skipped}): {guarantees.set_null_reason(name, constraint)}")
         else:
             problems.append(
-                f"{key.name} is NOT NULL and foreign key {name} is ON DELETE {constraint['on_delete']}: "
+                f"{key.qualified} is NOT NULL and foreign key {name} is ON DELETE {constraint['on_delete']}: "
                 f"deleting a {constraint['referred']} row fails today (not-null violation); no revision changes that"
             )
-        data.append({"column": key.name, "foreign_key": name, "on_delete": constraint["on_delete"],
+        data.append({"column": key.qualified, "foreign_key": name, "on_delete": constraint["on_delete"],
                      "referred": constraint["referred"], "nullable": column["nullable"]})
     if not problems:
         return Finding("set_null_conflicts", title, "ok", "catalog",
@@ -276,11 +281,8 @@ def check_orphans(ctx: Context) -> Finding:
 
 
 def _rebuilt_by(ctx: Context, index_key: str) -> list[str]:
-    """The pending revisions that build (and so converge or rebuild) this index of the contract."""
-    for index in contract.INDEXES:
-        if index.key == index_key:
-            return [r for r in (p.revision for p in ctx.pending) if r in index.built_by]
-    return []
+    """The pending revisions that build (and so converge or rebuild) this index (index_key: public.<table>.<name>)."""
+    return ctx.pending_declaring(("index", index_key))
 
 
 def check_invalid_indexes(ctx: Context) -> Finding:
@@ -306,11 +308,11 @@ def check_index_definitions(ctx: Context) -> Finding:
     """An index the revisions build, present under its name with another definition (drift)."""
     title = "indexes the revisions build, by definition"
     problems, data = [], []
-    for index in contract.INDEXES:
-        actual = ctx.index_definitions.get(f"{catalog_module.SCHEMA}.{index.name}")
+    for index in ctx.head_state.of(promises.Index):
+        actual = ctx.index_definitions.get(index.qualified_name)
         if actual is None or actual == index.definition:
             continue
-        by = _rebuilt_by(ctx, index.key)
+        by = _rebuilt_by(ctx, index.key[1])
         if by:
             what = (
                 f"{', '.join(by)} rebuilds it concurrently as {index.definition} (the online command converges it; "
@@ -319,7 +321,7 @@ def check_index_definitions(ctx: Context) -> Finding:
         else:
             what = f"no pending revision rebuilds it: validate reports it until it is {index.definition}"
         problems.append(f"index {index.name} is {actual}: {what}")
-        data.append({"index": index.key, "definition": actual, "expected": index.definition, "rebuilt_by": by})
+        data.append({"index": index.key[1], "definition": actual, "expected": index.definition, "rebuilt_by": by})
     if not problems:
         return Finding("index_definitions", title, "ok", "catalog",
                        "every index the revisions build is absent or as they build it", data={"indexes": []})
@@ -348,12 +350,19 @@ def check_caller_changes(ctx: Context) -> Finding:
     for key in ctx.catalog.policies:
         table, name = key.rsplit(".", 1)
         policies.setdefault(table, set()).add(name)
+    columns: dict[str, set[str]] = {}
+    for key in ctx.catalog.columns:
+        table, column = key.rsplit(".", 1)
+        columns.setdefault(table, set()).add(column)
     changes = []
     for script in ctx.pending:
-        access = getattr(script.module, "access", None)
-        if access is not None:
-            changes += [{"revision": script.revision, "change": line}
-                        for line in api_access.changes(script.revision, access, grants, policies)]
+        declared = history.declaration(script)
+        # A column the revision adds is there for its own column grants.
+        for item in declared.items:
+            if isinstance(item, promises.Column):
+                columns.setdefault(item.table, set()).add(item.name)
+        changes += [{"revision": script.revision, "change": line}
+                    for line in api_access.changes(script.revision, declared, grants, policies, columns)]
     summary = (
         f"{count_of(len(changes), 'change')} for the API roles" if changes else "no change for the API roles"
     )

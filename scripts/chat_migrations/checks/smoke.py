@@ -71,7 +71,9 @@ from chat_migrations.checks import catalog, checks_cli
 from chat_migrations.checks.checks_cli import Finding, Target, count_of
 from chat_migrations.errors import CannotRun
 from chat_migrations.runtime.session import first_line
-from chat_migrations.schema import contract
+from chat_migrations.checks.guarantees import REALTIME_PUBLICATION
+from chat_migrations.runtime import promises as p
+from chat_migrations.schema import history
 
 # --- how Supabase's API runs a call (tests/supabase_api.py uses the same) ----------------------
 
@@ -130,13 +132,38 @@ def conversations_sql(*, with_unread: bool = True) -> str:
             """
 
 
-# --- where a behaviour begins in each history ---------------------------------------------------
+# --- where a behaviour begins: read from what the revisions promise ------------------------------
 
-# Read from the revisions' docstrings. None: already at the environment's baseline.
-CALLER_CHECKS = "103_messaging_security"  # another user's id, a chat the caller is not in, anon's EXECUTE
-UNREAD_FUNCTION = {"staging": "002_function_updates_staging"}  # prod's baseline has get_unread_count
-READ_RETURNS_COUNT = {"staging": "002_function_updates_staging"}  # staging's baseline returns void
-ANON_UNREAD_REFUSED = {"prod": "007_prod_unread_count_privileges", "staging": "002_function_updates_staging"}
+
+def _function(state: p.State, name: str) -> p.Function | None:
+    return next((f for f in state.of(p.Function) if f.signature.startswith(f"public.{name}(")), None)
+
+
+def _has_unread_function(state: p.State) -> bool:
+    return _function(state, "get_unread_count") is not None
+
+
+def _read_returns_count(state: p.State) -> bool:
+    function = _function(state, "mark_messages_as_read")
+    return function is not None and function.result == "TABLE(updated_count bigint)"
+
+
+def _caller_checks(state: p.State) -> bool:
+    """Another user's id, a chat the caller is not in, anon: refused by the functions themselves."""
+    function = _function(state, "mark_messages_as_read")
+    return bool(function and function.caller_checked)
+
+
+def _anon_unread_refused(state: p.State) -> bool:
+    unread = _function(state, "get_unread_count")
+    item = state.get(("execute", unread.signature, "anon")) if unread else None
+    return isinstance(item, p.Execute) and not item.allowed
+
+
+def _own_messages_only(state: p.State) -> bool:
+    """The revisions define chat_messages' policies (a sender updates only their own messages)."""
+    return state.get(("policies", MESSAGES)) is not None
+
 
 # A refusal: SQLSTATE insufficient_privilege (PostgREST answers 401/403), from a
 # missing privilege, a row-level security policy or a caller check.
@@ -144,7 +171,8 @@ REFUSED = "42501"
 # Errors that say nothing about the frontend contract: the smoke could not run.
 _CANNOT_RUN_SQLSTATES = ("55P03", "57014", "40P01", "40001")
 
-WRITTEN_TABLES = (contract.MESSAGES, contract.PARTICIPANTS)
+MESSAGES, PARTICIPANTS = "public.chat_messages", "public.chat_participants"
+WRITTEN_TABLES = (MESSAGES, PARTICIPANTS)
 SMOKE_TEXT = "scripts/smoke: a check message, rolled back, never committed"
 STATUS_LABELS = {"pass": "pass", "fail": "FAIL", "partial": "partial", "skip": "skip"}
 
@@ -271,7 +299,7 @@ class Run:
     api: Api
     environment: str
     current: str
-    applied: set[str]
+    states: list[p.State]  # what the revisions promise at each revision of the chain, baseline first
     cast: Cast
     sent: dict | None = None
     reply: dict | None = None
@@ -281,14 +309,17 @@ class Run:
     last_read_before: Any = None
     checked_before_writing: str = ""
 
-    def missing(self, revision: str | None, what: str) -> str | None:
-        """Why a step cannot apply here (``what`` holds from ``revision`` on), or None when it does."""
-        if revision is None or revision in self.applied:
-            return None
-        return f"{what} from {revision} on; the database is at {self.current}"
+    @property
+    def state(self) -> p.State:
+        """What the revisions promise at the current revision."""
+        return next(state for state in self.states if state.revision == self.current)
 
-    def since(self, by_environment: dict[str, str]) -> str | None:
-        return by_environment.get(self.environment)
+    def missing(self, holds: Callable[[p.State], bool], what: str) -> str | None:
+        """Why a step cannot apply here (``what`` holds where ``holds`` says the promises give it), or None."""
+        if holds(self.state):
+            return None
+        since = next((state.revision for state in self.states if holds(state)), None)
+        return f"{what} from {since} on; the database is at {self.current}"
 
 
 def _plain_unread(run: Run, chat: str) -> int:
@@ -315,7 +346,7 @@ def _last_read_at(run: Run):
 
 
 def _unread_reason(run: Run) -> str | None:
-    return run.missing(run.since(UNREAD_FUNCTION), "get_unread_count exists")
+    return run.missing(_has_unread_function, "get_unread_count exists")
 
 
 def check_conversations(run: Run) -> Finding:
@@ -444,7 +475,7 @@ def _mark(run: Run, steps: Steps, function: str, *, counts: bool) -> dict[str, s
         steps.expect(f"{function} updated_count", outcome.value("updated_count") == len(changed),
                      f"{len(changed)} (the rows it changed)", outcome.describe())
     else:
-        steps.skip(f"{function} updated_count", run.missing(run.since(READ_RETURNS_COUNT), "it returns updated_count"))
+        steps.skip(f"{function} updated_count", run.missing(_read_returns_count, "it returns updated_count"))
     return {m: f"{old} -> {new}" for m, (old, new) in changed.items()}
 
 
@@ -460,7 +491,7 @@ def check_status_progression(run: Run) -> Finding:
                      delivered.get(reply, "unchanged"))
         backwards = {m: c for m, c in delivered.items() if c != "sent -> delivered"}
         steps.expect("only sent -> delivered", not backwards, "no other change", backwards or "none")
-    counts = run.missing(run.since(READ_RETURNS_COUNT), "it returns updated_count") is None
+    counts = run.missing(_read_returns_count, "it returns updated_count") is None
     read = _mark(run, steps, "mark_messages_as_read", counts=counts)
     if read is not None:
         steps.expect("the reply is read", read.get(reply) == "delivered -> read", "delivered -> read", read.get(reply, "unchanged"))
@@ -489,19 +520,19 @@ def check_status_progression(run: Run) -> Finding:
 
 
 def _caller_refusals(run: Run, steps: Steps, role: str, user: str | None, chat: str, acting_for: str, *,
-                     anon_unread: str | None = None, latest_seq: bool = False) -> None:
+                     anon_unread: bool = False, latest_seq: bool = False) -> None:
     """The caller-checked functions, called by ``role``/``user`` on ``chat`` for ``acting_for``: each refused.
 
-    ``anon_unread``: where anon lost get_unread_count in this history (before the caller checks).
+    ``anon_unread``: anon's get_unread_count is refused where its EXECUTE is revoked (before the caller checks).
     """
     calls = {function: {"p_chat_id": chat, "p_user_id": acting_for}
              for function in ("mark_messages_as_read", "mark_messages_as_delivered", "get_unread_count")}
     if latest_seq:
         calls["get_latest_seq"] = {"p_chat_id": chat}
     for function, arguments in calls.items():
-        why = run.missing(CALLER_CHECKS, "refused")
+        why = run.missing(_caller_checks, "refused")
         if function == "get_unread_count":
-            why = _unread_reason(run) or (run.missing(anon_unread, "refused") if anon_unread else why)
+            why = _unread_reason(run) or (run.missing(_anon_unread_refused, "refused") if anon_unread else why)
         if why:
             steps.skip(function, why)
         else:
@@ -513,7 +544,7 @@ def check_refuse_other_user(run: Run) -> Finding:
     before, last_read = _statuses(run), _last_read_at(run)
     steps.refused("send as them", run.api.send("authenticated", me, chat, sender=other))
     _caller_refusals(run, steps, "authenticated", me, chat, other)
-    reason = run.missing(CALLER_CHECKS, "a sender edits only their own messages")
+    reason = run.missing(_own_messages_only, "a sender edits only their own messages")
     if reason or run.reply is None:
         steps.skip("edit their message", reason or "no message of theirs to edit: reply failed")
     else:
@@ -564,7 +595,7 @@ def check_refuse_anon(run: Run) -> Finding:
     read = run.api.call("anon", None, "SELECT id FROM public.chat_messages WHERE chat_id = %s LIMIT 1", (chat,))
     steps.expect("read messages", read.refused or read.rows == [], "refused or nothing", read.describe())
     steps.refused("send", run.api.send("anon", None, chat, sender=me))
-    _caller_refusals(run, steps, "anon", None, chat, me, anon_unread=run.since(ANON_UNREAD_REFUSED), latest_seq=True)
+    _caller_refusals(run, steps, "anon", None, chat, me, anon_unread=True, latest_seq=True)
     _nothing_changed(run, steps, before, last_read)
     return steps.finding("refuse_anon", "refused: anon", "reads nothing, sends nothing, calls no function")
 
@@ -573,28 +604,29 @@ def check_realtime(run: Run) -> Finding:
     steps = Steps()
     publication = run.api.rows(
         "SELECT pubinsert, pubupdate, pubdelete FROM pg_catalog.pg_publication WHERE pubname = %s",
-        (contract.REALTIME_PUBLICATION,),
+        (REALTIME_PUBLICATION,),
     )
-    if steps.expect("publication", len(publication) == 1, contract.REALTIME_PUBLICATION, "present" if publication else "missing"):
+    if steps.expect("publication", len(publication) == 1, REALTIME_PUBLICATION, "present" if publication else "missing"):
         actions = [a.upper() for a in ("insert", "update", "delete") if publication[0][f"pub{a}"]]
         steps.expect("publishes", len(actions) == 3, "INSERT, UPDATE, DELETE", ", ".join(actions) or "nothing")
-    for table in contract.REALTIME_TABLES:
+    tables = [table.name for table in run.state.tables if table.realtime]
+    for table in tables:
         schema, name = table.split(".")
         row = run.api.rows(
             "SELECT c.relreplident::text AS identity, EXISTS (SELECT FROM pg_catalog.pg_publication_tables t "
             "WHERE t.pubname = %s AND t.schemaname = %s AND t.tablename = %s) AS published "
             "FROM pg_catalog.pg_class c WHERE c.oid = to_regclass(%s)",
-            (contract.REALTIME_PUBLICATION, schema, name, table),
+            (REALTIME_PUBLICATION, schema, name, table),
         )
         if not steps.expect(f"{table} exists", bool(row), "the table", "missing" if not row else "present"):
             continue
-        steps.expect(f"{table} published", row[0]["published"], f"in {contract.REALTIME_PUBLICATION}",
+        steps.expect(f"{table} published", row[0]["published"], f"in {REALTIME_PUBLICATION}",
                      "in it" if row[0]["published"] else "not in it")
         steps.expect(f"{table} replica identity", row[0]["identity"] == "f", "FULL (the old row in UPDATE/DELETE)",
                      {"d": "DEFAULT", "n": "NOTHING", "i": "INDEX", "f": "FULL"}.get(row[0]["identity"]))
     return steps.finding(
         "realtime", "Realtime publication and replica identity",
-        f"{', '.join(contract.REALTIME_TABLES)} in {contract.REALTIME_PUBLICATION}, REPLICA IDENTITY FULL",
+        f"{', '.join(tables)} in {REALTIME_PUBLICATION}, REPLICA IDENTITY FULL",
         method="catalog",
     )
 
@@ -640,7 +672,7 @@ def pick_cast(api: Api) -> Cast:
     return Cast(chat, user, other, outside or str(uuid.uuid4()), outside is not None)
 
 
-def refuse_traces(api: Api) -> str:
+def refuse_traces(api: Api, state: p.State) -> str:
     """Stop (exit 2) before writing when a write would leave what no rollback undoes; say what was checked."""
     tables = list(WRITTEN_TABLES)
     sequences = api.rows(
@@ -660,16 +692,16 @@ def refuse_traces(api: Api) -> str:
         used = ", ".join(f"{r['sequence']} ({r['used_by']})" for r in sequences)
         raise CannotRun(f"writing would advance sequence {used}, which no rollback undoes: the smoke leaves no trace, "
                         "so it does not write")
-    known = set(contract.TRIGGERS)
+    known = {trigger.key[1] for trigger in state.of(p.Trigger)}
     triggers = [r["name"] for r in api.rows(
         "SELECT t.tgrelid::regclass::text || '.' || t.tgname AS name FROM pg_catalog.pg_trigger t "
         "WHERE t.tgrelid = ANY(CAST(%(tables)s AS regclass[])) AND NOT t.tgisinternal AND t.tgenabled <> 'D' ORDER BY 1",
         {"tables": tables},
     ) if r["name"] not in known]
     if triggers:
-        raise CannotRun(f"writing would fire trigger {', '.join(triggers)}, which the plan does not know: what it "
+        raise CannotRun(f"writing would fire trigger {', '.join(triggers)}, which the revisions do not promise: what it "
                         "does outside the database would not be rolled back, so the smoke does not write")
-    return f"no column default or identity of {', '.join(tables)} calls nextval; no trigger but the plan's fires"
+    return f"no column default or identity of {', '.join(tables)} calls nextval; no trigger but the promised ones fires"
 
 
 def check_no_trace(run: Run) -> Finding:
@@ -738,13 +770,12 @@ class SmokeReport(checks_cli.FindingsReport):
         return self.render_findings(header, STATUS_LABELS, verdict)
 
 
-def applied_revisions(environment: str, current: str | None) -> set[str]:
+def promised_states(environment: str, current: str | None) -> list[p.State]:
     if current is None:
         raise CannotRun(f"the database was never adopted (no revision recorded): adopt it first (README, adopting)")
-    if current not in catalog.revisions(environment):
+    if current not in history.revisions(environment):
         raise CannotRun(f"the database is at {current}, not a revision of {environment}'s history in this checkout")
-    script = catalog.script_directory(environment)
-    return {s.revision for s in script.iterate_revisions(current, "base")}
+    return history.states(environment)
 
 
 def smoke(target: Target) -> SmokeReport:
@@ -753,15 +784,16 @@ def smoke(target: Target) -> SmokeReport:
         proof = checks_cli.verify_identity(target, conn)
         current, head = catalog.current_revision(conn), catalog.head_revision(environment)
         conn.rollback()
-        applied = applied_revisions(environment, current)
+        states = promised_states(environment, current)
         dbapi = conn.connection.dbapi_connection
         try:
             with dbapi.cursor(cursor_factory=RealDictCursor) as cur:
                 api = Api(cur)
                 cast = pick_cast(api)
-                checked = refuse_traces(api)
+                state = next(state for state in states if state.revision == current)
+                checked = refuse_traces(api, state)
                 dbapi.rollback()
-                run = Run(api, environment, current, applied, cast, checked_before_writing=checked)
+                run = Run(api, environment, current, states, cast, checked_before_writing=checked)
                 findings = _in_rolled_back_transaction(dbapi, run)
                 findings.append(checks_cli.timed(check_no_trace, run))
         except psycopg2.Error as error:

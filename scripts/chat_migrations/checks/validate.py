@@ -1,16 +1,19 @@
 """scripts/validate -n prod|staging [--json] [--thorough] [--at-current-revision]: is this the converged head?
 
 The plan's 004_validation.sql as a command a deploy pipeline can trust. It
-judges, read-only, what the revisions promise (chat_migrations.schema.contract),
-never models.py's spelling of the rest:
+judges, read-only, what the revisions promise: the fold of the declarations
+each revision makes in its own file (chat_migrations.schema.history), each
+judged by its guarantee (chat_migrations.checks.guarantees), never models.py's
+spelling of the rest:
 
  revision            the database is at its environment's head revision
- not_null            the four keys the revisions make NOT NULL are NOT NULL; a
+ not_null            the keys the revisions promise NOT NULL are NOT NULL; a
                      key whose foreign key sets it NULL on delete stays
                      nullable by design and passes (the summary says why)
+ columns             the promised columns exist with their types
  seq                 every message has a seq
- functions           the messaging functions and the seq trigger exist with
-                     the expected arguments and return types
+ functions           the promised functions (arguments, result, security,
+                     search_path) and triggers
  indexes             the indexes the revisions build exist with exactly the
                      definition they build (a partial index of that name
                      fails, naming its definition), and no index on the
@@ -18,21 +21,20 @@ never models.py's spelling of the rest:
  realtime            REPLICA IDENTITY FULL and supabase_realtime membership
  orphans             no participant or message points to a missing row
  duplicate_seq       no seq appears twice within a chat
- unique_constraints  the primary and unique keys exist by their columns (any
-                     name), validated, on valid indexes
+ unique_constraints  the promised keys hold by their columns (any name): a
+                     validated constraint or a valid unique index
  foreign_keys        the foreign keys exist by column and referenced table
                      (any name, any ON DELETE action), validated, with their
                      triggers enabled
- privileges          anon holds nothing on the chat tables and the API
-                     functions; authenticated no TRUNCATE, TRIGGER,
-                     REFERENCES, nor DELETE without a policy allowing it;
-                     PUBLIC no EXECUTE on the API functions
+ privileges          each role holds exactly what the revisions grant it on
+                     tables, columns and functions
+ policies            RLS on, and each table's policies exactly the promised ones
  leftovers           nothing an interrupted revision left behind
                      (chat_migrations.runtime.leftovers)
  unknown_objects     columns, indexes, constraints, policies, functions and
                      triggers on the chat tables that neither the plan's
                      schema (models.py's names, the baseline's policies) nor
-                     the contract knows: reported, never judged
+                     the revisions' promises know: reported, never judged
 
 Statuses: ``pass``, ``fail``, and ``info`` (unknown_objects when it found
 something: information only, it never fails the command). Exit 1 only when a
@@ -57,18 +59,24 @@ from typing import Any, Callable, ClassVar
 from sqlalchemy import text
 
 from chat_migrations.frozen import baseline
-from chat_migrations.checks import checks_cli
-from chat_migrations.schema import contract, models
+from chat_migrations.checks import checks_cli, guarantees
+from chat_migrations.schema import history, models
 from chat_migrations.runtime import leftovers
+from chat_migrations.runtime import promises as p
 from chat_migrations.checks import catalog as catalog_module
 from chat_migrations.checks.catalog import Catalog, qualified
 from chat_migrations.checks.checks_cli import Finding, Target, count_of
 from chat_migrations.runtime.sqlnames import identifier
 from chat_migrations.schema import tables as chat_tables
-from chat_migrations.schema.contract import CheckContext
-from chat_migrations.checks.common import SAMPLE_IDS, check_orphans, settle, describe_rows, invalid_index_problem, null_lookup_method, offending_rows
+from chat_migrations.checks.common import (
+    SAMPLE_IDS, CheckContext, check_orphans, settle, describe_rows, invalid_index_problem, null_lookup_method,
+    offending_rows,
+)
 
-SEQ_TABLE, SEQ_COLUMN, SEQ_SCOPE = "chat_messages", "seq", contract.SEQ_KEY.columns
+# The plan's own data checks: every message has a seq, unique within its chat.
+SEQ_TABLE, SEQ_COLUMN = "chat_messages", "seq"
+SEQ_KEY = p.Unique(qualified(SEQ_TABLE), ("chat_id", "seq"))
+SEQ_SCOPE = SEQ_KEY.columns
 
 STATUS_LABELS = {"pass": "pass", "fail": "FAIL", "info": "info"}
 
@@ -110,25 +118,43 @@ def check_revision(ctx: Context) -> Finding:
 
 
 def check_not_null(ctx: Context) -> Finding:
-    keys = contract.NOT_NULL_KEYS
+    keys = ctx.state.not_null_keys
     finding = Finding("not_null", "NOT NULL keys", "pass", "catalog", f"{len(keys)} keys NOT NULL")
     by_design = []
     for key in keys:
         if _table_missing(ctx, key.table, finding):
             continue
-        actual = ctx.catalog.columns.get(key.name)
+        actual = ctx.catalog.columns.get(key.qualified)
         if actual is None:
-            finding.problems.append(f"{key.name} is missing")
+            finding.problems.append(f"{key.qualified} is missing")
         elif actual["nullable"]:
-            conflict = contract.set_null_conflict(ctx.catalog, key.table, key.column)
+            conflict = guarantees.set_null_conflict(ctx.catalog, key.table, key.name)
             if conflict:
-                by_design.append(f"{key.name} stays nullable: {contract.set_null_reason(*conflict)}")
+                by_design.append(f"{key.qualified} stays nullable: {guarantees.set_null_reason(*conflict)}")
             else:
-                finding.problems.append(f"{key.name} is nullable; the head schema has it NOT NULL")
+                finding.problems.append(f"{key.qualified} is nullable; the head schema has it NOT NULL")
     if by_design and not finding.problems:
         finding.summary = f"{len(keys) - len(by_design)} of {len(keys)} keys NOT NULL; " + "; ".join(by_design)
     finding.data = {"nullable_by_design": by_design} if by_design else None
     return settle(finding, f"{len(finding.problems)} of {len(keys)} keys are not NOT NULL")
+
+
+def check_columns(ctx: Context) -> Finding:
+    """The promised columns exist with their types (and nullability, where a revision leaves one nullable)."""
+    columns = ctx.state.of(p.Column)
+    finding = Finding("columns", "columns of the promised types", "pass", "catalog",
+                      f"{len(columns)} columns as the revisions need them")
+    for unmet in ctx.unmet_of(p.Column):
+        if not (unmet.item.not_null and unmet.problem.endswith("the revisions make it NOT NULL")):
+            _add(finding, unmet)  # a nullable NOT NULL key is check_not_null's
+    return settle(finding, count_of(len(finding.problems), "column problem"))
+
+
+def _add(finding: Finding, unmet: guarantees.Unmet) -> None:
+    if unmet.problem not in finding.problems:
+        finding.problems.append(unmet.problem)
+    if unmet.fix:
+        finding.fix = "; ".join(filter(None, [finding.fix, unmet.fix]))
 
 
 def check_seq(ctx: Context) -> Finding:
@@ -148,85 +174,51 @@ def check_seq(ctx: Context) -> Finding:
 
 
 def check_functions(ctx: Context) -> Finding:
-    functions, triggers = ctx.catalog.functions, ctx.catalog.triggers
+    functions, triggers = ctx.state.of(p.Function), ctx.state.of(p.Trigger)
     finding = Finding(
-        "functions", "functions and the seq trigger", "pass", "catalog",
-        f"{len(contract.FUNCTIONS)} functions and {len(contract.TRIGGERS)} trigger as expected",
+        "functions", "functions and triggers", "pass", "catalog",
+        f"{count_of(len(functions), 'function')} and {count_of(len(triggers), 'trigger')} as the revisions "
+        "define them (signature, result, security, search_path)",
     )
-    for signature, returns in contract.FUNCTIONS.items():
-        actual = functions.get(signature)
-        if actual is None:
-            name = signature.split("(")[0]
-            others = [key for key in functions if key.split("(")[0] == name]
-            found = f" (found {', '.join(sorted(others))})" if others else ""
-            finding.problems.append(f"function {signature} is missing{found}")
-        elif actual["returns"] != returns:
-            finding.problems.append(f"function {signature} returns {actual['returns']}; expected {returns}")
-    for name, expected in contract.TRIGGERS.items():
-        actual = triggers.get(name)
-        if actual is None:
-            finding.problems.append(f"trigger {name} is missing")
-            continue
-        wrong = [f"{key} is {actual[key]!r}, expected {value!r}" for key, value in expected.items() if actual[key] != value]
-        if wrong:
-            finding.problems.append(f"trigger {name}: {'; '.join(wrong)}")
+    for unmet in ctx.unmet_of(p.Function, p.Trigger):
+        _add(finding, unmet)
     return settle(finding, count_of(len(finding.problems), "function or trigger problem"))
 
 
 def check_indexes(ctx: Context) -> Finding:
-    # Which indexes exist depends on the revision; that none is INVALID does not.
-    expected = () if ctx.at_current_revision else contract.INDEXES
-    summary = (
-        f"{count_of(len(expected), 'index')} as the revisions build them; none INVALID" if expected
-        else "no INVALID index (which indexes exist depends on the revision)"
-    )
+    expected = ctx.state.of(p.Index)
+    summary = (f"{count_of(len(expected), 'index')} as the revisions build them; none INVALID" if expected
+               else "no INVALID index")
     finding = Finding("indexes", "indexes exist and are valid", "pass", "catalog", summary)
-    for index in expected:
-        if _table_missing(ctx, index.table, finding):
-            continue
-        actual = ctx.index_definitions.get(f"{catalog_module.SCHEMA}.{index.name}")
-        if actual is None:
-            finding.problems.append(f"index {index.name} on {index.table} ({index.columns}) is missing")
-        elif actual != index.definition:
-            finding.problems.append(
-                f"index {index.name} is {actual}; the revisions build {index.definition} "
-                "(an index of that name with another definition is drift: the revision that builds it converges it)"
-            )
+    for unmet in ctx.unmet_of(p.Index):
+        _add(finding, unmet)
+    promised = {index.key[1] for index in expected}
     # Constraint indexes are judged by unique_constraints.
     for name, actual in sorted(ctx.catalog.indexes.items()):
-        if not actual["valid"] and not actual["constraint"]:
+        if not actual["valid"] and not actual["constraint"] and name not in promised:
             finding.problems.append(invalid_index_problem(name))
-    if ctx.at_current_revision:
-        finding.summary = "no INVALID index"
     return settle(finding, count_of(len(finding.problems), "index problem"))
 
 
 def check_realtime(ctx: Context) -> Finding:
+    tables = [table for table in ctx.state.tables if table.realtime]
     finding = Finding(
         "realtime", "REPLICA IDENTITY FULL and publication", "pass", "catalog",
-        f"{', '.join(t.split('.')[-1] for t in contract.REALTIME_TABLES)}: REPLICA IDENTITY FULL, "
-        f"in {contract.REALTIME_PUBLICATION}",
+        f"{', '.join(t.name.split('.')[-1] for t in tables) or 'no table'}: REPLICA IDENTITY FULL, "
+        f"in {guarantees.REALTIME_PUBLICATION}",
     )
-    for table in contract.REALTIME_TABLES:
-        actual = ctx.catalog.tables.get(table)
-        if actual is None:
-            finding.problems.append(f"table {table} is missing")
-            continue
-        if actual["replica_identity"] != "full":
-            finding.problems.append(
-                f"{table} has REPLICA IDENTITY {actual['replica_identity'].upper()}; Realtime needs FULL"
-            )
-        if contract.REALTIME_PUBLICATION not in actual["publications"]:
-            finding.problems.append(f"{table} is not in publication {contract.REALTIME_PUBLICATION}")
+    for unmet in ctx.unmet_of(p.Table):
+        if "row level security" not in unmet.problem:
+            _add(finding, unmet)
     return settle(finding, count_of(len(finding.problems), "Realtime problem"))
 
 
 def check_duplicate_seq(ctx: CheckContext) -> Finding:
     table = qualified(SEQ_TABLE)
-    key = contract.valid_unique_key(ctx.catalog, contract.SEQ_KEY)
+    key = guarantees.unique_met_by(ctx.catalog, SEQ_KEY)
     title = "no duplicate seq within a chat"
     if key and not ctx.thorough:
-        return Finding("duplicate_seq", title, "pass", "catalog", f"impossible: unique constraint {key} is valid")
+        return Finding("duplicate_seq", title, "pass", "catalog", f"impossible: unique key {key} is valid")
     scope = ", ".join(map(identifier, SEQ_SCOPE))
     duplicates = ctx.conn.execute(
         text(
@@ -242,154 +234,50 @@ def check_duplicate_seq(ctx: CheckContext) -> Finding:
 
 
 def check_unique_constraints(ctx: Context) -> Finding:
-    keys = contract.UNIQUE_KEYS
+    keys = ctx.state.of(p.Unique)
     finding = Finding("unique_constraints", "primary and unique keys intact", "pass", "catalog",
                       f"{len(keys)} keys intact")
-    for key in keys:
-        if _table_missing(ctx, key.table, finding):
-            continue
-        candidates = contract.unique_key_candidates(ctx.catalog, key)
-        if not candidates:
-            finding.problems.append(f"{key.label()} is missing")
-            continue
-        name, actual = candidates[0]
-        if not actual["index_valid"]:
-            finding.problems.append(
-                invalid_index_problem(f"{key.table}.{actual['index']}") + f"; {key.kind} {name} is not enforced"
-            )
-        elif not actual["validated"]:
-            finding.problems.append(f"{key.kind} {name} on {key.table} is NOT VALID: existing rows were never checked")
+    for unmet in ctx.unmet_of(p.Unique):
+        _add(finding, unmet)
     return settle(finding, count_of(len(finding.problems), "key problem"))
 
 
 def check_foreign_keys(ctx: Context) -> Finding:
-    keys = contract.FOREIGN_KEYS
+    keys = ctx.state.of(p.ForeignKey)
     finding = Finding("foreign_keys", "foreign keys exist and are validated", "pass", "catalog",
                       f"{len(keys)} foreign keys validated")
-    for fk in keys:
-        if _table_missing(ctx, fk.table, finding):
-            continue
-        candidates = contract.foreign_key_candidates(ctx.catalog, fk)
-        if not candidates:
-            elsewhere = sorted(
-                f"{key.rsplit('.', 1)[1]} → {c['referred']}" for key, c in ctx.catalog.constraints.items()
-                if key.rsplit(".", 1)[0] == fk.table and c["kind"] == "foreign key" and c["columns"] == [fk.column]
-            )
-            found = f" (found {', '.join(elsewhere)})" if elsewhere else ""
-            finding.problems.append(f"{fk.label()} is missing{found}")
-            continue
-        name, actual = candidates[0]
-        if not actual["validated"]:
-            finding.problems.append(f"foreign key {name} on {fk.table} is NOT VALID: existing rows were never checked")
-        if not actual["triggers_enabled"]:
-            finding.problems.append(f"foreign key {name} on {fk.table} has its triggers disabled: it is not enforced")
+    for unmet in ctx.unmet_of(p.ForeignKey):
+        _add(finding, unmet)
     return settle(finding, count_of(len(finding.problems), "foreign key problem"))
 
 
-# --- privileges ----------------------------------------------------------------------
-
-
-def _roles_present(ctx: CheckContext, roles: tuple[str, ...]) -> list[str]:
-    return list(ctx.conn.execute(
-        text("SELECT rolname::text FROM pg_roles WHERE rolname = ANY(:roles) ORDER BY 1"), {"roles": list(roles)}
-    ).scalars())
-
-
-def held_table_privileges(ctx: CheckContext, role: str, tables: tuple[str, ...]) -> dict[str, list[str]]:
-    """{table: privileges} the role holds, effectively: granted to it, to PUBLIC or to a role it inherits,
-    on the table or on any of its columns (catalog only)."""
-    rows = ctx.conn.execute(
-        text(
-            """
-            SELECT t.name, p.privilege
-              FROM unnest(CAST(:tables AS text[])) AS t(name), unnest(CAST(:privileges AS text[])) AS p(privilege)
-             WHERE to_regclass(t.name) IS NOT NULL
-               AND (has_table_privilege(:role, to_regclass(t.name), p.privilege)
-                    OR (p.privilege = ANY(CAST(:column_privileges AS text[]))
-                        AND has_any_column_privilege(:role, to_regclass(t.name), p.privilege)))
-             ORDER BY 1, 2
-            """
-        ),
-        {"tables": list(tables), "privileges": list(contract.TABLE_PRIVILEGES), "role": role,
-         "column_privileges": list(contract.COLUMN_PRIVILEGES)},
-    ).all()
-    held: dict[str, list[str]] = {}
-    for table, privilege in rows:
-        held.setdefault(table, []).append(privilege)
-    return held
-
-
-def executable_functions(ctx: CheckContext, role: str, signatures: tuple[str, ...]) -> list[str]:
-    return list(ctx.conn.execute(
-        text(
-            "SELECT f.signature FROM unnest(CAST(:functions AS text[])) AS f(signature) "
-            "WHERE to_regprocedure(f.signature) IS NOT NULL "
-            "AND has_function_privilege(:role, to_regprocedure(f.signature), 'EXECUTE') ORDER BY 1"
-        ),
-        {"functions": list(signatures), "role": role},
-    ).scalars())
-
-
-def _granted_to(ctx: CheckContext, obj: str, role: str) -> set[str]:
-    value = ctx.catalog.grants.get(f"{obj} to {role}")
-    return {p.replace(" (grantable)", "") for p in (value or {}).get("privileges", "").split(", ") if p}
-
-
-def _through(ctx: CheckContext, obj: str, role: str, privileges: list[str]) -> str:
-    """Where a privilege the role holds comes from, when not from a grant to the role itself."""
-    direct = _granted_to(ctx, obj, role)
-    if set(privileges) <= direct:
-        return ""
-    public = _granted_to(ctx, obj, "PUBLIC")
-    if set(privileges) - direct <= public:
-        return " (through PUBLIC)"
-    return " (through a column grant or an inherited role)"
+# --- privileges and policies ----------------------------------------------------------
 
 
 def check_privileges(ctx: Context) -> Finding:
+    declared = ctx.state.of(p.TablePrivileges) + ctx.state.of(p.Execute)
+    roles = sorted({item.role for item in declared})
     finding = Finding(
-        "privileges", "least privilege for the API roles", "pass", "catalog",
-        "anon holds nothing on the chat tables and functions; authenticated no TRUNCATE, TRIGGER, REFERENCES "
-        "or DELETE without a policy; PUBLIC cannot execute the API functions",
+        "privileges", "the API roles hold what the revisions grant", "pass", "catalog",
+        f"{count_of(len(declared), 'promise')} for {', '.join(roles)} on tables, columns and functions kept"
+        if declared else "no privileges promised at this revision",
     )
-    fixes = []
-    roles = _roles_present(ctx, ("anon", "authenticated"))
-    if "anon" in roles:
-        for table, privileges in held_table_privileges(ctx, "anon", contract.ANON_HOLDS_NOTHING_ON_TABLES).items():
-            finding.problems.append(
-                f"anon holds {', '.join(privileges)} on {table}{_through(ctx, f'table {table}', 'anon', privileges)}; "
-                "at head anon holds nothing on the chat tables"
-            )
-            fixes.append(f"REVOKE ALL ON TABLE {identifier(table)} FROM anon")
-        for signature in executable_functions(ctx, "anon", contract.ANON_HOLDS_NOTHING_ON_FUNCTIONS):
-            finding.problems.append(
-                f"anon may execute {signature}{_through(ctx, f'function {signature}', 'anon', ['EXECUTE'])}; "
-                "at head it may not"
-            )
-            fixes.append(f"REVOKE EXECUTE ON FUNCTION {signature} FROM anon")
-    if "authenticated" in roles:
-        held = held_table_privileges(ctx, "authenticated", contract.TABLES)
-        for table in contract.TABLES:
-            never = [p for p in held.get(table, []) if p in contract.AUTHENTICATED_NEVER]
-            delete = "DELETE" in held.get(table, []) and not contract.delete_policies(ctx.catalog, table)
-            wrong = never + (["DELETE"] if delete else [])
-            if wrong:
-                why = "RLS does not cover TRUNCATE, TRIGGER or REFERENCES" if never else ""
-                if delete:
-                    why = "; ".join(filter(None, [why, "no policy allows DELETE"]))
-                finding.problems.append(
-                    f"authenticated holds {', '.join(sorted(wrong))} on {table}"
-                    f"{_through(ctx, f'table {table}', 'authenticated', wrong)} ({why})"
-                )
-                fixes.append(f"REVOKE {', '.join(sorted(wrong))} ON TABLE {identifier(table)} FROM authenticated")
-    for signature in contract.PUBLIC_NEVER_EXECUTES:
-        if "EXECUTE" in _granted_to(ctx, f"function {signature}", "PUBLIC"):
-            finding.problems.append(f"PUBLIC may execute {signature}: every role may, anon included")
-            fixes.append(f"REVOKE EXECUTE ON FUNCTION {signature} FROM PUBLIC")
-    if fixes:
-        at_head = ctx.current_revision == ctx.head_revision
-        finding.fix = "; ".join(dict.fromkeys(fixes)) if at_head else "upgrade to head: the revisions set these privileges"
-    return settle(finding, count_of(len(finding.problems), "privilege problem") + ": more than the head's least privilege")
+    for unmet in ctx.unmet_of(p.TablePrivileges, p.Execute):
+        _add(finding, unmet)
+    return settle(finding, count_of(len(finding.problems), "privilege problem"))
+
+
+def check_policies(ctx: Context) -> Finding:
+    declared = ctx.state.of(p.Policies)
+    finding = Finding("policies", "row level security and its policies", "pass", "catalog",
+                      f"RLS on; the policies of {count_of(len(declared), 'table')} as the revisions define them"
+                      if declared else "RLS on; no policies promised at this revision")
+    for unmet in ctx.unmet_of(p.Policies):
+        _add(finding, unmet)
+    for unmet in ctx.unmet_of(p.Table):
+        if "row level security" in unmet.problem:
+            _add(finding, unmet)
+    return settle(finding, count_of(len(finding.problems), "policy problem"))
 
 
 # --- what an interrupted revision left, and what the plan does not know -----------------------
@@ -418,8 +306,9 @@ def known_names(environment: str) -> dict[str, set[str]]:
     Columns, indexes and constraints: models.py's names (only its names: its
     types, defaults and actions are not judged), with PostgreSQL's default
     names for the keys it leaves unnamed (<table>_pkey, <table>_<column>_fkey).
-    Policies: the baseline's (chat_migrations.frozen.baseline, frozen) and the
-    contract's (those 103 creates). Functions and triggers: the contract's.
+    Policies: the baseline's (chat_migrations.frozen.baseline, frozen) and those
+    the revisions promise. Functions, triggers and indexes: those the revisions
+    promise at head (chat_migrations.schema.history).
     """
     columns, indexes, constraints = set(), set(), set()
     for name in catalog_module.TABLES:
@@ -432,13 +321,16 @@ def known_names(environment: str) -> dict[str, set[str]]:
         constraints.add(f"{prefix}.{name}_pkey")
         for fk in table.foreign_key_constraints:
             constraints.add(f"{prefix}.{name}_{'_'.join(c.name for c in fk.columns)}_fkey")
-    indexes |= {index.key for index in contract.INDEXES}
-    policies = {f"{table}.{policy}" for table, names in contract.POLICIES.items() for policy in names}
+    state = history.promised(environment)
+    columns |= {item.qualified for item in (*state.of(p.Column), *state.of(p.OptionalColumn))}
+    indexes |= {index.key[1] for index in state.of(p.Index)}
+    policies = {f"{item.table}.{policy}" for item in state.of(p.Policies) for policy in item.names}
     if environment in baseline.ENVIRONMENTS:
         policies |= {f"{table}.{policy}" for policy, table in _CREATE_POLICY.findall(baseline.create_sql(environment))}
     return {
         "column": columns, "index": indexes, "constraint": constraints, "policy": policies,
-        "function": set(contract.FUNCTIONS), "trigger": set(contract.TRIGGERS),
+        "function": {item.signature for item in state.of(p.Function)},
+        "trigger": {item.key[1] for item in state.of(p.Trigger)},
     }
 
 
@@ -502,6 +394,7 @@ def _table_missing(ctx: CheckContext, table: str, finding: Finding) -> bool:
 CHECKS: tuple[Callable[[Context], Finding], ...] = (
     check_revision,
     check_not_null,
+    check_columns,
     check_seq,
     check_functions,
     check_indexes,
@@ -511,11 +404,10 @@ CHECKS: tuple[Callable[[Context], Finding], ...] = (
     check_unique_constraints,
     check_foreign_keys,
     check_privileges,
+    check_policies,
     check_leftovers,
     check_unknown_objects,
 )
-# The head schema's own shape: left out when validating at the current revision.
-HEAD_ONLY_CHECKS = (check_not_null, check_functions, check_privileges)
 
 
 # --- the report ----------------------------------------------------------------------
@@ -526,7 +418,7 @@ class ValidateReport(checks_cli.FindingsReport):
     identity: str
     revision: dict[str, str | None]
     thorough: bool
-    left_out: list[str]
+    judged_at: str | None
     failing_status: ClassVar[str] = "fail"
 
     @property
@@ -539,7 +431,7 @@ class ValidateReport(checks_cli.FindingsReport):
             "identity": self.identity,
             "revision": self.revision,
             "thorough": self.thorough,
-            "left_out": self.left_out,
+            "judged_at": self.judged_at,
             "passed": not self.failed,
             **self.checks_json(),
         }
@@ -550,8 +442,8 @@ class ValidateReport(checks_cli.FindingsReport):
             f"identity: {self.identity}",
             f"revision: {self.revision['current'] or 'none'} (head {self.revision['head']})",
         ]
-        if self.left_out:
-            header.append(f"at the current revision: left out the head-only checks {', '.join(self.left_out)}")
+        if self.judged_at:
+            header.append(f"judged against what the revisions promise at {self.judged_at}")
         if self.failed:
             names = ", ".join(f.name for f in self.failed)
             verdict = f"FAILED: {len(self.failed)} of {len(self.findings)} checks failed: {names}"
@@ -565,19 +457,19 @@ class ValidateReport(checks_cli.FindingsReport):
 
 def validate(target: Target, *, thorough: bool = False, at_current_revision: bool = False) -> ValidateReport:
     environment = target.environment.name
-    checks = [c for c in CHECKS if not (at_current_revision and c in HEAD_ONLY_CHECKS)]
-    left_out = [c.__name__.removeprefix("check_") for c in CHECKS if c not in checks]
     with checks_cli.read_only_connection(target, "chat-migrations:validate") as conn:
         proof = checks_cli.verify_identity(target, conn)
+        current = catalog_module.current_revision(conn)
+        # At the current revision: what the chain promises there (at an unknown one, what it promises at every one).
+        judged_at = current if at_current_revision else None
         ctx = Context(
-            conn, catalog_module.read_catalog(conn), environment,
-            catalog_module.current_revision(conn), catalog_module.head_revision(environment),
-            thorough=thorough, at_current_revision=at_current_revision,
+            conn, catalog_module.read_catalog(conn), environment, current, history.head_revision(environment),
+            thorough=thorough, judged_at=judged_at, at_current_revision=at_current_revision,
         )
-        findings = [checks_cli.timed(check, ctx) for check in checks]
+        findings = [checks_cli.timed(check, ctx) for check in CHECKS]
         conn.rollback()
     revision = {"current": ctx.current_revision, "head": ctx.head_revision}
-    return ValidateReport(target, findings, proof, revision, thorough, left_out)
+    return ValidateReport(target, findings, proof, revision, thorough, judged_at)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -589,8 +481,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--thorough", action="store_true",
                         help="scan the data checks that valid constraints already prove")
     parser.add_argument("--at-current-revision", action="store_true",
-                        help="after a rollback: accept any revision of the history and run only the checks "
-                        "that hold at every revision (left out: not_null, functions, privileges, which indexes exist)")
+                        help="after a rollback: accept any revision of the history and judge the database "
+                        "against what the revisions promise at that revision")
     return parser
 
 

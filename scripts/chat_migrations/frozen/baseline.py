@@ -20,6 +20,8 @@ grants, publication) is filled in the way a Supabase chat schema has it.
 
 from __future__ import annotations
 
+from chat_migrations.runtime import promises as declared
+
 ENVIRONMENTS = ("prod", "staging")
 
 MARK_MESSAGES_AS_READ = "public.mark_messages_as_read(uuid, uuid)"
@@ -275,3 +277,66 @@ def drop_sql(environment: str) -> str:
 def _check(environment: str) -> None:
     if environment not in ENVIRONMENTS:
         raise ValueError(f"no observed baseline for environment {environment!r}")
+
+
+# --- what the baselines promise ------------------------------------------------------------
+
+_CHATS, _PARTICIPANTS, _MESSAGES = "public.chats", "public.chat_participants", "public.chat_messages"
+_TIMESTAMP = "timestamp with time zone"
+
+
+def promises(environment: str):
+    """What a database at the environment's baseline guarantees, and the revisions after it rely on.
+
+    The plan's columns by type (the keys' nullability is left open: the
+    revisions set it where it differs), the keys by their columns, the
+    foreign keys, the seq trigger, the messaging functions by signature and
+    result (the revisions replace them in place), the Realtime tables. Not
+    promised: indexes, policies, grants, function bodies (the revisions
+    converge or replace each of them), nor anything the plan never names.
+    """
+    p = declared
+    _check(environment)
+    columns = {
+        _CHATS: {"id": "uuid", "created_by": "uuid"},
+        _PARTICIPANTS: {"id": "uuid", "chat_id": "uuid", "user_id": "uuid", "joined_at": _TIMESTAMP,
+                        "last_read_at": _TIMESTAMP},
+        _MESSAGES: {"id": "uuid", "chat_id": "uuid", "sender_id": "uuid", "message_text": "text", "seq": "bigint",
+                    "client_generated_id": "uuid", "status": "text", "reply_to_message_id": "uuid",
+                    "media_urls": "text[]", "deleted_at": _TIMESTAMP, "created_at": _TIMESTAMP},
+    }
+    functions = [
+        p.Function("public.assign_message_seq()", "", "trigger"),
+        p.Function("public.get_latest_seq(uuid)", "p_chat_id uuid", "bigint"),
+        p.Function("public.mark_messages_as_delivered(uuid, uuid)", "p_chat_id uuid, p_user_id uuid",
+                   "TABLE(updated_count bigint)"),
+        p.Function(MARK_MESSAGES_AS_READ, "p_chat_id uuid, p_user_id uuid",
+                   "TABLE(updated_count bigint)" if environment == "prod" else "void"),
+    ]
+    if environment == "prod":
+        functions.append(p.Function(GET_UNREAD_COUNT, "p_chat_id uuid, p_user_id uuid", "bigint"))
+    items = [
+        p.Table(_CHATS),
+        p.Table(_PARTICIPANTS, realtime=True),
+        p.Table(_MESSAGES, realtime=True),
+        *(p.Column(table, name, type_) for table, names in columns.items() for name, type_ in names.items()),
+        *(p.Unique(table, ("id",), primary=True) for table in (_CHATS, _PARTICIPANTS, _MESSAGES)),
+        p.Unique(_PARTICIPANTS, ("chat_id", "user_id"), because="a user is a participant of a chat once"),
+        p.Unique(_MESSAGES, ("chat_id", "seq"),
+                 because="the seq trigger's gapless seqs and the frontend's ordering rely on it; "
+                 "without it a duplicate seq goes unnoticed"),
+        p.Unique(_MESSAGES, ("client_generated_id",),
+                 because="the frontend resends with upsert(onConflict: 'client_generated_id'), which fails "
+                 "without a unique key there"),
+        p.ForeignKey(_PARTICIPANTS, "chat_id", _CHATS),
+        p.ForeignKey(_PARTICIPANTS, "user_id", "auth.users"),
+        p.ForeignKey(_MESSAGES, "chat_id", _CHATS),
+        p.ForeignKey(_MESSAGES, "sender_id", "auth.users"),
+        p.ForeignKey(_MESSAGES, "reply_to_message_id", _MESSAGES),
+        *functions,
+        p.Trigger(_MESSAGES, "trg_assign_message_seq", "BEFORE", ("INSERT",), "public.assign_message_seq",
+                  definition="CREATE TRIGGER trg_assign_message_seq BEFORE INSERT ON public.chat_messages "
+                  "FOR EACH ROW EXECUTE FUNCTION public.assign_message_seq()",
+                  because="new messages would get no seq"),
+    ]
+    return p.Promises(tuple(items))

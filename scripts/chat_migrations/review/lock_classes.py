@@ -3,7 +3,7 @@
 ``scripts/render-sql`` annotates every statement of the reviewable scripts
 with its ``Classification``. A statement that the online DDL emitted says so
 itself: the ``-- lock:`` and ``-- run alone`` lines before it
-(chat_migrations.runtime.online_ddl.declare) are taken as they are. Any
+(chat_migrations.runtime.lock_declarations.declare) are taken as they are. Any
 other statement is parsed with pglast (libpg_query, the server's grammar) and
 classified by its parse tree: the command, and for a ``DO`` block every
 command its PL/pgSQL body runs (its own statements, and the SQL strings it
@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pglast import ast, enums, parse_plpgsql, parse_sql, parser, visitors
 from pglast.stream import RawStream
 
-from chat_migrations.runtime import online_ddl
+from chat_migrations.runtime import lock_declarations
 from chat_migrations.runtime.session import BOOKKEEPING_SCHEMA
 
 # --- splitting -----------------------------------------------------------------
@@ -88,8 +88,8 @@ def leading_comments(statement: str) -> tuple[list[str], str]:
 # PostgreSQL's lock modes, numbered as LockStmt.mode is (storage/lockdefs.h).
 LOCK_MODES = (None, "ACCESS SHARE", "ROW SHARE", "ROW EXCLUSIVE", "SHARE UPDATE EXCLUSIVE", "SHARE",
               "SHARE ROW EXCLUSIVE", "EXCLUSIVE", "ACCESS EXCLUSIVE")
-ACCESS_EXCLUSIVE = online_ddl.ACCESS_EXCLUSIVE
-SHARE_UPDATE_EXCLUSIVE = online_ddl.SHARE_UPDATE_EXCLUSIVE
+ACCESS_EXCLUSIVE = lock_declarations.ACCESS_EXCLUSIVE
+SHARE_UPDATE_EXCLUSIVE = lock_declarations.SHARE_UPDATE_EXCLUSIVE
 SHARE_ROW_EXCLUSIVE = "SHARE ROW EXCLUSIVE"
 SHARE = "SHARE"
 ROW_EXCLUSIVE = "ROW EXCLUSIVE"
@@ -103,12 +103,12 @@ _UNTIL_COMMIT = "until the transaction ends"
 
 # How a reviewer reads each hold the online DDL declares.
 _DECLARED_HOLDS = {
-    online_ddl.Hold.BRIEF: BRIEF,
-    online_ddl.Hold.NOT_VALID: _NOT_VALID,
-    online_ddl.Hold.SCAN: SCANS_ONLINE,
-    online_ddl.Hold.SET_NOT_NULL: _SET_NOT_NULL,
-    online_ddl.Hold.BUILD: _BUILDS_ONLINE,
-    online_ddl.Hold.TRANSACTION: _UNTIL_COMMIT,
+    lock_declarations.Hold.BRIEF: BRIEF,
+    lock_declarations.Hold.NOT_VALID: _NOT_VALID,
+    lock_declarations.Hold.SCAN: SCANS_ONLINE,
+    lock_declarations.Hold.SET_NOT_NULL: _SET_NOT_NULL,
+    lock_declarations.Hold.BUILD: _BUILDS_ONLINE,
+    lock_declarations.Hold.TRANSACTION: _UNTIL_COMMIT,
 }
 
 
@@ -167,7 +167,7 @@ SCHEMA_ONLY = Classification(note="schema catalog only")
 
 def classify_with_comments(comments: list[str], sql: str) -> tuple[Classification, list[str]]:
     """A statement's classification, as declared in its comment lines if it is, and its other comments."""
-    declared, others = online_ddl.read_declarations(comments)
+    declared, others = lock_declarations.read_declarations(comments)
     if declared is None:
         return classify(sql), others
     locks = tuple(

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from chat_migrations.runtime import promises
 from chat_migrations.runtime.snapshots import literal
 
 API_ROLES = ("anon", "authenticated", "service_role")
@@ -34,6 +35,17 @@ class Access:
     functions: dict[str, dict[str, bool]] = field(default_factory=dict)
     policies: dict[str, tuple[str, ...]] = field(default_factory=dict)
     behaviour: dict[str, str] = field(default_factory=dict)
+
+    def promises(self) -> promises.Promises:
+        """The state these grants and policies leave, and what changes for callers: the revision's declaration."""
+        items = [
+            *(promises.TablePrivileges(table, role, tuple(privileges))
+              for table, roles in self.tables.items() for role, privileges in roles.items()),
+            *(promises.Execute(signature, role, allowed)
+              for signature, roles in self.functions.items() for role, allowed in roles.items()),
+            *(promises.Policies(table, tuple(names)) for table, names in self.policies.items()),
+        ]
+        return promises.Promises(tuple(items), dict(self.behaviour))
 
     def grants_sql(self) -> str:
         """REVOKE everything from each named role, then GRANT what it is left with."""
@@ -81,60 +93,88 @@ END
 $columns$;"""
 
 
-# --- what preflight says -------------------------------------------------------------------------
+# --- what changes for callers (preflight's caller report, scripts/review) ------------------------
 
 
 def _privileges(value: str | None) -> set[str]:
     return {p.strip() for p in (value or "").split(",") if p.strip()}
 
 
-def changes(revision: str, access: Access, grants: dict[str, set[str]], policies: dict[str, set[str]]) -> list[str]:
+def _expanded(privileges, columns: set[str] | None) -> set[str]:
+    """Table privileges as they are; a column privilege per column ("UPDATE (a)"), of ``columns`` when known."""
+    found = set()
+    for privilege in privileges:
+        if "(" not in privilege:
+            found.add(privilege)
+            continue
+        kind, names = privilege.split("(", 1)
+        for name in (n.strip() for n in names.rstrip(")").split(",")):
+            if columns is None or name in columns:
+                found.add(f"{kind.strip()} ({name})")
+    return found
+
+
+def changes(revision: str, declared: promises.Promises, grants: dict[str, set[str]], policies: dict[str, set[str]],
+            columns: dict[str, set[str]] | None = None) -> list[str]:
     """Lines naming what ``revision`` changes for the API roles, against the state it will find.
 
-    ``grants`` maps "table public.x to anon" / "function public.f(uuid) to anon"
-    to privileges and ``policies`` maps a table to its policy names; both are
-    updated to the state after the revision, so the next revision is diffed
-    against it.
+    ``grants`` maps "table public.x to anon" to privileges, column privileges
+    one per column ("UPDATE (last_read_at)"), and "function public.f(uuid)
+    to anon" to {"EXECUTE"} or nothing; ``policies`` maps a table to its
+    policy names; ``columns`` (when known) maps a table to the columns it
+    has, so a column grant on a column that is not there is not promised.
+    Both maps are updated to the state after the revision, so the next
+    revision is diffed against it.
     """
     lines = []
-    for table, roles in access.tables.items():
-        for role, privileges in roles.items():
-            key = f"table {table} to {role}"
-            before, after = grants.get(key, set()), set(privileges)
+    for item in declared.items:
+        if isinstance(item, promises.TablePrivileges):
+            key = f"table {item.table} to {item.role}"
+            known = (columns or {}).get(item.table) if columns is not None else None
+            before, after = grants.get(key, set()), _expanded(item.privileges, known)
             lost, gained = sorted(before - after), sorted(after - before)
             if lost or gained:
-                lines.append(
-                    f"{revision}: {role} on {table}: "
-                    + "; ".join(part for part in (
-                        f"loses {', '.join(lost)}" if lost else "", f"gains {', '.join(gained)}" if gained else "",
-                    ) if part)
-                )
+                lines.append(f"{revision}: {item.role} on {item.table}: " + "; ".join(part for part in (
+                    f"loses {', '.join(lost)}" if lost else "", f"gains {', '.join(gained)}" if gained else "",
+                ) if part))
             grants[key] = after
-    for signature, roles in access.functions.items():
-        for role, allowed in roles.items():
-            key = f"function {signature} to {role}"
-            had = "EXECUTE" in grants.get(key, set())
-            if had != allowed:
-                lines.append(f"{revision}: {role} {'may now execute' if allowed else 'may no longer execute'} {signature}")
-            grants[key] = {"EXECUTE"} if allowed else set()
-    for table, names in access.policies.items():
-        before = policies.get(table, set())
-        dropped, added, replaced = sorted(before - set(names)), sorted(set(names) - before), sorted(before & set(names))
-        if dropped:
-            lines.append(f"{revision}: policies dropped on {table}: {', '.join(dropped)}")
-        if added:
-            lines.append(f"{revision}: policies added on {table}: {', '.join(added)}")
-        if replaced:
-            lines.append(f"{revision}: policies rewritten on {table}: {', '.join(replaced)}")
-        policies[table] = set(names)
-    for signature, what in access.behaviour.items():
-        lines.append(f"{revision}: {signature}: {what}")
+        elif isinstance(item, promises.Execute):
+            key = f"function {item.signature} to {item.role}"
+            if ("EXECUTE" in grants.get(key, set())) != item.allowed:
+                lines.append(f"{revision}: {item.role} "
+                             f"{'may now execute' if item.allowed else 'may no longer execute'} {item.signature}")
+            grants[key] = {"EXECUTE"} if item.allowed else set()
+        elif isinstance(item, promises.Policies):
+            before, names = policies.get(item.table, set()), set(item.names)
+            for verb, found in (("dropped", before - names), ("added", names - before), ("rewritten", before & names)):
+                if found:
+                    lines.append(f"{revision}: policies {verb} on {item.table}: {', '.join(sorted(found))}")
+            policies[item.table] = names
+    for target, what in declared.behaviour.items():
+        lines.append(f"{revision}: {target}: {what}")
     return lines
 
 
 def current_grants(catalog_grants: dict[str, dict]) -> dict[str, set[str]]:
-    """The catalog's grants ("<object> to <role>": {"privileges": "A, B"}) as sets, grant options dropped."""
-    return {
-        key: {p.replace(" (grantable)", "") for p in _privileges(value["privileges"])}
-        for key, value in catalog_grants.items()
-    }
+    """The catalog's grants as ``changes`` reads them: grant options dropped, column grants folded into
+    their table's entry one per column ("UPDATE (c)")."""
+    found: dict[str, set[str]] = {}
+    for key, value in catalog_grants.items():
+        privileges = {p.replace(" (grantable)", "") for p in _privileges(value["privileges"])}
+        target, role = key.rsplit(" to ", 1)
+        if target.startswith("column "):
+            table, column = target.removeprefix("column ").rsplit(".", 1)
+            found.setdefault(f"table {table} to {role}", set()).update(f"{p} ({column})" for p in privileges)
+        else:
+            found.setdefault(key, set()).update(privileges)
+    return found
+
+
+def promised_grants(state: promises.State) -> tuple[dict[str, set[str]], dict[str, set[str]]]:
+    """(grants, policies) as ``changes`` reads them, from what a chain promises (no database: scripts/review)."""
+    grants: dict[str, set[str]] = {}
+    for item in state.of(promises.TablePrivileges):
+        grants[f"table {item.table} to {item.role}"] = _expanded(item.privileges, None)
+    for item in state.of(promises.Execute):
+        grants[f"function {item.signature} to {item.role}"] = {"EXECUTE"} if item.allowed else set()
+    return grants, {item.table: set(item.names) for item in state.of(promises.Policies)}

@@ -13,6 +13,8 @@ checks and a pasted SQL script can check it; only the owner writes it.
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 from sqlalchemy import text
 
 SCHEMA = "migration_meta"
@@ -51,3 +53,24 @@ def current_revision(conn) -> str | None:
         return None
     versions = conn.execute(text(f"SELECT version_num FROM {VERSION_TABLE} ORDER BY 1")).scalars().all()
     return ",".join(versions) or None
+
+
+def script_directory(environment: str):
+    """The environment's revisions, as ``alembic -n <environment>`` loads them (``ALEMBIC_CONFIG`` names
+    another alembic.ini, as for alembic itself; each is read once per process)."""
+    from chat_migrations.runtime.environments import alembic_ini
+
+    return _script_directory(str(alembic_ini()), environment)
+
+
+@lru_cache(maxsize=None)
+def _script_directory(ini: str, environment: str):
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory.from_config(Config(ini, ini_section=environment))
+
+
+def base_revision(environment: str) -> str:
+    """The environment's baseline: the revision a live database is adopted at."""
+    return script_directory(environment).get_base()

@@ -28,6 +28,12 @@ from chat_migrations.errors import ConfigurationError
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 ALEMBIC_INI = REPO_ROOT / "alembic.ini"
+
+
+def alembic_ini() -> Path:
+    """The alembic.ini the commands read the revisions through: ``ALEMBIC_CONFIG``, as for alembic, else this
+    checkout's."""
+    return Path(os.environ.get("ALEMBIC_CONFIG") or ALEMBIC_INI)
 ENV_LOCAL = ".env.local"
 NO_ENVIRONMENT_SECTION = "alembic"
 

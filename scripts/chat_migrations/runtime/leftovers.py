@@ -9,7 +9,9 @@ alembic_version, but leaves:
 * the snapshot rows of a revision that is not applied;
 * an index that revision was building (valid or INVALID) where none existed
   before, or the ``*_migration_new`` index of a definition being converged;
-* validated helper checks ``<table>_<column>_not_null_migration``.
+* validated helper checks ``<table>_<column>_not_null_migration``;
+* a column the revision added (``columns.add_column``), committed when a
+  later concurrent step of the same revision stepped out of its transaction.
 
 The next upgrade that runs the same revision reuses them (first record wins,
 a valid helper check is not validated again, an INVALID index is rebuilt), so
@@ -27,12 +29,12 @@ from dataclasses import dataclass
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
-from chat_migrations.runtime import bookkeeping
+from chat_migrations.runtime import bookkeeping, indexes, lock_retries, not_null, snapshots
 
 log = logging.getLogger("chat_migrations")
 
-HELPER_CHECK_SUFFIX = "_not_null_migration"
-REBUILD_SUFFIX = "_migration_new"
+HELPER_CHECK_SUFFIX = not_null.HELPER_CHECK_SUFFIX
+REBUILD_SUFFIX = indexes.REBUILD_SUFFIX
 
 # A concurrent drop waits for every transaction using the table; it blocks none. Unit: ms (1 h).
 _DROP_TIMEOUT_MS = 3_600_000
@@ -41,8 +43,8 @@ _DROP_TIMEOUT_MS = 3_600_000
 @dataclass(frozen=True)
 class Leftover:
     revision: str | None  # None: no snapshot names its revision
-    kind: str  # "snapshot", "index", "redefined index", "not null", "check"
-    name: str  # snapshot: kind/object; an index: schema.index; not null: table.column; check: table.constraint
+    kind: str  # "snapshot", "index", "redefined index", "not null", "check", "added column"
+    name: str  # snapshot: kind/object; an index: schema.index; not null, added column: table.column; check: table.constraint
     table: str | None = None  # check, not null: the table; redefined index: the definition to put back
 
     def describe(self) -> str:
@@ -53,6 +55,7 @@ class Leftover:
             "redefined index": f"index {self.name}, whose recorded definition is not back",
             "not null": f"NOT NULL on {self.name}",
             "check": f"helper check {self.name}",
+            "added column": f"column {self.name}",
         }[self.kind]
         return f"{what}, left by {owner}, which is not applied"
 
@@ -95,6 +98,14 @@ def find(conn: Connection, applied: set[str], tables: tuple[str, ...] | None = N
                 {"t": table, "c": column},
             ).scalar():
                 found.append(Leftover(row.revision, "not null", row.object_name, table))
+        elif row.object_kind == snapshots.ADDED_COLUMN and not row.snapshot.get("existed"):
+            table, column = row.object_name.rsplit(".", 1)
+            if conn.execute(
+                text("SELECT EXISTS (SELECT FROM pg_attribute WHERE attrelid = to_regclass(:t) AND attname = :c "
+                     "AND attnum > 0 AND NOT attisdropped)"),
+                {"t": table, "c": column},
+            ).scalar():
+                found.append(Leftover(row.revision, "added column", row.object_name, table))
     checks = conn.execute(
         text(
             """
@@ -122,8 +133,6 @@ def removable(conn: Connection, *, applied: set[str], keep: set[str], tables: tu
 def remove(conn: Connection, removable: list[Leftover], *, autocommit_block, settings) -> None:
     """Undo ``removable``; ``autocommit_block`` is the migration context's (concurrent drops run outside a
     transaction), ``settings`` the run's (session.Settings: the lock and statement timeouts to restore)."""
-    from chat_migrations.runtime import online_ddl
-
     # Before the first revision no transaction is alembic's: end the one these reads began.
     if conn.in_transaction():
         conn.commit()
@@ -135,13 +144,17 @@ def remove(conn: Connection, removable: list[Leftover], *, autocommit_block, set
                 conn.execute(text(f"SET lock_timeout = {_DROP_TIMEOUT_MS}"))
                 conn.execute(text(f"DROP INDEX CONCURRENTLY IF EXISTS {_quoted(item.name)}"))
             elif item.kind == "redefined index":
-                online_ddl.converge_index(item.name.split(".", 1)[1], item.table)
-            elif item.kind in ("not null", "check"):
+                indexes.converge_index(item.name.split(".", 1)[1], item.table)
+            elif item.kind in ("not null", "check", "added column"):
                 # Catalog changes under ACCESS EXCLUSIVE: short waits and retries, like every migration lock.
                 conn.execute(text(f"SET lock_timeout = {settings.lock_timeout_ms}"))
                 table, name = item.name.rsplit(".", 1)
-                action = f'ALTER COLUMN "{name}" DROP NOT NULL' if item.kind == "not null" else f'DROP CONSTRAINT IF EXISTS "{name}"'
-                online_ddl.execute(f"ALTER TABLE {_quoted(table)} {action}", table=table, in_transaction=False)
+                action = {
+                    "not null": f'ALTER COLUMN "{name}" DROP NOT NULL',
+                    "check": f'DROP CONSTRAINT IF EXISTS "{name}"',
+                    "added column": f'DROP COLUMN IF EXISTS "{name}"',
+                }[item.kind]
+                lock_retries.execute(f"ALTER TABLE {_quoted(table)} {action}", table=table, in_transaction=False)
         stale_revisions = sorted({item.revision for item in removable if item.kind == "snapshot"})
         if stale_revisions:
             conn.execute(text(f"DELETE FROM {bookkeeping.SNAPSHOTS} WHERE revision = ANY(:r)"), {"r": stale_revisions})

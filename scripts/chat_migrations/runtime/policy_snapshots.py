@@ -9,7 +9,7 @@ not what the project assumes was there. All of it is SQL run by the server, so
 the ``--sql`` scripts record and restore the same way.
 
 DROP/CREATE POLICY take ACCESS EXCLUSIVE on the table: a revision takes those
-locks first, with ``online_ddl.lock_tables``.
+locks first, with ``lock_retries.lock_tables``.
 """
 
 from __future__ import annotations

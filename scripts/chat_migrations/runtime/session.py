@@ -222,7 +222,7 @@ def _refuse_unadopted(conn: Connection, run: _Run) -> None:
         return
     present = _chat_tables(conn, run.chat_tables)
     if present:
-        baseline = f"000_{env.name}_baseline"
+        baseline = bookkeeping.base_revision(env.name)
         raise MigrationRefused(
             f"{env.name}'s database holds {', '.join(present)} but was never adopted (no revision in "
             f"{bookkeeping.VERSION_TABLE}): adopt it first: scripts/adopt -n {env.name} compares it with "
@@ -232,10 +232,8 @@ def _refuse_unadopted(conn: Connection, run: _Run) -> None:
 
 
 def _refuse_adopting_what_differs(conn: Connection, run: _Run) -> None:
-    """Stamping a database that holds the chat tables is adoption: refused where it differs blockingly
-    from the baseline (scripts/adopt lists each difference with its fix), before anything is written."""
-    if bookkeeping.current_revision(conn) is not None or not _chat_tables(conn, run.chat_tables):
-        return
+    """A stamp says the database holds what a revision promises: refused, before anything is written,
+    where it does not (at the baseline: scripts/adopt lists each blocking difference with its fix)."""
     refusal = run.adoption_refusal(conn, run.env.name)
     conn.rollback()
     if refusal:

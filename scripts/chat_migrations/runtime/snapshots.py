@@ -156,13 +156,19 @@ def redefine_function_sql(revision: str, signature: str, definition: "str | Choi
 ABSENT = ""
 
 
-def restore_function_sql(revision: str, signature: str, fallback_definition: str | None) -> str:
+def restore_function_sql(
+    revision: str, signature: str, fallback_definition: "str | Choice | None", *, forget: bool = True
+) -> str:
     """Put back the function recorded by ``revision`` (or remove it if it did not exist).
 
     Without a snapshot (the database was stamped past the revision rather
     than upgraded through it) the project's known previous state is used:
-    ``fallback_definition`` (ABSENT when the function did not exist); with
-    None the downgrade refuses rather than guess.
+    ``fallback_definition`` (ABSENT when the function did not exist; a Choice
+    is chosen by the database); with None the downgrade refuses rather than
+    guess. ``forget``: the snapshot is deleted in the same statement. A
+    downgrade in several transactions passes False and runs ``forget_sql`` as
+    its own last step, so a rerun after an interruption restores from the
+    snapshot again.
     """
     drop = f"EXECUTE 'DROP FUNCTION IF EXISTS ' || {literal(signature)};"
     if fallback_definition is None:
@@ -176,9 +182,9 @@ def restore_function_sql(revision: str, signature: str, fallback_definition: str
         # A trigger's function cannot be dropped; its fallback is CREATE OR REPLACE.
         fallback = (
             f"BEGIN {drop} EXCEPTION WHEN dependent_objects_still_exist THEN NULL; END; "
-            f"EXECUTE {literal(fallback_definition)};"
+            f"{_execute_plpgsql(fallback_definition)}"
         )
-    return _function_restore_block(revision, signature, f"""IF s IS NULL THEN
+    return _function_restore_block(revision, signature, forget, f"""IF s IS NULL THEN
         RAISE NOTICE 'no snapshot of % from revision %: restoring the project''s previous definition',
             {literal(signature)}, {literal(revision)};
         {fallback}
@@ -200,17 +206,16 @@ def restore_function_sql(revision: str, signature: str, fallback_definition: str
 
 def restore_function_privileges_sql(revision: str, signature: str) -> str:
     """Put back the owner, ACL (in its order) and comment ``revision`` recorded; the definition is left alone."""
-    return _function_restore_block(revision, signature, (
+    return _function_restore_block(revision, signature, True, (
         f"IF coalesce((s->>'existed')::boolean, false) AND to_regprocedure({literal(signature)}) IS NOT NULL "
         f"THEN{_apply_privileges_plpgsql(signature)}\n    END IF;"
     ))
 
 
-def _function_restore_block(revision: str, signature: str, body: str) -> str:
-    """The DO block both restores run: read the snapshot into ``s``, run ``body``, forget the snapshot."""
-    return _function_snapshot_block(
-        "restore", revision, signature, f"{body}\n    {forget_sql(revision, 'function', signature)};"
-    )
+def _function_restore_block(revision: str, signature: str, forget: bool, body: str) -> str:
+    """The DO block both restores run: read the snapshot into ``s``, run ``body``, forget the snapshot if ``forget``."""
+    then = f"{forget_sql(revision, 'function', signature)};" if forget else ""
+    return _function_snapshot_block("restore", revision, signature, f"{body}\n    {then}")
 
 
 def _function_snapshot_block(label: str, revision: str, signature: str, body: str) -> str:
@@ -242,6 +247,30 @@ INSERT INTO {SNAPSHOTS} (revision, object_kind, object_name, snapshot)
 SELECT {literal(revision)}, 'column', {literal(f"{table}.{column}")}, jsonb_build_object('not_null', attnotnull)
   FROM pg_attribute WHERE attrelid = {literal(table)}::regclass AND attname = {literal(column)}
 ON CONFLICT (revision, object_kind, object_name) DO NOTHING"""
+
+
+# The snapshot kind of a column a revision adds: whether it existed before.
+ADDED_COLUMN = "added_column"
+
+
+def record_added_column_sql(revision: str, table: str, column: str) -> str:
+    """Store whether the column existed before the revision adds it; first record wins."""
+    return f"""
+INSERT INTO {SNAPSHOTS} (revision, object_kind, object_name, snapshot)
+SELECT {literal(revision)}, '{ADDED_COLUMN}', {literal(f"{table}.{column}")},
+       jsonb_build_object('existed', EXISTS (
+           SELECT FROM pg_attribute WHERE attrelid = '{table}'::regclass
+              AND attname = {literal(column)} AND attnum > 0 AND NOT attisdropped))
+ON CONFLICT (revision, object_kind, object_name) DO NOTHING"""
+
+
+def added_column_existed_sql(revision: str, table: str, column: str) -> str:
+    """SQL boolean: the column existed before the revision added it (false without a record)."""
+    return (
+        f"coalesce((SELECT (snapshot->>'existed')::boolean FROM {SNAPSHOTS}\n"
+        f"                      WHERE revision = {literal(revision)} AND object_kind = '{ADDED_COLUMN}'\n"
+        f"                        AND object_name = {literal(f'{table}.{column}')}), false)"
+    )
 
 
 def column_was_nullable_sql(revision: str, table: str, column: str) -> str:

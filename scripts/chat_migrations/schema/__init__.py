@@ -1,4 +1,4 @@
-"""The schema at head: the models, the tables, the functions' contract.
+"""The schema the revisions promise: the chain and the fold of its declarations, the models, the tables.
 
-Changes with every new revision; no revision imports it.
+No revision imports it: each declares its own promises (chat_migrations.runtime.promises).
 """
