@@ -422,9 +422,10 @@ class Plan:
         interrupts.rearm()  # a second Ctrl-C stops the clean-up, and is told
         try:
             removed = self._remove_leftovers(keep=set(), heads=tuple(now.split(",")))
-        except Exception:
+        except Exception as problem:
+            why = "a second Ctrl-C" if interrupts.received() else session.first_line(problem)
             left = self.cleaning or "what it left"
-            return f"not removed: {left}: remove it with {command} (it changes nothing else)"
+            return f"not removed ({why}): {left}: remove it with {command} (it changes nothing else)"
         if removed:
             return "removed what it left: " + "; ".join(item.describe() for item in removed)
         return "nothing is left to clean"

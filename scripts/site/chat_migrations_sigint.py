@@ -10,8 +10,9 @@ a handler that ends it with one line, until env.py installs its own
 Nothing has connected before env.py runs, so nothing was changed.
 """
 
+# _signal, not signal: the C module is built in, so the handler is in place before any other import.
+import _signal
 import os
-import signal
 import sys
 
 MESSAGE = b"FAILED: interrupted while alembic was starting; nothing was changed\n"
@@ -24,10 +25,10 @@ def is_alembic(argv: list[str]) -> bool:
 
 def _interrupted(signum, frame):
     if "chat_migrations.runtime.interrupts" in sys.modules:  # env.py has begun: its handling applies
-        return signal.default_int_handler(signum, frame)
+        return _signal.default_int_handler(signum, frame)
     os.write(2, MESSAGE)
     os._exit(255)
 
 
-if is_alembic(getattr(sys, "orig_argv", [])) and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
-    signal.signal(signal.SIGINT, _interrupted)
+if is_alembic(getattr(sys, "orig_argv", [])) and _signal.getsignal(_signal.SIGINT) is _signal.default_int_handler:
+    _signal.signal(_signal.SIGINT, _interrupted)

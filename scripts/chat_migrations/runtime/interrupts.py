@@ -26,10 +26,13 @@ import os
 import signal
 import sys
 import threading
+import time
 from contextlib import contextmanager
 from typing import Iterator
 
 _received = threading.Event()
+# Held while the watcher sends a cancel request.
+_cancelling = threading.Lock()
 
 
 class Interrupted(Exception):
@@ -50,7 +53,14 @@ def raise_if_received(*_event_arguments) -> None:
 
 
 def rearm() -> None:
-    """Forget the interrupt already acted on, so a second Ctrl-C stops what runs next (the clean-up)."""
+    """Forget the interrupt already acted on, so a second Ctrl-C stops what runs next (the clean-up).
+
+    A cancel request the watcher was still sending would strike the next
+    statement instead of the one it was meant for: it is let finish first,
+    and the server a moment to take it (an idle session ignores it).
+    """
+    with _cancelling:
+        time.sleep(0.05)
     _received.clear()
 
 
@@ -103,7 +113,7 @@ def cancelling(conn) -> Iterator[None]:
                     return
                 if byte[0] == signal.SIGINT:
                     _received.set()
-                    with contextlib.suppress(Exception):
+                    with _cancelling, contextlib.suppress(Exception):
                         dbapi_connection.cancel()
 
         watcher = threading.Thread(target=watch, name="interrupt-watcher", daemon=True)
