@@ -28,7 +28,7 @@ from logging.config import fileConfig  # noqa: E402
 from alembic import context  # noqa: E402
 from alembic.util import CommandError  # noqa: E402
 from sqlalchemy import text  # noqa: E402
-from sqlalchemy.exc import DBAPIError, SQLAlchemyError  # noqa: E402
+from sqlalchemy.exc import DBAPIError  # noqa: E402
 
 from chat_migrations.errors import LockBudgetSpent  # noqa: E402
 from chat_migrations.runtime import bookkeeping, faults, identity, leftovers, lock_retries, requirements, session  # noqa: E402
@@ -137,9 +137,6 @@ class Step:
         self.script, self.is_downgrade = script, downgrade
         self.name = f"{'downgrade' if downgrade else 'upgrade'} {script.revision}"
         self.after = script.down_revision if downgrade else script.revision  # None: base
-
-    def __repr__(self) -> str:
-        return self.name
 
 
 class Plan:
