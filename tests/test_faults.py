@@ -208,6 +208,9 @@ def test_two_upgrades_at_once_never_interleave_the_second_waits_then_finds_nothi
     assert first.returncode == 0, first_output
     assert second.returncode == 0, second_output
     assert "Running upgrade" in first_output and "Running upgrade" not in second_output
+    # The second says it had nothing to do, how long it waited and for whom.
+    assert f"nothing to do: staging is at {head_of('staging')}, already at head (after waiting " in second_output
+    assert "s for the migration lock, held by pid " in second_output and "application alembic:staging" in second_output
     assert db.scalar("SELECT count(*) FROM migration_meta.alembic_version") == 1
     assert db.revision() == head_of("staging")
     assert_same_schema(db.schema(), reference_head_schema(make_database, "staging"), "staging after two upgrades")
