@@ -20,7 +20,6 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
@@ -29,7 +28,6 @@ from chat_migrations.harness import alembic_cli
 from chat_migrations.runtime.environments import ALEMBIC_INI, REPO_ROOT
 
 from .conftest import ENVIRONMENTS, head_of
-from .test_faults import Session, failed_line
 
 SEED = int(os.environ.get("CTRL_C_SEED", random.randrange(1_000_000)))
 
@@ -185,20 +183,3 @@ def test_an_upgrade_at_head_says_there_was_nothing_to_do_and_a_past_target_says_
     down = db.alembic("-n", "prod", "downgrade", "-1").output
     assert f"downgraded prod {head_of('prod')} → " in down and ": 1 revision in " in down
 
-
-def test_an_upgrade_that_gives_up_on_a_lock_leaves_nothing_for_validate(make_database, capsys):
-    db = make_database("prod")
-    holder = Session(db, "nightly-report")
-    holder.run("LOCK TABLE public.chat_participants IN ACCESS SHARE MODE")
-    try:
-        result = db.alembic("-n", "prod", "-x", "lock_timeout=100ms", "-x", "lock_attempts=2", "upgrade", "head",
-                            check=False)
-    finally:
-        holder.close()
-    line = failed_line(result.output)
-    assert result.returncode == 255 and "gave up after 2 lock attempts" in line, line
-    assert "prod is at 000_prod_baseline" in line, line
-    assert "nothing is left to clean" in line or "removed what it left" in line, line
-    capsys.readouterr()
-    assert validate.main(["-n", "prod", "--at-current-revision"], urls={"prod": db.url}) == 0, capsys.readouterr()
-    assert db.scalar("SELECT count(*) FROM migration_meta.rollback_snapshots") == 0
