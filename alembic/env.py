@@ -26,6 +26,7 @@ import time  # noqa: E402
 from logging.config import fileConfig  # noqa: E402
 
 from alembic import context  # noqa: E402
+from alembic.operations import Operations  # noqa: E402
 from alembic.util import CommandError  # noqa: E402
 from sqlalchemy import text  # noqa: E402
 from sqlalchemy.exc import DBAPIError  # noqa: E402
@@ -261,8 +262,11 @@ class Plan:
                                         tables=tables.QUALIFIED)
         if removable:
             self.cleaning = "; ".join(item.describe() for item in removable)
-            leftovers.remove(self.connection, removable, autocommit_block=context.get_context().autocommit_block,
-                             settings=self.settings)
+            ctx = context.get_context()
+            # Outside run_migrations(): the helpers it calls (lock_retries) reach the context through ``op``.
+            with Operations.context(ctx):
+                leftovers.remove(self.connection, removable, autocommit_block=ctx.autocommit_block,
+                                 settings=self.settings)
             self.cleaning = None
         return removable
 

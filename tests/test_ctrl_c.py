@@ -183,3 +183,19 @@ def test_an_upgrade_at_head_says_there_was_nothing_to_do_and_a_past_target_says_
     down = db.alembic("-n", "prod", "downgrade", "-1").output
     assert f"downgraded prod {head_of('prod')} → " in down and ": 1 revision in " in down
 
+
+
+def test_upgrade_to_the_revision_it_is_at_removes_an_interrupted_revisions_helper_check_even_at_the_baseline(
+    make_database,
+):
+    # What an upgrade interrupted inside 001's NOT NULL step leaves: its snapshot and a validated helper check.
+    db = make_database("prod")
+    db.execute("INSERT INTO migration_meta.rollback_snapshots (revision, object_kind, object_name, snapshot) "
+               "VALUES ('001_schema_alignment', 'column', 'public.chat_participants.chat_id', '{\"not_null\": false}')")
+    db.execute("ALTER TABLE public.chat_participants ADD CONSTRAINT chat_participants_chat_id_not_null_migration "
+               "CHECK (chat_id IS NOT NULL)")
+    # The command a stop line names when it could not clean: at the baseline, where downgrade -1 is refused.
+    result = db.alembic("-n", "prod", "upgrade", "000_prod_baseline")
+    assert "nothing to do: prod is at 000_prod_baseline" in result.output, result.output
+    assert db.scalar("SELECT count(*) FROM pg_constraint WHERE conname LIKE '%%\\_not\\_null\\_migration'") == 0
+    assert db.scalar("SELECT count(*) FROM migration_meta.rollback_snapshots") == 0
