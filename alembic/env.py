@@ -162,7 +162,10 @@ class Plan:
     # -- the steps -------------------------------------------------------------------------
 
     def _wanted(self) -> str:
-        return getattr(config.cmd_opts, "revision", None) or ""
+        """The revision asked for, as alembic's command handed it to this environment (also when called
+        from Python, as scripts/render-sql does, with no command line)."""
+        asked = context.get_context().opts.get("destination_rev")
+        return str(asked or getattr(config.cmd_opts, "revision", None) or "")
 
     def _compute(self, heads: tuple[str, ...], destination: str) -> list[Step]:
         """What alembic's upgrade/downgrade will run from ``heads``: the same traversal, through the public API."""
