@@ -13,6 +13,16 @@ if [ ! -f "$STAMP" ]; then
     rm -f "$VENV"/.installed-*
     touch "$STAMP"
 fi
+# Ctrl-C while alembic starts (before env.py runs) ends with one line, not a traceback: a
+# site-packages .pth runs before the console script's imports (scripts/site/chat_migrations_sigint.py).
+# Only into this checkout's own venv, never one borrowed through a symlink.
+if [ ! -L "$VENV" ]; then
+    for SITE_PACKAGES in "$VENV"/lib/python3*/site-packages; do
+        for HOOK in 00_chat_migrations_sigint.pth chat_migrations_sigint.py; do
+            cmp -s "$REPO_ROOT/scripts/site/$HOOK" "$SITE_PACKAGES/$HOOK" || cp "$REPO_ROOT/scripts/site/$HOOK" "$SITE_PACKAGES/$HOOK"
+        done
+    done
+fi
 # After `source .venv/bin/activate`, alembic finds this checkout's alembic.ini
 # from any directory (its .env.local is still read from the current one).
 if ! grep -q ALEMBIC_CONFIG "$VENV/bin/activate"; then

@@ -12,6 +12,7 @@ import time
 
 import pytest
 
+from chat_migrations.checks import validate
 from chat_migrations.harness import alembic_cli
 
 from .conftest import assert_same_schema, head_of, project_with_shared_revision
@@ -208,6 +209,9 @@ def test_two_upgrades_at_once_never_interleave_the_second_waits_then_finds_nothi
     assert first.returncode == 0, first_output
     assert second.returncode == 0, second_output
     assert "Running upgrade" in first_output and "Running upgrade" not in second_output
+    # The second says it had nothing to do, how long it waited and for whom.
+    assert f"nothing to do: staging is at {head_of('staging')}, already at head (after waiting " in second_output
+    assert "s for the migration lock, held by pid " in second_output and "application alembic:staging" in second_output
     assert db.scalar("SELECT count(*) FROM migration_meta.alembic_version") == 1
     assert db.revision() == head_of("staging")
     assert_same_schema(db.schema(), reference_head_schema(make_database, "staging"), "staging after two upgrades")
@@ -246,13 +250,14 @@ def test_ctrl_c_during_an_upgrade_is_one_line_saying_what_was_rolled_back(make_d
     assert migration.returncode == 255, output
     line = failed_line(output)
     assert "interrupted during upgrade 002_function_updates_staging" in line and "rolled back" in line, line
-    assert "alembic -n staging current" in line
+    # Where it stands, as the database reads back, and that nothing is left to clean.
+    assert "staging is at 000_staging_baseline, as before the run; nothing is left to clean" in line, line
     assert "KeyboardInterrupt" not in output and "PendingRollbackError" not in output and "ERROR [" not in output
     assert db.revision() == "000_staging_baseline"
     assert_same_schema(db.schema(), before, "staging after Ctrl-C")
 
 
-def test_a_lock_retry_says_whom_it_waits_for(make_database):
+def test_a_lock_retry_says_whom_it_waits_for_and_giving_up_leaves_nothing(make_database, capsys):
     db = make_database("prod")
     holder = Session(db, "nightly-report")
     holder.run("LOCK TABLE public.chat_participants IN ACCESS SHARE MODE")
@@ -264,6 +269,14 @@ def test_a_lock_retry_says_whom_it_waits_for(make_database):
     assert result.returncode == 255
     assert "not granted within 100 ms (blocked by pid" in result.output and "nightly-report" in result.output
     assert "trying again in" in result.output or "starting the revision over in" in result.output
+    # It gave up: one line, where the database reads back, and what 001 had recorded already removed,
+    # so validate passes at once (its snapshot rows were once left behind).
+    line = failed_line(result.output)
+    assert "gave up after 2 lock attempts" in line and "prod is at 000_prod_baseline, as before the run" in line, line
+    assert "nothing is left to clean" in line or "removed what it left" in line, line
+    capsys.readouterr()
+    assert validate.main(["-n", "prod", "--at-current-revision"], urls={"prod": db.url}) == 0, capsys.readouterr()
+    assert db.scalar("SELECT count(*) FROM migration_meta.rollback_snapshots") == 0
 
 
 @pytest.mark.parametrize(

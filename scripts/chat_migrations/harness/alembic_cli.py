@@ -148,9 +148,14 @@ def _exit_code(command) -> int:
     return 0
 
 
-def start(*args: str, urls: dict[str, str] | None = None) -> subprocess.Popen:
-    """``alembic ARGS`` in the background, like run(); read it with .communicate()."""
+def start(*args: str, urls: dict[str, str] | None = None, own_group: bool = False) -> subprocess.Popen:
+    """``alembic ARGS`` in the background, like run(); read it with .communicate().
+
+    ``own_group``: in a process group of its own, which os.killpg signals as
+    a terminal's Ctrl-C signals its foreground job.
+    """
     command, env = _invocation(args, urls, None)
     return subprocess.Popen(
-        command, cwd=_empty_directory(), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        command, cwd=_empty_directory(), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        process_group=0 if own_group else None,
     )

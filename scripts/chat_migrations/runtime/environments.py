@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote, quote_plus, unquote, unquote_plus, urlsplit, parse_qsl
 
-from dotenv import dotenv_values
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 from chat_migrations.errors import ConfigurationError
@@ -104,12 +103,16 @@ def read_env_file() -> dict[str, str]:
     path = Path.cwd() / ENV_LOCAL
     if not path.is_file():
         return {}
+    from dotenv import dotenv_values  # only when a .env.local is read: every command imports this module
+
     values = dotenv_values(path, interpolate=False, encoding="utf-8-sig")
     return {key: value for key, value in values.items() if value is not None}
 
 
 def _parse_env_file(text: str) -> dict[str, str]:
     """The pairs of a .env file's text, parsed as ``read_env_file`` parses the file."""
+    from dotenv import dotenv_values
+
     values = dotenv_values(stream=io.StringIO(text.removeprefix("\ufeff")), interpolate=False)
     return {key: value for key, value in values.items() if value is not None}
 

@@ -13,8 +13,9 @@ from __future__ import annotations
 import os
 import signal
 
-import psycopg2
 from sqlalchemy import event
+
+from chat_migrations.runtime import interrupts
 
 VARIABLE = "CHAT_MIGRATIONS_FAULT"
 
@@ -34,7 +35,11 @@ def install(connection) -> None:
             return
         if kind == "sigint":
             os.kill(os.getpid(), signal.SIGINT)
+            # The handler has noted it (before this line ran): stop before the statement, as Ctrl-C does there.
+            interrupts.raise_if_received()
         elif kind == "terminate":
+            import psycopg2  # only a test's fault needs a second connection
+
             pid = conn.connection.dbapi_connection.get_backend_pid()
             with psycopg2.connect(conn.engine.url.render_as_string(False).replace("+psycopg2", "")) as other:
                 other.autocommit = True

@@ -227,7 +227,8 @@ def _index_build_progress(index: str):
     finally:
         stop.set()
         reporter.join(timeout=10)
-        log.info("%s built in %.1fs", index, time.monotonic() - started)
+    # Only once built: a build cancelled by Ctrl-C leaves an INVALID index, never "built".
+    log.info("%s built in %.1fs", index, time.monotonic() - started)
 
 
 def _report_progress(engine, pid: int, index: str, stop: threading.Event, interval: float) -> None:

@@ -14,12 +14,8 @@ env.py too, so this module never imports it.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
 import re
-import signal
-import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -30,7 +26,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import NullPool
 
-from chat_migrations.runtime import bookkeeping, identity
+from chat_migrations.runtime import bookkeeping, identity, interrupts
 from chat_migrations.runtime.environments import ConfigurationError, Environment, mask_url, parse_url
 from chat_migrations.errors import MigrationRefused
 
@@ -167,6 +163,12 @@ class _Run:
 
 
 def _prepared(run: _Run, url, conn: Connection) -> Iterator[Connection]:
+    # Ctrl-C from the first statement on: noted, the statement cancelled, raised at the next boundary.
+    with interrupts.cancelling(conn):
+        yield from _guarded(run, url, conn)
+
+
+def _guarded(run: _Run, url, conn: Connection) -> Iterator[Connection]:
     env, settings = run.env, run.settings
     mutating = run.command not in READ_ONLY_COMMANDS
     try:
@@ -245,25 +247,33 @@ def _chat_tables(conn: Connection, chat_tables: tuple[str, ...]) -> list[str]:
     ]
 
 
+# conn.info key: (seconds, holder) when this runner waited for another's migration lock.
+WAITED_FOR_LOCK = "chat_migrations.waited_for_lock"
+
+
 def _take_advisory_lock(conn: Connection, env: Environment, settings: Settings) -> None:
     started = time.monotonic()
     deadline = started + settings.advisory_lock_wait_s
     next_report = started
+    holder = None
     while True:
         got = conn.execute(text(f"SELECT pg_try_advisory_lock({ADVISORY_LOCK_SQL_KEY})")).scalar()
         conn.commit()
         if got:
+            if holder is not None:  # the run's summary says how long it waited, and for whom
+                conn.info[WAITED_FOR_LOCK] = (time.monotonic() - started, holder)
             return
         now = time.monotonic()
+        holder = advisory_lock_holder(conn) if holder is None or now >= next_report else holder
         if now >= deadline:
             raise MigrationRefused(
                 f"another migration is running on {env.name}'s database "
-                f"({advisory_lock_holder(conn)}); waited {settings.advisory_lock_wait_s:g}s, nothing was changed"
+                f"({holder}); waited {settings.advisory_lock_wait_s:g}s, nothing was changed"
             )
         if now >= next_report:
             log.info(
                 "waiting for the migration lock on %s's database, held by %s: %.0fs of %gs",
-                env.name, advisory_lock_holder(conn), now - started, settings.advisory_lock_wait_s,
+                env.name, holder, now - started, settings.advisory_lock_wait_s,
             )
             next_report = now + 5
         time.sleep(0.5)
@@ -285,48 +295,6 @@ def advisory_lock_holder(conn: Connection) -> str:
     if row is None:
         return "holder not visible to this role"
     return f"pid {row.pid}, application {row.app}, connected for {row.connected_for}"
-
-
-@contextmanager
-def interruptible(conn: Connection) -> Iterator[threading.Event]:
-    """Ctrl-C cancels the statement the migration is waiting on, instead of waiting for it to end.
-
-    psycopg2 blocks in libpq with the interpreter's signal handlers unable to
-    run, so a SIGINT would take effect only when the statement finishes (an
-    index build: up to its 1 h timeout). A watcher thread wakes on the signal
-    (signal.set_wakeup_fd) and asks the server to cancel the statement; the
-    interrupt then surfaces as KeyboardInterrupt or as the cancelled
-    statement's error, and the yielded event tells env.py which it was.
-    """
-    interrupted = threading.Event()
-    if threading.current_thread() is not threading.main_thread():
-        yield interrupted
-        return
-    read_end, write_end = os.pipe()
-    os.set_blocking(write_end, False)
-    previous = signal.set_wakeup_fd(write_end)
-    dbapi_connection = conn.connection.dbapi_connection
-
-    def watch() -> None:
-        while True:
-            received = os.read(read_end, 1)
-            if not received or received == b"\0":
-                return
-            if received[0] == signal.SIGINT:
-                interrupted.set()
-                with contextlib.suppress(Exception):
-                    dbapi_connection.cancel()
-
-    watcher = threading.Thread(target=watch, name="interrupt-watcher", daemon=True)
-    watcher.start()
-    try:
-        yield interrupted
-    finally:
-        signal.set_wakeup_fd(previous)
-        os.write(write_end, b"\0")
-        watcher.join(timeout=5)
-        os.close(write_end)
-        os.close(read_end)
 
 
 def first_line(exc: BaseException) -> str:
