@@ -19,8 +19,10 @@ Why: issue 19, items 2 and 3, measured as authenticated on a 1M-message chat:
   on the same page anyway. No query of the project or the contract reads by
   status alone (the counts go by seq since 104, the marks by (chat_id, seq)).
 This revision:
-* builds idx_chat_messages_chat_sender_seq (chat_id, sender_id, seq), the
-  caller's own messages after the position, and
+* builds idx_chat_messages_sender_chat_seq (sender_id, chat_id, seq), the
+  caller's own messages after the position (sender first: with chat_id
+  first, the marks' generic plan, which knows no chat, took it for a range
+  on seq and read the whole chat: 1.4 s at 1,000 unread on a 1M chat), and
   idx_chat_messages_chat_deleted_seq (chat_id, seq) WHERE deleted_at IS NOT
   NULL, the deleted ones (neither names status: a mark stays HOT; setting
   deleted_at, rare, is not);
@@ -72,7 +74,7 @@ MESSAGES = "public.chat_messages"
 affected_tables: tuple[str, ...] = (MESSAGES,)
 
 GET_UNREAD_COUNT = "public.get_unread_count(uuid, uuid)"
-OWN_INDEX = ("idx_chat_messages_chat_sender_seq", "chat_id, sender_id, seq", None)
+OWN_INDEX = ("idx_chat_messages_sender_chat_seq", "sender_id, chat_id, seq", None)
 DELETED_INDEX = ("idx_chat_messages_chat_deleted_seq", "chat_id, seq", "deleted_at IS NOT NULL")
 STATUS_INDEX = "idx_chat_messages_status"
 FILLFACTOR = 50

@@ -85,7 +85,7 @@ chat_messages = Table(
     Index("idx_chat_messages_chat_created", "chat_id", "created_at"),
     # Revision 105: the reader's own and the deleted messages after a read position (idx_chat_messages_status
     # is gone: a mark changes no indexed column).
-    Index("idx_chat_messages_chat_sender_seq", "chat_id", "sender_id", "seq"),
+    Index("idx_chat_messages_sender_chat_seq", "sender_id", "chat_id", "seq"),
     Index("idx_chat_messages_chat_deleted_seq", "chat_id", "seq", postgresql_where=text("deleted_at IS NOT NULL")),
 )
 # Declared apart because the column list is an expression (seq DESC).
