@@ -314,6 +314,9 @@ def _classify_comment(node: ast.CommentStmt) -> Classification:
     return UNKNOWN
 
 
+_ONLINE_RELOPTIONS = frozenset({"fillfactor"})
+
+
 def _alter_table_rule(command: ast.AlterTableCmd) -> tuple[str, str] | None:
     """(mode, duration) of one ALTER TABLE subcommand; None: no rule."""
     kind = enums.AlterTableType
@@ -343,6 +346,11 @@ def _alter_table_rule(command: ast.AlterTableCmd) -> tuple[str, str] | None:
             return SHARE_UPDATE_EXCLUSIVE, SCANS_ONLINE
         case kind.AT_SetNotNull:
             return ACCESS_EXCLUSIVE, _SET_NOT_NULL
+        case kind.AT_SetRelOptions | kind.AT_ResetRelOptions:
+            # PostgreSQL sets these storage parameters under SHARE UPDATE EXCLUSIVE (AlterTableGetRelOptionsLockLevel).
+            if all(option.defname in _ONLINE_RELOPTIONS for option in command.def_ or ()):
+                return SHARE_UPDATE_EXCLUSIVE, "brief; reads and writes go on, no rewrite (pages written later follow it)"
+            return None
         case (kind.AT_DropNotNull | kind.AT_DropConstraint | kind.AT_ReplicaIdentity | kind.AT_EnableRowSecurity
               | kind.AT_DisableRowSecurity | kind.AT_ForceRowSecurity | kind.AT_NoForceRowSecurity):
             return ACCESS_EXCLUSIVE, BRIEF
