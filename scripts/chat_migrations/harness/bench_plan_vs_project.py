@@ -560,12 +560,13 @@ SET session_replication_role = DEFAULT;
 """
 
 
-def _time_marks(cluster: Cluster, database: str, url: str, data: dict, by_seq: bool) -> dict:
+def _time_marks(cluster: Cluster, database: str, url: str, data: dict) -> dict:
     """mark_messages_as_read as authenticated, in one long-lived session, for fresh unread messages.
 
     Each sample appends ``unread`` new 'sent' messages from the other members (as a
-    superuser's load, like the chat's), puts the caller's position just before them and
-    marks; updated_count must equal ``unread``. The chat grows by every sample.
+    superuser's load, like the chat's) after the caller's position (the chat's end, where
+    _set_position or their previous mark left it) and marks; updated_count must equal
+    ``unread``. The chat grows by every sample.
     """
     results = {}
     user = data["callers"]["member of this chat only"]
@@ -589,8 +590,10 @@ def _time_marks(cluster: Cluster, database: str, url: str, data: dict, by_seq: b
                         cur.execute("ANALYZE public.chat_messages")
                 finally:
                     admin.close()
+                # The caller's position stays where their last mark left it, just before these: setting
+                # last_read_at directly here would clear the seq position (104's trigger), and the mark
+                # would start from the chat's beginning.
                 data["latest"] += unread
-                _set_position(cluster, database, data, data["latest"], unread, by_seq=by_seq)
                 params = {"p_chat_id": data["chat"], "p_user_id": user}
                 started = time.perf_counter()
                 with conn.cursor() as cur:
@@ -639,7 +642,7 @@ def unread(cluster: Cluster, chat_sizes: list[int], other_chats: int, calls: int
             runs[f"head, {level:,} unread"] = _time_reads(url, data, level, calls, reads)
         _set_position(cluster, name, data, chat_messages, 0, by_seq=True)
         conversations = {"head": _time_conversations(url, data, calls)}
-        marks = {"head": _time_marks(cluster, name, url, data, by_seq=True)}
+        marks = {"head": _time_marks(cluster, name, url, data)}
         if before:
             alembic_cli.run("-n", "staging", "downgrade", UNREAD_BEFORE, urls={"staging": cluster.passfile_url(name)})
             for level in UNREAD_LEVELS:
@@ -647,7 +650,7 @@ def unread(cluster: Cluster, chat_sizes: list[int], other_chats: int, calls: int
                 runs[f"{UNREAD_BEFORE}, {level:,} unread"] = _time_reads(url, data, level, calls, count)
             _set_position(cluster, name, data, data["latest"], 0, by_seq=False)
             conversations[UNREAD_BEFORE] = _time_conversations(url, data, calls)
-            marks[UNREAD_BEFORE] = _time_marks(cluster, name, url, data, by_seq=False)
+            marks[UNREAD_BEFORE] = _time_marks(cluster, name, url, data)
         cluster.drop_database(name)
         everything[f"{chat_messages:,}"] = {**data, "calls": calls, "runs": runs, "marks": marks,
                                             "conversations": conversations}
