@@ -203,13 +203,8 @@ $fillfactor$"""
 # --- indexes -------------------------------------------------------------------------
 
 
-def _build(index: str, columns: str, where: str | None) -> None:
-    """A new index, online (create_index_concurrently, or converge_index for a partial one)."""
-    if where is None:
-        online_ddl.create_index_concurrently(revision, index, MESSAGES, columns)
-        return
-    name, definition = f"public.{index}", online_ddl.index_definition(index, MESSAGES, columns, where)
-    op.execute(snapshots.record_index_sql(revision, name))
+def _converge(index: str, definition: str) -> None:
+    """Build ``definition`` concurrently: converge_index online; in --sql, CREATE INDEX CONCURRENTLY IF NOT EXISTS."""
     with op.get_context().autocommit_block():
         if op.get_context().as_sql:
             op.execute(online_ddl.declare(online_ddl.DeclaredLock(online_ddl.SHARE_UPDATE_EXCLUSIVE, MESSAGES,
@@ -217,6 +212,15 @@ def _build(index: str, columns: str, where: str | None) -> None:
                        + definition.replace("CREATE INDEX", "CREATE INDEX CONCURRENTLY IF NOT EXISTS", 1))
         else:
             online_ddl.converge_index(index, definition)
+
+
+def _build(index: str, columns: str, where: str | None) -> None:
+    """A new index, online (create_index_concurrently, or as it does for a partial one, which it cannot name)."""
+    if where is None:
+        online_ddl.create_index_concurrently(revision, index, MESSAGES, columns)
+        return
+    op.execute(snapshots.record_index_sql(revision, f"public.{index}"))
+    _converge(index, online_ddl.index_definition(index, MESSAGES, columns, where))
 
 
 def _drop_status_index() -> None:
@@ -239,13 +243,7 @@ def _restore_status_index() -> None:
         else:
             definition = (recorded or {}).get("definition") or converged
     if definition is not None:
-        with op.get_context().autocommit_block():
-            if op.get_context().as_sql:
-                op.execute(online_ddl.declare(online_ddl.DeclaredLock(online_ddl.SHARE_UPDATE_EXCLUSIVE, MESSAGES,
-                                                                      online_ddl.Hold.BUILD), run_alone=True)
-                           + definition.replace("CREATE INDEX", "CREATE INDEX CONCURRENTLY IF NOT EXISTS", 1))
-            else:
-                online_ddl.converge_index(STATUS_INDEX, definition)
+        _converge(STATUS_INDEX, definition)
     op.execute(snapshots.forget_sql(revision, "index", name))
 
 
