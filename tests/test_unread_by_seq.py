@@ -1,4 +1,8 @@
-"""Unread counts by seq (revision 104): correct under a concurrent mark-as-read, and O(unread) for the real caller.
+"""Unread counts by seq (revisions 104, 105): correct under concurrency, and cheap for the real caller.
+
+104 counts by seq (correct under a concurrent mark-as-read, O(unread)); 105
+counts from the latest seq less the reader's own and the deleted messages
+since the position (O(own + deleted)), and makes the marks HOT updates.
 
 The callers are ``Frontend`` clients (role ``authenticated``, JWT claims, one
 transaction per request, as PostgREST runs them). The plans are the ones
@@ -13,6 +17,9 @@ from __future__ import annotations
 
 import itertools
 import json
+import random
+import threading
+import time
 
 import pytest
 
@@ -22,9 +29,12 @@ from .conftest import assert_same_schema, head_of
 from .supabase_api import new_chat, new_users
 
 BEFORE = "103_messaging_security"
+BY_SEQ_ROW_BY_ROW = "104_read_position_by_seq"
 SMALL, LARGE = 5_000, 50_000  # the chat grows tenfold...
 UNREAD = 20  # ...with the unread count fixed
 OTHER_CHATS = 200  # the reader who belongs to hundreds of chats
+# 105's indexes for the reader's own and the deleted messages after the position.
+COUNT_INDEXES = ("idx_chat_messages_sender_chat_seq", "idx_chat_messages_chat_deleted_seq")
 
 
 def at(make_database, revision: str, environment: str = "prod"):
@@ -241,10 +251,11 @@ def count_blocks(client, chat: str, calls: int = 8) -> tuple[list[int], set[str]
     for _ in range(calls):
         client.connection.notices.clear()
         assert client.rpc("get_unread_count", p_chat_id=chat, p_user_id=client.user_id) == [{"get_unread_count": UNREAD}]
-        [count] = plans(client.connection.notices, "SELECT count(*)")
-        read.append(blocks(count))
-        scans = [n for n in nodes(count["Plan"]) if n.get("Relation Name") == "chat_messages" or "Index Name" in n]
-        indexes |= {n.get("Index Name", n["Node Type"]) for n in scans if n["Node Type"] != "Bitmap Heap Scan"}
+        counts = plans(client.connection.notices, "SELECT count(*)")  # one at 104, two at 105
+        read.append(sum(map(blocks, counts)))
+        for count in counts:
+            scans = [n for n in nodes(count["Plan"]) if n.get("Relation Name") == "chat_messages" or "Index Name" in n]
+            indexes |= {n.get("Index Name", n["Node Type"]) for n in scans if n["Node Type"] != "Bitmap Heap Scan"}
     return read, indexes
 
 
@@ -259,9 +270,11 @@ def test_unread_count_buffers_stay_bounded_when_the_chat_grows_tenfold(two_sizes
         read = {size: blocks_read for size, (blocks_read, _) in measured.items()}
         small, large = max(read[SMALL]), max(read[LARGE])
         if at_head:
-            # A range scan of the read position's index: (chat_id, seq).
+            # Range scans on indexes that lead with (chat_id, seq), or (sender_id, chat_id, seq) for one's own
+            # (or prod's smaller (sender_id) when the planner expects the reader to have sent nothing, as here).
             used = {index for _, indexes in measured.values() for index in indexes}
-            assert used and used <= set(messaging_functions.SEQ_INDEXES), f"{caller}: {used}"
+            allowed = {*messaging_functions.SEQ_INDEXES, *COUNT_INDEXES, "idx_chat_messages_sender_id"}
+            assert used and used <= allowed, f"{caller}: {used}"
             # A few more index pages on the way down, never the chat: 20 unread are about 20 heap rows.
             assert large <= small + 5, f"{caller}: {read}"
             assert large < 60, f"{caller}: {read}"
@@ -304,6 +317,169 @@ def test_reads_and_marks_cost_what_they_touch_not_the_chat(two_sizes, frontend):
         assert cost[(name, LARGE)] <= cost[(name, SMALL)] + 5, cost
 
 
+# --- 105: the count from the latest seq, the marks as HOT updates ------------------------
+
+# What 104 counts, row by row, under RLS as the reader; in one statement with get_unread_count, so
+# both read the same snapshot (the function is STABLE: its statements share the caller's).
+ROW_BY_ROW = """
+    SELECT public.get_unread_count(%(chat)s, %(me)s) AS counted,
+           (SELECT count(*) FROM public.chat_messages m
+              JOIN public.chat_participants p ON p.chat_id = m.chat_id AND p.user_id = %(me)s
+             WHERE m.chat_id = %(chat)s AND m.seq > p.last_read_seq
+               AND m.sender_id IS DISTINCT FROM %(me)s AND m.deleted_at IS NULL) AS expected"""
+
+
+def test_the_count_is_exact_under_concurrent_sends_deletes_and_marks(make_database, frontend):
+    db = make_database("prod", "head")
+    alice, bob, carol = new_users(db, 3)
+    chat = new_chat(db, [alice, bob, carol])
+    frontend(db, alice).send(chat, "first")
+    assert frontend(db, bob).rpc("mark_messages_as_read", p_chat_id=chat, p_user_id=bob) == [{"updated_count": 1}]
+    stop, failures, checked = threading.Event(), [], []
+    rng = random.Random(19)
+
+    def send(client):
+        client.send(chat, "hello")
+
+    def delete(client):
+        client.query("UPDATE public.chat_messages SET deleted_at = now() WHERE id = (SELECT id FROM public.chat_messages "
+                     "WHERE chat_id = %(chat)s AND sender_id = %(me)s AND deleted_at IS NULL ORDER BY seq DESC LIMIT 1)",
+                     {"chat": chat, "me": client.user_id})
+
+    def mark(client):
+        client.rpc("mark_messages_as_read", p_chat_id=chat, p_user_id=client.user_id)
+
+    def check(client):
+        [row] = client.query(ROW_BY_ROW, {"chat": chat, "me": bob})
+        checked.append(row)
+        if row["counted"] != row["expected"]:
+            failures.append(row)
+
+    # Each on its own connection (its own Frontend), all at once: senders (Bob's own
+    # messages too), deleters of their own messages, Bob marking and Bob counting.
+    work = [(send, alice), (send, carol), (send, bob), (delete, alice), (delete, bob), (mark, bob),
+            (check, bob), (check, bob)]
+
+    def run(step, user):
+        client = frontend(db, user)
+        try:
+            while not stop.is_set():
+                step(client)
+                time.sleep(rng.random() / 200)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            failures.append(exc)
+            stop.set()
+
+    threads = [threading.Thread(target=run, args=item) for item in work]
+    for thread in threads:
+        thread.start()
+    time.sleep(4)
+    stop.set()
+    for thread in threads:
+        thread.join()
+    assert not failures, failures[:5]
+    assert len(checked) >= 40 and {row["expected"] for row in checked} != {0}, checked[-5:]
+    check(frontend(db, bob))
+    assert not failures, failures
+
+
+def load_unread(db, reader: str, unread: int) -> str:
+    """A chat whose reader has ``unread`` unread messages, then 5 of their own and 5 deleted ones, by seq."""
+    writer, = new_users(db, 1)
+    chat = new_chat(db, [writer, reader])
+    total = 1_000 + unread + 10
+    db.execute(
+        """
+        SET session_replication_role = replica;
+        INSERT INTO public.chat_messages (chat_id, sender_id, message_text, seq, status, deleted_at)
+        SELECT %(chat)s, CASE WHEN g > %(total)s - 10 AND g %% 2 = 0 THEN %(reader)s::uuid ELSE %(writer)s::uuid END,
+               'message ' || g, g, 'sent',
+               CASE WHEN g > %(total)s - 10 AND g %% 2 = 1 THEN now() END
+          FROM generate_series(1, %(total)s) g;
+        """,
+        {"chat": chat, "writer": writer, "reader": reader, "total": total},
+        admin=True,  # test data with triggers off: a superuser's load, not the project's
+    )
+    db.execute("UPDATE public.chat_participants SET last_read_seq = %s WHERE chat_id = %s AND user_id = %s",
+               (total - unread - 10, chat, reader))
+    return chat
+
+
+def message_blocks(client, chat: str, expected: int, calls: int = 8) -> list[int]:
+    """Buffers read by get_unread_count's statements on chat_messages, in each of ``calls`` calls."""
+    read = []
+    for _ in range(calls):
+        client.connection.notices.clear()
+        assert client.rpc("get_unread_count", p_chat_id=chat, p_user_id=client.user_id) == [{"get_unread_count": expected}]
+        reports = [json.loads(n[n.index("{"):]) for n in client.connection.notices if "{" in n]
+        read.append(sum(blocks(r) for r in reports if "public.chat_messages" in r["Query Text"]))
+    return read
+
+
+@pytest.mark.parametrize("revision", [BY_SEQ_ROW_BY_ROW, "head"], ids=["at 104", "at 105"])
+def test_unread_count_buffers_do_not_grow_with_the_unread_count(make_database, frontend, revision):
+    db = at(make_database, revision)
+    reader, = new_users(db, 1)
+    chats = {unread: load_unread(db, reader, unread) for unread in (10, 10_000)}
+    db.execute("ANALYZE public.chat_messages")
+    read = {}
+    for generic in (False, True):
+        client = watched(frontend, db, reader, generic=generic)
+        read[generic] = {unread: max(message_blocks(client, chat, unread)) for unread, chat in chats.items()}
+    for generic, by_unread in read.items():
+        if revision == "head":
+            # The latest seq and the 5 own and 5 deleted since the position: the same pages whatever the unread.
+            assert by_unread[10_000] <= by_unread[10] + 5 and by_unread[10_000] < 60, read
+        else:
+            # 104 reads every unread message.
+            assert by_unread[10_000] > 10 * by_unread[10], read
+
+
+@pytest.mark.parametrize("revision", [BY_SEQ_ROW_BY_ROW, "head"], ids=["at 104", "at 105"])
+def test_a_mark_as_read_updates_through_the_seq_range_and_in_place_at_105(make_database, frontend, revision):
+    """The marks' rows change no indexed column at 105 and new pages have room: every update is HOT."""
+    db = at(make_database, revision)
+    reader, = new_users(db, 1)
+    chat = load_unread(db, reader, 1_000)
+    client = watched(frontend, db, reader, generic=True)
+    with client.request() as cur:
+        cur.execute("SELECT * FROM public.mark_messages_as_read(%s, %s)", (chat, reader))
+        assert cur.fetchall() == [{"updated_count": 1_000}]
+        cur.execute("SELECT pg_stat_get_xact_tuples_updated(c) AS updated, pg_stat_get_xact_tuples_hot_updated(c) AS hot "
+                    "FROM CAST('public.chat_messages' AS regclass) c")
+        counters = cur.fetchone()
+    [update] = plans(client.connection.notices, "UPDATE public.chat_messages")
+    [scan] = [n for n in nodes(update["Plan"]) if "Index Name" in n]
+    assert scan["Index Name"] in messaging_functions.SEQ_INDEXES and "seq" in scan["Index Cond"], update
+    assert counters["updated"] == 1_000
+    if revision == "head":
+        assert counters["hot"] == 1_000, counters
+        assert db.scalar("SELECT to_regclass('public.idx_chat_messages_status')") is None
+    else:
+        assert counters["hot"] == 0, counters  # idx_chat_messages_status: status is indexed
+
+
+def test_the_conversation_list_counts_as_before(make_database, frontend):
+    """The frontend's conversation list (scripts/smoke's): same rows and counts at 104 and 105."""
+    listed = {}
+    for revision in (BY_SEQ_ROW_BY_ROW, "head"):
+        db = at(make_database, revision)
+        alice, bob = new_users(db, 2)
+        chats = [new_chat(db, [alice, bob]) for _ in range(3)]
+        as_alice, as_bob = frontend(db, alice), frontend(db, bob)
+        for number, chat in enumerate(chats):
+            for text in range(number + 2):
+                as_alice.send(chat, f"{text}")
+        as_bob.send(chats[0], "mine")
+        as_bob.rpc("mark_messages_as_read", p_chat_id=chats[1], p_user_id=bob)
+        as_alice.send(chats[1], "after the mark")
+        as_alice.query("UPDATE public.chat_messages SET deleted_at = now() WHERE chat_id = %s AND message_text = '0'",
+                       (chats[2],))
+        order = {chat: position for position, chat in enumerate(chats)}
+        listed[revision] = sorted(((order[r["chat_id"]], r["last_text"], r["unread"]) for r in as_bob.conversations()))
+    assert listed["head"] == listed[BY_SEQ_ROW_BY_ROW] == [(0, "mine", 2), (1, "after the mark", 1), (2, "3", 3)]
+
+
 # --- the downgrade ---------------------------------------------------------------------
 
 
@@ -339,3 +515,20 @@ def test_a_last_read_seq_of_another_type_stops_the_upgrade_before_anything_chang
     assert result.returncode != 0 and "exists as text, not bigint" in result.output
     assert db.revision() == BEFORE
     assert_same_schema(db.schema(), before, "prod refused at 104")
+
+
+@pytest.mark.parametrize("environment", ["prod", "staging"])
+def test_downgrade_to_104_restores_its_schema_exactly_with_or_without_snapshots(make_database, environment):
+    expected = at(make_database, BY_SEQ_ROW_BY_ROW, environment).schema()
+    for snapshots_kept in (True, False):
+        db = make_database(environment, "head")
+        assert db.scalar("SELECT to_regclass('public.idx_chat_messages_status')") is None
+        if not snapshots_kept:
+            db.execute("DELETE FROM migration_meta.rollback_snapshots WHERE revision = '105_constant_time_badges'")
+        db.alembic("-n", environment, "downgrade", BY_SEQ_ROW_BY_ROW)
+        if not snapshots_kept:
+            # A stamped database: online_ddl keeps an index no snapshot says the upgrade built.
+            for index in COUNT_INDEXES:
+                assert db.scalar("SELECT to_regclass(%s)", (f"public.{index}",)) is not None
+                db.execute(f"DROP INDEX public.{index}")
+        assert_same_schema(db.schema(), expected, f"{environment} at 104 (snapshots kept: {snapshots_kept})")

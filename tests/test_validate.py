@@ -203,8 +203,8 @@ BROKEN = {
     ),
     "indexes-invalid": (
         # What an interrupted CREATE INDEX CONCURRENTLY leaves behind.
-        "UPDATE pg_index SET indisvalid = false WHERE indexrelid = 'public.idx_chat_messages_status'::regclass",
-        "index idx_chat_messages_status on public.chat_messages is INVALID",
+        "UPDATE pg_index SET indisvalid = false WHERE indexrelid = 'public.idx_chat_messages_chat_id_seq_desc'::regclass",
+        "index idx_chat_messages_chat_id_seq_desc on public.chat_messages is INVALID",
     ),
     "realtime-replica-identity": (
         "ALTER TABLE public.chat_messages REPLICA IDENTITY DEFAULT",

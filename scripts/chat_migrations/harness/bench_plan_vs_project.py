@@ -51,7 +51,7 @@ from dataclasses import dataclass
 
 import psycopg2
 
-from chat_migrations.checks.smoke import CALLER_SQL, caller_settings, rpc_sql
+from chat_migrations.checks.smoke import CALLER_SQL, caller_settings, conversations_sql, rpc_sql
 from chat_migrations.frozen import baseline
 from chat_migrations.harness import alembic_cli, bulk_load
 from chat_migrations.harness.bench_under_load import (
@@ -392,7 +392,12 @@ def index_floor(bench: Bench, big: str) -> dict:
 
 # --- unread: issue 12's per-chat reads for the real caller ---------------------------
 
-UNREAD_LEVELS = (0, 1_000, 10_000)
+UNREAD_LEVELS = (0, 10, 1_000, 10_000, 100_000)
+# Above this many unread only get_unread_count is timed (the unread list would be the whole tail).
+UNREAD_ALL_READS_UP_TO = 10_000
+# mark_messages_as_read: each sample marks that many fresh messages (status is the message's, not the
+# reader's: a mark leaves nothing to mark for the next one), so fewer samples for the big ones.
+MARK_SAMPLES = {1_000: 11, 10_000: 5, 100_000: 3}
 UNREAD_MEMBERS = 200  # the big chat's members who also belong to the other chats
 UNREAD_OTHER_CHAT_MESSAGES = 20
 UNREAD_BEFORE = "103_messaging_security"
@@ -545,6 +550,82 @@ def _time_reads(url: str, data: dict, unread: int, calls: int, reads: dict) -> d
     return results
 
 
+_MARK_LOAD_SQL = f"""
+SET session_replication_role = replica;
+INSERT INTO public.chat_messages (id, chat_id, sender_id, message_text, seq, status, created_at, updated_at)
+SELECT gen_random_uuid(), %(chat)s, {_UB_USER.format("1 + s %% (%(members)s - 1)")}, 'fresh message ' || s, s, 'sent',
+       clock_timestamp(), clock_timestamp()
+  FROM generate_series(%(first)s, %(last)s) AS s;
+SET session_replication_role = DEFAULT;
+"""
+
+
+def _time_marks(cluster: Cluster, database: str, url: str, data: dict) -> dict:
+    """mark_messages_as_read as authenticated, in one long-lived session, for fresh unread messages.
+
+    Each sample appends ``unread`` new 'sent' messages from the other members (as a
+    superuser's load, like the chat's) after the caller's position (the chat's end, where
+    _set_position or their previous mark left it) and marks; updated_count must equal
+    ``unread``. The chat grows by every sample.
+    """
+    results = {}
+    user = data["callers"]["member of this chat only"]
+    admin = cluster.admin_connect(database)
+    try:
+        with admin.cursor() as cur:  # the load's delivered tail: 103 would mark it too
+            cur.execute("UPDATE public.chat_messages SET status = 'read' WHERE chat_id = %s AND status <> 'read'",
+                        (data["chat"],))
+    finally:
+        admin.close()
+    conn = psycopg2.connect(url, application_name="ubench-marks")
+    try:
+        for unread, samples in MARK_SAMPLES.items():
+            runs = []
+            for _ in range(samples):
+                admin = cluster.admin_connect(database)
+                try:
+                    with admin.cursor() as cur:
+                        cur.execute(_MARK_LOAD_SQL, {"chat": data["chat"], "members": UNREAD_MEMBERS,
+                                                     "first": data["latest"] + 1, "last": data["latest"] + unread})
+                        cur.execute("ANALYZE public.chat_messages")
+                finally:
+                    admin.close()
+                # The caller's position stays where their last mark left it, just before these: setting
+                # last_read_at directly here would clear the seq position (104's trigger), and the mark
+                # would start from the chat's beginning.
+                data["latest"] += unread
+                params = {"p_chat_id": data["chat"], "p_user_id": user}
+                started = time.perf_counter()
+                with conn.cursor() as cur:
+                    cur.execute(CALLER_SQL, caller_settings("authenticated", user))
+                    cur.execute(rpc_sql("mark_messages_as_read", ("p_chat_id", "p_user_id")), params)
+                    rows = cur.fetchall()
+                conn.commit()
+                runs.append((time.perf_counter() - started) * 1000)
+                if rows != [(unread,)]:
+                    raise AssertionError(f"mark_messages_as_read returned {rows}, expected {unread}")
+            results[f"{unread:,}"] = {**_percentiles(runs), "samples": samples}
+            say(f"mark_messages_as_read, {unread:,} unread: {json.dumps(results[f'{unread:,}'])}")
+    finally:
+        conn.close()
+    return results
+
+
+def _time_conversations(url: str, data: dict, calls: int) -> dict:
+    """The conversation list (checks.smoke.conversations_sql) for the caller in every chat, long-lived session."""
+    user = data["callers"][next(iter(data["callers"]))]
+    sql, params = conversations_sql(), {"me": user}
+    conn = psycopg2.connect(url, application_name="ubench-conversations")
+    try:
+        runs = [_request(conn, user, sql, params, None) for _ in range(calls)]
+        explained = _explain(conn, user, sql, params)
+    finally:
+        conn.close()
+    result = {**_percentiles(runs), "explain": explained}
+    say(f"conversation list: {json.dumps(result)}")
+    return result
+
+
 def unread(cluster: Cluster, chat_sizes: list[int], other_chats: int, calls: int, before: bool) -> dict:
     everything = {}
     for chat_messages in chat_sizes:
@@ -554,17 +635,25 @@ def unread(cluster: Cluster, chat_sizes: list[int], other_chats: int, calls: int
         data["latest"] = chat_messages
         url = cluster.url(name)
         runs = {}
+        count = {"get_unread_count": UNREAD_READS["get_unread_count"]}
         for level in UNREAD_LEVELS:
             _set_position(cluster, name, data, chat_messages, level, by_seq=True)
-            runs[f"head, {level:,} unread"] = _time_reads(url, data, level, calls, UNREAD_READS)
+            reads = UNREAD_READS if level <= UNREAD_ALL_READS_UP_TO else count
+            runs[f"head, {level:,} unread"] = _time_reads(url, data, level, calls, reads)
+        _set_position(cluster, name, data, chat_messages, 0, by_seq=True)
+        conversations = {"head": _time_conversations(url, data, calls)}
+        marks = {"head": _time_marks(cluster, name, url, data)}
         if before:
             alembic_cli.run("-n", "staging", "downgrade", UNREAD_BEFORE, urls={"staging": cluster.passfile_url(name)})
-            count = {"get_unread_count": UNREAD_READS["get_unread_count"]}
             for level in UNREAD_LEVELS:
-                _set_position(cluster, name, data, chat_messages, level, by_seq=False)
+                _set_position(cluster, name, data, data["latest"], level, by_seq=False)
                 runs[f"{UNREAD_BEFORE}, {level:,} unread"] = _time_reads(url, data, level, calls, count)
+            _set_position(cluster, name, data, data["latest"], 0, by_seq=False)
+            conversations[UNREAD_BEFORE] = _time_conversations(url, data, calls)
+            marks[UNREAD_BEFORE] = _time_marks(cluster, name, url, data)
         cluster.drop_database(name)
-        everything[f"{chat_messages:,}"] = {**data, "calls": calls, "runs": runs}
+        everything[f"{chat_messages:,}"] = {**data, "calls": calls, "runs": runs, "marks": marks,
+                                            "conversations": conversations}
     return everything
 
 
@@ -583,6 +672,19 @@ def print_unread(results: dict) -> None:
                 explained = modes["explain"]
                 print(f"| {state} | {caller} | {read} | {cells} | {explained['buffers']} "
                       f"({explained['execution_ms']}) |")
+        print()
+        print("mark_messages_as_read, fresh unread messages, long-lived session; p50 / max in ms (samples):\n")
+        print("| revision | " + " | ".join(f"{n:,} unread" for n in MARK_SAMPLES) + " |")
+        print("| --- |" + " --- |" * len(MARK_SAMPLES))
+        for revision, marks in result["marks"].items():
+            print(f"| {revision} | " + " | ".join(f"{m['p50_ms']} / {m['max_ms']} ({m['samples']})"
+                                                   for m in marks.values()) + " |")
+        print()
+        print("The conversation list (each chat, its last message, get_unread_count), caller in every chat; "
+              "p50 / p99 / max in ms, buffers (server ms):\n")
+        for revision, c in result["conversations"].items():
+            print(f"| {revision} | {c['p50_ms']} / {c['p99_ms']} / {c['max_ms']} | {c['explain']['buffers']} "
+                  f"({c['explain']['execution_ms']}) |")
         print()
 
 

@@ -338,6 +338,9 @@ def _classify_comment(node: ast.CommentStmt) -> Classification:
     return UNKNOWN
 
 
+_ONLINE_RELOPTIONS = frozenset({"fillfactor"})
+
+
 def _alter_table_rule(command: ast.AlterTableCmd) -> tuple[str, str, str] | None:
     """(mode, duration, held) of one ALTER TABLE subcommand; None: no rule."""
     kind = enums.AlterTableType
@@ -366,6 +369,9 @@ def _alter_table_rule(command: ast.AlterTableCmd) -> tuple[str, str, str] | None
         case kind.AT_ValidateConstraint:
             return SHARE_UPDATE_EXCLUSIVE, SCANS_ONLINE, SCAN
         case kind.AT_SetNotNull:
+_ONLINE_RELOPTIONS = frozenset({"fillfactor"})
+
+
             # Without a validated CHECK (column IS NOT NULL) that PostgreSQL can use, it scans.
             return ACCESS_EXCLUSIVE, _SET_NOT_NULL, SCAN
         case (kind.AT_DropNotNull | kind.AT_DropConstraint | kind.AT_ReplicaIdentity | kind.AT_EnableRowSecurity

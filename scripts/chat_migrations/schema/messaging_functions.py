@@ -28,11 +28,12 @@ The contract (README, "The messaging functions: contract and security"):
   ``trg_follow_direct_last_read_at`` clears the position then, so such an
   update moves the badge as at 103);
 * cost for the real caller (``authenticated``, through RLS, in a long-lived
-  session whose plans are generic): ``get_unread_count`` O(unread), the mark
-  functions O(messages since the caller's last read), whatever the chat's
-  size.
+  session whose plans are generic): ``get_unread_count`` by seq O(the
+  reader's own and deleted messages since the position) since 105 (O(unread)
+  at 104), the mark functions O(messages since the caller's last read), as
+  HOT updates since 105, whatever the chat's size.
 
-The SQL that makes it so is each revision's own (101, 102, 103, 104).
+The SQL that makes it so is each revision's own (101, 102, 103, 104, 105).
 """
 
 from __future__ import annotations

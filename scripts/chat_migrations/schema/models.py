@@ -79,11 +79,14 @@ chat_messages = Table(
     CheckConstraint("status IN ('sent', 'delivered', 'read')", name="chat_messages_status_check"),
     UniqueConstraint("chat_id", "seq", name="uq_chat_messages_chat_id_seq"),
     UniqueConstraint("client_generated_id", name="uq_chat_messages_client_generated"),
-    Index("idx_chat_messages_status", "status"),
     Index("idx_chat_messages_sender_id", "sender_id"),
     Index("idx_chat_messages_reply_to", "reply_to_message_id"),
     # Revision 102: get_unread_count reads only the unread end of a chat.
     Index("idx_chat_messages_chat_created", "chat_id", "created_at"),
+    # Revision 105: the reader's own and the deleted messages after a read position (idx_chat_messages_status
+    # is gone: a mark changes no indexed column).
+    Index("idx_chat_messages_sender_chat_seq", "sender_id", "chat_id", "seq"),
+    Index("idx_chat_messages_chat_deleted_seq", "chat_id", "seq", postgresql_where=text("deleted_at IS NOT NULL")),
 )
 # Declared apart because the column list is an expression (seq DESC).
 Index("idx_chat_messages_chat_id_seq_desc", chat_messages.c.chat_id, chat_messages.c.seq.desc())
