@@ -61,14 +61,16 @@ Revision ID: 105_constant_time_badges
 Revises: 104_read_position_by_seq
 """
 
-import runpy
-from pathlib import Path
 from typing import Sequence, Union
 
 from alembic import op
 from sqlalchemy import text
 
-from chat_migrations.runtime import api_access, online_ddl, requirements, snapshots
+from chat_migrations.frozen import caller_checked_functions as checked
+from chat_migrations.frozen import read_position_functions as read_position
+from chat_migrations.runtime import api_access, indexes, lock_retries, requirements, snapshots
+from chat_migrations.runtime.lock_declarations import SHARE_UPDATE_EXCLUSIVE, DeclaredLock, Hold, declare
+from chat_migrations.runtime.promises import Function, Gone, Index, Promises
 
 revision: str = "105_constant_time_badges"
 down_revision: Union[str, Sequence[str], None] = "104_read_position_by_seq"
@@ -85,9 +87,6 @@ STATUS_INDEX = "idx_chat_messages_status"
 FILLFACTOR = 50
 FILLFACTOR_KIND = "reloption"
 
-# 104's module (frozen once shipped): its caller check (103's) and its get_unread_count, the fallback.
-_104 = runpy.run_path(str(Path(__file__).with_name("104_read_position_by_seq.py")))
-_103 = _104["_103"]
 
 requires = requirements.Requirements(
     columns={
@@ -105,6 +104,15 @@ access = api_access.Access(
         MESSAGES: "idx_chat_messages_status dropped (a mark is a HOT update); fillfactor 50 for new pages",
     },
 )
+
+# The count's own indexes; the status index no read needs any more is gone (marks update in place).
+promises = Promises((
+    Function(GET_UNREAD_COUNT, "p_chat_id uuid, p_user_id uuid", "bigint", security_definer=False, search_path='""',
+             caller_checked=True),
+    Index(OWN_INDEX[0], MESSAGES, OWN_INDEX[1]),
+    Index(DELETED_INDEX[0], MESSAGES, DELETED_INDEX[1], where=DELETED_INDEX[2]),
+    Gone(("index", f"{MESSAGES}.{STATUS_INDEX}")),
+)) + access.promises()
 
 
 def _count(what: str, condition: str) -> str:
@@ -130,7 +138,7 @@ DECLARE
     v_own bigint;
     v_deleted bigint;
     v_unread bigint;
-BEGIN{_103._caller_check("get_unread_count", acts_as_user_argument=True)}
+BEGIN{checked.caller_check("get_unread_count", acts_as_user_argument=True)}
     SELECT p.last_read_seq, p.last_read_at INTO v_last_read_seq, v_last_read_at
       FROM public.chat_participants p
      WHERE p.chat_id = p_chat_id AND p.user_id = p_user_id;
@@ -158,7 +166,7 @@ BEGIN{_103._caller_check("get_unread_count", acts_as_user_argument=True)}
     END IF;
     RETURN v_unread;
 END;
-$function$;{_103._comment(GET_UNREAD_COUNT,
+$function$;{checked.grants_and_comment(GET_UNREAD_COUNT,
     "Messages from others in a chat after the reader's last_read_seq (before their first mark as read since "
     "revision 104: newer than last_read_at), not deleted (badge counts); by seq it costs the reader's own and "
     "the deleted messages since the position, not the unread ones. The caller asks only for themselves "
@@ -212,33 +220,33 @@ def _converge(index: str, definition: str) -> None:
     """Build ``definition`` concurrently: converge_index online; in --sql, CREATE INDEX CONCURRENTLY IF NOT EXISTS."""
     with op.get_context().autocommit_block():
         if op.get_context().as_sql:
-            op.execute(online_ddl.declare(online_ddl.DeclaredLock(online_ddl.SHARE_UPDATE_EXCLUSIVE, MESSAGES,
-                                                                  online_ddl.Hold.BUILD), run_alone=True)
+            op.execute(declare(DeclaredLock(SHARE_UPDATE_EXCLUSIVE, MESSAGES,
+                                                                  Hold.BUILD), run_alone=True)
                        + definition.replace("CREATE INDEX", "CREATE INDEX CONCURRENTLY IF NOT EXISTS", 1))
         else:
-            online_ddl.converge_index(index, definition)
+            indexes.converge_index(index, definition)
 
 
 def _build(index: str, columns: str, where: str | None) -> None:
     """A new index, online (create_index_concurrently, or as it does for a partial one, which it cannot name)."""
     if where is None:
-        online_ddl.create_index_concurrently(revision, index, MESSAGES, columns)
+        indexes.create_index_concurrently(revision, index, MESSAGES, columns)
         return
     op.execute(snapshots.record_index_sql(revision, f"public.{index}"))
-    _converge(index, online_ddl.index_definition(index, MESSAGES, columns, where))
+    _converge(index, indexes.index_definition(index, MESSAGES, columns, where))
 
 
 def _drop_status_index() -> None:
     name = f"public.{STATUS_INDEX}"
     op.execute(snapshots.record_index_sql(revision, name))
     with op.get_context().autocommit_block():
-        online_ddl.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {name}", table=MESSAGES, in_transaction=False)
+        lock_retries.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {name}", table=MESSAGES, in_transaction=False)
 
 
 def _restore_status_index() -> None:
     """Rebuilt concurrently with the definition recorded by the upgrade (the converged one without a snapshot)."""
     name = f"public.{STATUS_INDEX}"
-    converged = online_ddl.index_definition(STATUS_INDEX, MESSAGES, "status")
+    converged = indexes.index_definition(STATUS_INDEX, MESSAGES, "status")
     if op.get_context().as_sql:
         definition = converged
     else:
@@ -258,15 +266,15 @@ def upgrade() -> None:
         _build(*index)
     op.execute(snapshots.redefine_function_sql(revision, GET_UNREAD_COUNT, GET_UNREAD_COUNT_CONSTANT))
     op.execute(RECORD_FILLFACTOR_SQL)
-    online_ddl.execute(SET_FILLFACTOR_SQL, table=MESSAGES)
+    lock_retries.execute(SET_FILLFACTOR_SQL, table=MESSAGES)
     _drop_status_index()
 
 
 def downgrade() -> None:
     _restore_status_index()
-    online_ddl.execute(RESTORE_FILLFACTOR_SQL, table=MESSAGES)
+    lock_retries.execute(RESTORE_FILLFACTOR_SQL, table=MESSAGES)
     op.execute(snapshots.forget_sql(revision, FILLFACTOR_KIND, MESSAGES))
-    op.execute(snapshots.restore_function_sql(revision, GET_UNREAD_COUNT, _104["GET_UNREAD_COUNT_BY_SEQ"]))
+    op.execute(snapshots.restore_function_sql(revision, GET_UNREAD_COUNT, read_position.GET_UNREAD_COUNT_BY_SEQ))
     # The function no longer reads them: dropped last.
     for index, _, _ in (DELETED_INDEX, OWN_INDEX):
-        online_ddl.drop_index_concurrently(revision, index, MESSAGES)
+        indexes.drop_index_concurrently(revision, index, MESSAGES)

@@ -339,7 +339,8 @@ def check_leftovers(ctx: Context) -> Finding:
         "leftovers", "nothing left by an interrupted revision", "warning", "catalog",
         f"{count_of(len(found), 'leftover')} of an interrupted revision",
         [item.describe() for item in found],
-        fix="the next upgrade completes them; a downgrade removes them",
+        fix=(f"the next upgrade completes them; alembic -n {ctx.environment} upgrade "
+             f"{ctx.current_revision or 'head'} removes them at any revision"),
     )
 
 

@@ -291,8 +291,8 @@ def check_leftovers(ctx: Context) -> Finding:
     )
     if found:
         finding.fix = (
-            "run the upgrade again (it completes the revision) or a downgrade (it removes them); "
-            "both clean up before their first step"
+            f"alembic -n {ctx.environment} upgrade {ctx.current_revision or 'head'} removes them at any revision, "
+            "the baseline included; rerunning the upgrade to head completes the interrupted revision instead"
         )
     return settle(finding, count_of(len(found), "leftover") + " of an interrupted revision")
 
