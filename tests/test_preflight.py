@@ -255,7 +255,7 @@ def test_leftovers_of_an_interrupted_revision_are_a_warning(capsys, make_databas
     check = run.check("leftovers")
     assert check["status"] == "warning"
     assert check["problems"][0].startswith("helper check public.chat_messages.chat_messages_chat_id_not_null_migration")
-    assert check["fix"] == "the next upgrade completes them; a downgrade removes them"
+    assert check["fix"] == "the next upgrade completes them; alembic -n prod upgrade 000_prod_baseline removes them at any revision"
 
 
 def test_caller_changes_list_what_103_takes_from_anon_and_the_policies_it_drops(capsys, make_database):
