@@ -369,8 +369,9 @@ def test_the_human_report_lists_the_differences_then_each_blocker_with_its_fix(c
 def test_the_json_document(capsys, make_database):
     db = unadopted(make_database, "prod", f"ALTER TABLE {MESSAGES} ADD COLUMN edited boolean")
     document = adopt_json(capsys, db).json
-    assert set(document) == {"command", "exit_code", "target", "adoptable", "adopted_at", "baseline", "summary",
-                             "differences"}
+    assert set(document) == {"command", "exit_code", "target", "adoptable", "adopted_at", "platform_defaults",
+                             "baseline", "summary", "differences"}
+    assert document["platform_defaults"] in ("default-privileges", "explicit-grants")
     assert (document["command"], document["exit_code"], document["adoptable"]) == ("adopt", 0, True)
     assert document["target"] == {"label": "prod", "environment": "prod", "database": db.url.replace(
         db.cluster.password, "***")}

@@ -42,7 +42,7 @@ from chat_migrations.checks import checks_cli, drift, guarantees
 from chat_migrations.runtime import promises as p
 from chat_migrations.runtime import requirements
 from chat_migrations.schema import history as chain
-from chat_migrations.checks.catalog import Catalog, current_revision, read_catalog, script_directory
+from chat_migrations.checks.catalog import Catalog, current_revision, platform_defaults, read_catalog, script_directory
 from chat_migrations.checks.checks_cli import Target
 from chat_migrations.errors import IdentityUnproven
 from chat_migrations.runtime.sqlnames import identifier
@@ -768,6 +768,8 @@ class AdoptReport:
     identity: str
     adopted_at: str | None
     differences: list[Difference]
+    # Information: which Supabase platform's default privileges the database has (docs/supabase-platform.md).
+    platform: str = ""
 
     @property
     def environment(self) -> str:
@@ -789,6 +791,7 @@ class AdoptReport:
             "target": self.target.describe(),
             "adoptable": self.adopted_at is None and not self.blockers,
             "adopted_at": self.adopted_at,
+            "platform_defaults": self.platform,
             "baseline": baseline_revision(self.environment),
             "summary": self.summary(),
             "differences": [d.to_json() for d in self.differences],
@@ -809,6 +812,7 @@ class AdoptReport:
         out = [
             f"adopt {self.target.label}: {self.target.masked_url}",
             f"identity: {self.identity}",
+            f"platform: {self.platform} (information: the revisions grant explicitly, so they hold on either)",
             f"baseline: {baseline_revision(self.environment)} (baselines/{baseline_file(self.environment).name})",
             "",
         ]
@@ -837,8 +841,9 @@ def adopt(target: Target) -> AdoptReport:
             proof = UNPROVEN
         revision = current_revision(conn)
         differences = [] if revision is not None else compare(conn, target.environment.name)
+        platform = platform_defaults(conn)
         conn.rollback()
-    return AdoptReport(target, proof, revision, differences)
+    return AdoptReport(target, proof, revision, differences, platform)
 
 
 def build_parser() -> argparse.ArgumentParser:
