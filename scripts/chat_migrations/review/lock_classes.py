@@ -369,11 +369,14 @@ def _alter_table_rule(command: ast.AlterTableCmd) -> tuple[str, str, str] | None
         case kind.AT_ValidateConstraint:
             return SHARE_UPDATE_EXCLUSIVE, SCANS_ONLINE, SCAN
         case kind.AT_SetNotNull:
-_ONLINE_RELOPTIONS = frozenset({"fillfactor"})
-
-
             # Without a validated CHECK (column IS NOT NULL) that PostgreSQL can use, it scans.
             return ACCESS_EXCLUSIVE, _SET_NOT_NULL, SCAN
+        case kind.AT_SetRelOptions | kind.AT_ResetRelOptions:
+            # PostgreSQL sets these storage parameters under SHARE UPDATE EXCLUSIVE (AlterTableGetRelOptionsLockLevel).
+            if all(option.defname in _ONLINE_RELOPTIONS for option in command.def_ or ()):
+                return (SHARE_UPDATE_EXCLUSIVE, "brief; reads and writes go on, no rewrite (pages written later follow it)",
+                        CATALOG_ONLY)
+            return None
         case (kind.AT_DropNotNull | kind.AT_DropConstraint | kind.AT_ReplicaIdentity | kind.AT_EnableRowSecurity
               | kind.AT_DisableRowSecurity | kind.AT_ForceRowSecurity | kind.AT_NoForceRowSecurity):
             return ACCESS_EXCLUSIVE, BRIEF, CATALOG_ONLY
