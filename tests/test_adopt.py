@@ -244,8 +244,7 @@ VARIANTS = {
         1,
         {("functions", "public.get_unread_count(uuid, uuid)", "different", "blocking")},
         ("functions", "public.get_unread_count(uuid, uuid)"),
-        "required by 007_prod_unread_count_privileges, 103_messaging_security, 104_read_position_by_seq "
-        "as (p_chat_id uuid, p_user_id uuid) returning bigint",
+        "as (p_chat_id uuid, p_user_id uuid) returning bigint (the upgrade would refuse)",
         "ALTER FUNCTION public.get_unread_count(uuid, uuid) RENAME TO get_unread_count_before_adoption;",
         upgrade_refuses=True,
     ),

@@ -436,7 +436,7 @@ def test_the_readme_stays_a_runbook_not_a_reference():
 
 
 def test_the_runbook_rule_catches_reference_material_in_the_readme():
-    text = "## The runbook\n### 1. Step\nrun it\n## Locks\n" + "a long explanation\n" * 40 + "## Layout\n" + "x\n" * 40
+    text = "\n## The runbook\n### 1. Step\nrun it\n## Locks\n" + "a long explanation\n" * 40 + "## Layout\n" + "x\n" * 40
     assert reference_sections_too_long(text) == ["Locks"]
 
 

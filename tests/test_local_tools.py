@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine
 
-from chat_migrations.checks import catalog
+from chat_migrations.checks import catalog, validate
 from chat_migrations.harness import alembic_cli
 from chat_migrations.harness.cluster import PLATFORMS
 from chat_migrations.runtime.environments import REPO_ROOT
@@ -47,7 +47,7 @@ def test_the_local_job_converges_both_environments_and_rolls_prod_back_exactly()
     assert "READY: no blockers" in out.split("$ scripts/preflight -n prod")[1]
     validations = out.split("$ scripts/validate -n ")[1:]
     assert [v.split("\n", 1)[0] for v in validations] == ["staging", "prod", "prod"]
-    assert all("OK: all 13 checks pass" in v and "(exit 0" in v for v in validations[:2])
+    assert all(f"OK: all {len(validate.CHECKS)} checks pass" in v and "(exit 0" in v for v in validations[:2])
     rolled_back = validations[2]
     assert "FAILED:" in rolled_back and "(exit 1, as expected: prod was rolled back to its baseline)" in rolled_back
     assert "at revision 000_prod_baseline; prod's head is" in rolled_back

@@ -106,12 +106,12 @@ def test_at_head_there_is_nothing_to_upgrade(capsys, make_database):
 
 def test_an_invalid_index_is_a_blocker_naming_its_rebuild(capsys, make_database):
     db = make_database("staging")
-    db.execute("UPDATE pg_index SET indisvalid = false WHERE indexrelid = 'public.idx_chat_messages_status'::regclass",
+    db.execute("UPDATE pg_index SET indisvalid = false WHERE indexrelid = 'public.idx_chat_messages_chat_id_seq_desc'::regclass",
                admin=True)  # what an interrupted concurrent build leaves; only the superuser can fake it
     check = preflight_json(capsys, db).check("invalid_indexes")
     assert check["status"] == "blocker"
-    assert "index idx_chat_messages_status on public.chat_messages is INVALID" in check["problems"][0]
-    assert check["fix"] == "REINDEX INDEX CONCURRENTLY public.idx_chat_messages_status"
+    assert "index idx_chat_messages_chat_id_seq_desc on public.chat_messages is INVALID" in check["problems"][0]
+    assert check["fix"] == "REINDEX INDEX CONCURRENTLY public.idx_chat_messages_chat_id_seq_desc"
 
 
 def test_an_old_transaction_holding_a_messaging_table_blocks_and_others_warn(capsys, make_database, session_on):
