@@ -169,7 +169,10 @@ class Plan:
     def _wanted(self) -> str:
         """The revision asked for, as alembic's command handed it to this environment (also when called
         from Python, as scripts/render-sql does, with no command line)."""
-        asked = context.get_context().opts.get("destination_rev")
+        try:
+            asked = context.get_revision_argument()
+        except KeyError:  # run from Python with no destination (pytest-alembic's inspection): nothing to plan
+            asked = None
         return str(asked or getattr(config.cmd_opts, "revision", None) or "")
 
     def _compute(self, heads: tuple[str, ...], destination: str) -> list[Step]:
@@ -192,11 +195,13 @@ class Plan:
         heads = ctx.get_current_heads()
         self.start = ",".join(heads)
         self.waited = self.connection.info.get(session.WAITED_FOR_LOCK)
-        if self.command not in ("upgrade", "downgrade"):
+        wanted = self._wanted()
+        if self.command not in ("upgrade", "downgrade") or (not wanted and config.cmd_opts is None):
+            # Not a migration, or run from Python with no destination (an inspection): nothing to plan.
             self._end_reads()
             return
         try:
-            self.steps = self._compute(heads, self._wanted())
+            self.steps = self._compute(heads, wanted)
         except session.MigrationRefused:
             raise
         except Exception:  # an unknown or unreachable revision: alembic's own run says so, before any step

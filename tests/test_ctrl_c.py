@@ -138,8 +138,10 @@ def test_ctrl_c_while_alembic_starts_is_one_line_without_a_traceback(tmp_path, m
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     site_packages = next(venv.glob("lib/python3*/site-packages"))
     # The project's venv, as this test runs in it, under the hook, as _venv.sh installs it.
+    # (A path a .pth adds is no site directory: the editable install's own .pth is not read from it,
+    # so the project's scripts/ goes in too.)
     (site_packages / "zz_project_venv.pth").write_text(
-        "\n".join(path for path in sys.path if path.endswith("site-packages")) + "\n")
+        "\n".join([*(path for path in sys.path if path.endswith("site-packages")), str(REPO_ROOT / "scripts")]) + "\n")
     for hook in (REPO_ROOT / "scripts" / "site").iterdir():
         (site_packages / hook.name).write_text(hook.read_text())
     command = [str(venv / "bin" / "python"), "-m", "alembic", "-c", str(ALEMBIC_INI), "-n", "prod", "current"]
