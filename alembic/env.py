@@ -169,10 +169,12 @@ class Plan:
     def _wanted(self) -> str:
         """The revision asked for, as alembic's command handed it to this environment (also when called
         from Python, as scripts/render-sql does, with no command line)."""
-        try:
-            asked = context.get_revision_argument()
-        except KeyError:  # run from Python with no destination (pytest-alembic's inspection): nothing to plan
-            asked = None
+        asked = context.get_context().opts.get("destination_rev")
+        if asked is None:
+            try:  # as the environment was given it (pytest-alembic passes it only there)
+                asked = context.get_revision_argument()
+            except KeyError:  # run from Python with no destination (an inspection): nothing to plan
+                asked = None
         return str(asked or getattr(config.cmd_opts, "revision", None) or "")
 
     def _compute(self, heads: tuple[str, ...], destination: str) -> list[Step]:
