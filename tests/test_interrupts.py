@@ -20,6 +20,7 @@ import pytest
 
 from chat_migrations.harness import alembic_cli
 from chat_migrations.runtime import faults
+from chat_migrations.schema import history
 
 from .conftest import ENVIRONMENTS, assert_same_schema
 
@@ -83,3 +84,35 @@ def test_an_upgrade_interrupted_at_any_statement_reruns_or_rolls_back_exactly(
         rerun.drop()
         rollback.drop()
     assert statement > 20, "the fault never struck: the run has fewer statements than expected"
+
+
+@pytest.mark.parametrize("kind", ["sigint", "terminate"])
+def test_the_newest_revision_interrupted_at_any_of_its_statements_reruns_or_rolls_back_exactly(make_database, kind):
+    # The newest revision alone, on every run of the suite (the whole matrix is exhaustive): it is the one a
+    # team just wrote, and the one whose leftovers a new kind of step (a storage parameter, say) brings.
+    chain = [s.revision for s in history.chain("staging")]
+    before_db = make_database("staging")
+    alembic(before_db, "upgrade", chain[-2])
+    before, before_snapshots = before_db.schema(), snapshots(before_db)
+    clean = make_database("staging", copy_of=before_db)
+    alembic(clean, "upgrade", "head")
+    after, after_snapshots = clean.schema(), snapshots(clean)
+    statement = 0
+    while True:
+        statement += 1
+        rerun = make_database("staging", copy_of=before_db)
+        code, output = alembic(rerun, "upgrade", "head", fault=f"{kind}:{statement}")
+        if code == 0:
+            break
+        rollback = make_database("staging", copy_of=rerun)
+        code, output = alembic(rerun, "upgrade", "head")
+        assert code == 0, output
+        assert_same_schema(rerun.schema(), after, f"rerun after {kind} at statement {statement}")
+        assert snapshots(rerun) == after_snapshots, f"snapshots after {kind} at statement {statement}"
+        code, output = alembic(rollback, "downgrade", chain[-2])
+        assert code == 0, output
+        assert_same_schema(rollback.schema(), before, f"rollback after {kind} at statement {statement}")
+        assert snapshots(rollback) == before_snapshots
+        rerun.drop()
+        rollback.drop()
+    assert statement > 3

@@ -13,7 +13,9 @@ alembic_version, but leaves:
 * a column the revision added (``columns.add_column``), committed when a
   later concurrent step of the same revision stepped out of its transaction;
 * a function it created or replaced (``snapshots.replace_function_sql`` and
-  friends), committed the same way: put back as its snapshot recorded it.
+  friends), committed the same way: put back as its snapshot recorded it;
+* a table storage parameter it set (snapshot kind ``reloption``, e.g.
+  fillfactor): put back as recorded.
 
 The next upgrade that runs the same revision reuses them (first record wins,
 a valid helper check is not validated again, an INVALID index is rebuilt), so
@@ -25,6 +27,7 @@ no revision of another runner is in progress.
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 
@@ -45,9 +48,9 @@ _DROP_TIMEOUT_MS = 3_600_000
 @dataclass(frozen=True)
 class Leftover:
     revision: str | None  # None: no snapshot names its revision
-    kind: str  # "snapshot", "index", "redefined index", "not null", "check", "added column", "function"
+    kind: str  # "snapshot", "index", "redefined index", "not null", "check", "added column", "function", "reloption"
     name: str  # snapshot: kind/object; an index: schema.index; not null, added column: table.column; check: table.constraint
-    table: str | None = None  # check, not null: the table; redefined index: the definition to put back
+    table: str | None = None  # check, not null: the table; redefined index: the definition to put back; reloption: the snapshot (JSON)
 
     def describe(self) -> str:
         owner = f"revision {self.revision}" if self.revision else "an interrupted revision"
@@ -59,6 +62,7 @@ class Leftover:
             "check": f"helper check {self.name}",
             "added column": f"column {self.name}",
             "function": f"function {self.name}, not as its snapshot recorded it",
+            "reloption": f"storage parameters of {self.name}, not as its snapshot recorded them",
         }[self.kind]
         return f"{what}, left by {owner}, which is not applied"
 
@@ -125,6 +129,8 @@ def find(conn: Connection, applied: set[str], tables: tuple[str, ...] | None = N
     for row in stale:
         if row.object_kind == "function" and _function_differs(conn, row.object_name, row.snapshot):
             found.append(Leftover(row.revision, "function", row.object_name))
+        elif row.object_kind == "reloption" and _reloptions_differ(conn, row.object_name, row.snapshot):
+            found.append(Leftover(row.revision, "reloption", row.object_name, json.dumps(row.snapshot)))
     for table, check in checks:
         column = check.removeprefix(table.split(".")[1] + "_").removesuffix(HELPER_CHECK_SUFFIX)
         found.append(Leftover(owners_of_columns.get(f"{table}.{column}"), "check", f"{table}.{check}", table))
@@ -139,6 +145,17 @@ def _function_differs(conn: Connection, signature: str, snapshot: dict) -> bool:
     if not snapshot.get("existed"):
         return current is not None
     return current != snapshot.get("definition")
+
+
+def _reloption_sql(table: str, option: str) -> str:
+    return (f"SELECT option_value FROM pg_options_to_table((SELECT reloptions FROM pg_class "
+            f"WHERE oid = to_regclass('{table}'))) WHERE option_name = '{option}'")
+
+
+def _reloptions_differ(conn: Connection, table: str, snapshot: dict) -> bool:
+    """Whether a storage parameter the snapshot recorded (``{"fillfactor": "100" or null}``) has another value now."""
+    return any(conn.execute(text(_reloption_sql(table, option))).scalar() != value
+               for option, value in snapshot.items())
 
 
 def removable(conn: Connection, *, applied: set[str], keep: set[str], tables: tuple[str, ...]) -> list[Leftover]:
@@ -164,6 +181,15 @@ def remove(conn: Connection, removable: list[Leftover], *, autocommit_block, set
                 # the snapshot rows go with the others below.
                 with conn.connection.dbapi_connection.cursor() as cursor:  # no parameters: its % are SQL's
                     cursor.execute(snapshots.restore_function_sql(item.revision, item.name, None, forget=False))
+            elif item.kind == "reloption":
+                # SET/RESET of a storage parameter: SHARE UPDATE EXCLUSIVE, catalog only.
+                conn.execute(text(f"SET lock_timeout = {settings.lock_timeout_ms}"))
+                recorded = json.loads(item.table)
+                changes = ", ".join(f"{option} = {int(value)}" for option, value in recorded.items() if value is not None)
+                resets = ", ".join(option for option, value in recorded.items() if value is None)
+                for action in filter(None, [f"SET ({changes})" if changes else "", f"RESET ({resets})" if resets else ""]):
+                    lock_retries.execute(f"ALTER TABLE {_quoted(item.name)} {action}", table=item.name,
+                                         in_transaction=False)
             elif item.kind == "redefined index":
                 indexes.converge_index(item.name.split(".", 1)[1], item.table)
             elif item.kind in ("not null", "check", "added column"):
