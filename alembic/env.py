@@ -52,7 +52,6 @@ REFUSALS = (
 )
 
 COMMON_OPTIONS = dict(
-    target_metadata=models.metadata,
     include_object=models.include_object,
     version_table_schema=session.BOOKKEEPING_SCHEMA,
     transaction_per_migration=True,
@@ -66,19 +65,20 @@ def run_migrations_offline(environment, command: str, settings: session.Settings
         literal_binds=True,
         dialect_opts={"paramstyle": "named"},
         chat_settings=settings,
+        target_metadata=models.at_head(environment.name, context.script),
         **COMMON_OPTIONS,
     )
     # Refused before anything is printed: no range, or one that starts outside this history.
     start = offline.starting_revision(context.script, environment.name, command, context.get_context().opts.get("starting_rev"))
     upgrades = offline.pending_upgrades(context.script, start, context.get_revision_argument()) if command == "upgrade" else []
     plan = Plan(command, settings)
-    plan.watch(context.get_context())
     with context.begin_transaction():
         context.execute(identity.offline_guard_sql(environment))
         context.execute(offline.guard_sql(environment.name, start, upgrades=upgrades))
         context.execute(f"SET lock_timeout = {settings.lock_timeout_ms}")
         context.execute(f"SET statement_timeout = {settings.statement_timeout_ms}")
         context.execute(session.BOOKKEEPING_SQL)
+        plan.before_first_offline(context.get_context())
         context.run_migrations()
         # Leave a pooled session (Supabase's SQL editor) as it was found.
         context.execute("RESET lock_timeout")
@@ -95,7 +95,7 @@ def run_migrations_online(environment, command: str, settings: session.Settings)
     ) as connection:
         plan.connection = connection
         context.configure(connection=connection, chat_settings=settings, on_version_apply=[plan.applied],
-                          **COMMON_OPTIONS)
+                          target_metadata=models.at_head(environment.name, context.script), **COMMON_OPTIONS)
         faults.install(connection)
         try:
             plan.before_first(context.get_context())
@@ -218,29 +218,24 @@ class Plan:
         if self.connection.in_transaction():
             self.connection.commit()
 
-    def watch(self, migration_context) -> None:
-        """--sql: the checks go out as statements, just before the first step, after the guard env.py renders.
+    def before_first_offline(self, ctx) -> None:
+        """--sql: the checks go out as statements before the first step, after the guards env.py renders.
 
-        Alembic has no public hook between run_migrations() starting and its
-        first step, where a script's guard must stand, so the rendered path
-        still wraps the work function, and only to emit there; the steps come
-        from the script directory as online.
+        The script starts where its range says (``get_current_heads`` reads
+        it back offline), so the steps come from the script directory as
+        online, before run_migrations().
         """
-        planned = migration_context._migrations_fn
-
-        def steps(heads, ctx):
-            if self.command in ("upgrade", "downgrade"):
-                try:
-                    self.steps = self._compute(tuple(heads), self._destination_offline())
-                except session.MigrationRefused:
-                    raise
-                except Exception:  # an unknown or unreachable revision: alembic's own work function says so
-                    self.steps = None
-                if self.steps is not None:
-                    self._check(self.steps, ctx, heads)
-            yield from planned(heads, ctx)
-
-        migration_context._migrations_fn = steps
+        if self.command not in ("upgrade", "downgrade"):
+            return
+        heads = ctx.get_current_heads()
+        try:
+            self.steps = self._compute(tuple(heads), self._destination_offline())
+        except session.MigrationRefused:
+            raise
+        except Exception:  # an unknown or unreachable revision: alembic's own run says so
+            self.steps = None
+        if self.steps is not None:
+            self._check(self.steps, ctx, heads)
 
     def _destination_offline(self) -> str:
         return self._wanted().rpartition(":")[2]

@@ -89,9 +89,14 @@ def test_validate_preflight_and_smoke_follow_the_next_revision(capsys, make_data
     assert code == 0, failing(report)
     code, report = command(capsys, smoke, db)
     assert code == 0, report
+    # alembic check (autogenerate) knows the new column and partial index from the declaration: models.py is untouched.
+    checked = alembic(db, next_revision, "check", check=False)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
 
     # Each promise is judged: its partial index gone, its column grant gone.
     db.execute("DROP INDEX public.idx_chat_messages_pinned")
+    checked = alembic(db, next_revision, "check", check=False)
+    assert checked.returncode != 0 and "idx_chat_messages_pinned" in checked.stdout + checked.stderr
     code, report = command(capsys, validate, db)
     assert code == 1 and set(failing(report)) == {"indexes"}
     assert "index idx_chat_messages_pinned on public.chat_messages (chat_id, pinned_at WHERE pinned_at IS NOT NULL) " \

@@ -32,6 +32,7 @@ from the server's own deparser.
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -39,6 +40,7 @@ from typing import Any, Callable
 from chat_migrations.checks import checks_cli, guarantees
 from chat_migrations.checks.catalog import Catalog, read_catalog
 from chat_migrations.checks.checks_cli import Target
+from chat_migrations.frozen import baseline
 from chat_migrations.runtime import bookkeeping, promises
 from chat_migrations.schema import history, models
 
@@ -227,16 +229,24 @@ def _split(key: str) -> tuple[str, str]:
     return table, name
 
 
-_HEAD_TABLES = [t for t in models.metadata.tables.values() if t.schema is None]
-_HEAD_COLUMNS = {f"public.{t.name}.{c.name}" for t in _HEAD_TABLES for c in t.columns}
-_HEAD_NOT_NULL = {f"public.{t.name}.{c.name}" for t in _HEAD_TABLES for c in t.columns if not c.nullable}
-_HEAD_INDEXES = {f"public.{t.name}.{i.name}" for t in _HEAD_TABLES for i in t.indexes}
+@functools.lru_cache(maxsize=None)
+def _head(kind: str) -> frozenset[str]:
+    """The head schema's "columns", "not null" columns or "indexes" (either environment's: they converge)."""
+    heads = [t for environment in baseline.ENVIRONMENTS
+             for t in models.at_head(environment).tables.values() if t.schema is None]
+    return frozenset({
+        "columns": (f"public.{t.name}.{c.name}" for t in heads for c in t.columns),
+        "not null": (f"public.{t.name}.{c.name}" for t in heads for c in t.columns if not c.nullable),
+        "indexes": (f"public.{t.name}.{i.name}" for t in heads for i in t.indexes),
+    }[kind])
+
+
 _SET_NULL_RULE = 'README, "Where NOT NULL meets ON DELETE SET NULL"'
 
 
 def _set_null_key(row: Row, a: Side, b: Side) -> tuple[str, str] | None:
     """A NOT NULL column of the head schema left nullable on the side whose foreign key sets it NULL."""
-    if row.section != "columns" or row.differences != ["nullable"] or row.object not in _HEAD_NOT_NULL:
+    if row.section != "columns" or row.differences != ["nullable"] or row.object not in _head("not null"):
         return None
     nullable = a if row.a["nullable"] else b
     conflict = guarantees.set_null_conflict(nullable.catalog, *_split(row.object))
@@ -256,7 +266,7 @@ def _set_null_foreign_key(row: Row, a: Side, b: Side) -> tuple[str, str] | None:
             continue
         for column in constraint["columns"]:
             conflict = guarantees.set_null_conflict(side.catalog, table, column)
-            if f"{table}.{column}" in _HEAD_NOT_NULL and conflict and conflict[0] == name:
+            if f"{table}.{column}" in _head("not null") and conflict and conflict[0] == name:
                 return EXPLAINED, (
                     f"{side.label}'s {name} is ON DELETE {constraint['on_delete']}: the project keeps it, and "
                     f"{table}.{column} nullable with it ({_SET_NULL_RULE})"
@@ -286,9 +296,9 @@ def _only_one_side_has_it(row: Row, a: Side, b: Side) -> tuple[str, str] | None:
     if row.status != MISSING:
         return None
     side, values = (a, row.a) if row.b is None else (b, row.b)
-    if row.section == "columns" and row.object not in _HEAD_COLUMNS and (values["nullable"] or values["default"] is not None):
+    if row.section == "columns" and row.object not in _head("columns") and (values["nullable"] or values["default"] is not None):
         return HARMLESS, f"only {side.label} has it: nothing names it, and an insert that leaves it out works"
-    if row.section == "indexes" and row.object not in _HEAD_INDEXES and " UNIQUE " not in f" {values['definition']} ":
+    if row.section == "indexes" and row.object not in _head("indexes") and " UNIQUE " not in f" {values['definition']} ":
         return HARMLESS, f"only {side.label} has it: an extra non-unique index changes no result, only plans and write cost"
     return None
 

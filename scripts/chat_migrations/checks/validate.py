@@ -303,8 +303,9 @@ _CREATE_POLICY = re.compile(r"CREATE POLICY (\w+) ON (\w+\.\w+)")
 def known_names(environment: str) -> dict[str, set[str]]:
     """What the plan knows on the chat tables, keyed like the Catalog.
 
-    Columns, indexes and constraints: models.py's names (only its names: its
-    types, defaults and actions are not judged), with PostgreSQL's default
+    Columns, indexes and constraints: the names of the tables at head
+    (models.py's frozen tables with every column and index the revisions
+    promise; only their names: types, defaults and actions are not judged), with PostgreSQL's default
     names for the keys it leaves unnamed (<table>_pkey, <table>_<column>_fkey).
     Policies: the baseline's (chat_migrations.frozen.baseline, frozen) and those
     the revisions promise. Functions, triggers and indexes: those the revisions
@@ -312,7 +313,7 @@ def known_names(environment: str) -> dict[str, set[str]]:
     """
     columns, indexes, constraints = set(), set(), set()
     for name in catalog_module.TABLES:
-        table, prefix = models.metadata.tables[name], qualified(name)
+        table, prefix = models.at_head(environment).tables[name], qualified(name)
         columns |= {f"{prefix}.{column.name}" for column in table.columns}
         indexes |= {f"{prefix}.{index.name}" for index in table.indexes}
         for constraint in table.constraints:
@@ -322,8 +323,7 @@ def known_names(environment: str) -> dict[str, set[str]]:
         for fk in table.foreign_key_constraints:
             constraints.add(f"{prefix}.{name}_{'_'.join(c.name for c in fk.columns)}_fkey")
     state = history.promised(environment)
-    columns |= {item.qualified for item in (*state.of(p.Column), *state.of(p.OptionalColumn))}
-    indexes |= {index.key[1] for index in state.of(p.Index)}
+    columns |= {item.qualified for item in state.of(p.OptionalColumn)}
     policies = {f"{item.table}.{policy}" for item in state.of(p.Policies) for policy in item.names}
     if environment in baseline.ENVIRONMENTS:
         policies |= {f"{table}.{policy}" for policy, table in _CREATE_POLICY.findall(baseline.create_sql(environment))}

@@ -65,6 +65,8 @@ class Column:
     name: str
     type: str
     not_null: bool | None = None
+    # The column's COMMENT, where the revision sets one: alembic check compares it (the checks do not).
+    comment: str | None = None
 
     @property
     def key(self) -> tuple:
