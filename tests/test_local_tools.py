@@ -6,6 +6,7 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import time
 import tempfile
 from pathlib import Path
@@ -155,3 +156,13 @@ def test_local_db_unstamped_gives_lookalikes_to_adopt_and_stamp_by_hand():
         assert "000_prod_baseline" in alembic_cli.run("-n", "prod", "current", urls=prod).stdout
     finally:
         run("scripts/local-db", "stop", "--dir", str(root))
+
+
+def test_the_empty_directory_alembic_runs_in_is_removed_when_the_process_ends():
+    # One per test process, hundreds per suite run: each must go with its process.
+    made = subprocess.run(
+        [sys.executable, "-c", "from chat_migrations.harness import alembic_cli; "
+         "d = alembic_cli._empty_directory(); assert d.is_dir(); print(d)"],
+        capture_output=True, text=True, check=True, env={**os.environ, "PYTHONPATH": str(REPO_ROOT / "scripts")},
+    )
+    assert not Path(made.stdout.strip()).exists()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import functools
 import io
@@ -20,8 +21,10 @@ from chat_migrations.runtime.environments import ALEMBIC_INI, load_environments
 
 @functools.cache
 def _empty_directory() -> Path:
-    # Runs happen outside the checkout so a developer's .env.local is never read.
-    return Path(tempfile.mkdtemp(prefix="alembic-cwd-"))
+    # Runs happen outside the checkout so a developer's .env.local is never read; removed when this process ends.
+    directory = tempfile.TemporaryDirectory(prefix="alembic-cwd-")
+    atexit.register(directory.cleanup)
+    return Path(directory.name)
 
 
 @dataclass
