@@ -193,6 +193,7 @@ def _phase_summary(run: dict) -> dict:
         "errors_during": sum(1 for s in samples if s.error and run["began"] <= s.at < run["ended"] + 1),
         "error_kinds": sorted({s.error for s in samples if s.error})[:4],
         "longest_wait_on_migration_s": sampler.longest_wait(run["began"], run["ended"]),
+        "requests_waited_on_migration": sampler.requests_waited(run["began"], run["ended"]),
         "steps": [(step.environment, step.label, round(step.seconds, 2), step.error) for step in steps],
     }
 
@@ -262,6 +263,7 @@ def deadlocks(bench: Bench, trials: int, quiet: float) -> dict:
                 "app_errors": sum(1 for s in inside if s.error),
                 "app_max_ms": max((s.latency * 1000 for s in inside if s.error is None), default=0.0),
                 "longest_wait_s": measured["sampler"].longest_wait(step.start, step.end),
+                "requests_waited": measured["sampler"].requests_waited(step.start, step.end),
             })
         results[label] = rows
         say(json.dumps(rows))
@@ -694,13 +696,13 @@ def _ratio(a, b) -> str:
 
 def print_compare(results: dict) -> None:
     print("| run | wall (s) | app errors | at rest p50 / p99 / max (ms) | during DDL p50 / p99 / max (ms) "
-          "| longest wait on the migration (s) |")
-    print("| --- | --- | --- | --- | --- | --- |")
+          "| requests that waited on a migration lock | longest wait on the migration (s) |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
     for label, r in results.items():
         rest, during = r["at_rest"], r["during"]
         print(f"| {label} | {r['wall_seconds']} | {r['errors_during']} | {rest.get('p50_ms')} / {rest.get('p99_ms')} / "
               f"{rest.get('max_ms')} | {during.get('p50_ms')} / {during.get('p99_ms')} / {during.get('max_ms')} "
-              f"| {r['longest_wait_on_migration_s']} |")
+              f"| {r['requests_waited_on_migration']} | {r['longest_wait_on_migration_s']} |")
     plan = next(iter(results.values()))
     for label, r in list(results.items())[1:]:
         print(f"\n{label} / plan: wall {_ratio(r['wall_seconds'], plan['wall_seconds'])}, "

@@ -211,12 +211,19 @@ class LockWaitSampler(threading.Thread):
         finally:
             conn.close()
 
+    def _waits_on_migration(self, start: float, end: float, database: str | None) -> list[float]:
+        with self.lock:
+            return [last - first + self.period for first, last, db, on_migration in self.waits.values()
+                    if on_migration and start <= first < end and (database is None or db == database)]
+
     def longest_wait(self, start: float, end: float, database: str | None = None) -> float:
         """The longest wait (s) of one request on the migration, among the waits that began in [start, end)."""
-        with self.lock:
-            waits = [last - first + self.period for first, last, db, on_migration in self.waits.values()
-                     if on_migration and start <= first < end and (database is None or db == database)]
-        return round(max(waits, default=0.0), 3)
+        return round(max(self._waits_on_migration(start, end, database), default=0.0), 3)
+
+    def requests_waited(self, start: float, end: float, database: str | None = None) -> int:
+        """How many requests waited on the migration (seen by at least one sample), among those that began to
+        wait in [start, end)."""
+        return len(self._waits_on_migration(start, end, database))
 
 
 def sample_participants(url: str, count: int = 5000) -> list[tuple[str, str]]:
