@@ -58,8 +58,28 @@ from chat_migrations.harness.bench_under_load import (
     ApplicationWorker, LockWaitSampler, Recorder, run_alembic, sample_participants, summarize,
 )
 from chat_migrations.harness.cluster import Cluster
+from chat_migrations.schema import history
 
 ENVIRONMENTS = ("staging", "prod")
+
+
+# The revisions the benchmark times, read from the chains (no list of ids kept here).
+def converged_revision() -> str:
+    """Where the two environments' histories meet: the oldest revision both chains hold."""
+    staging = {script.revision for script in history.chain("staging")}
+    return next(script.revision for script in history.chain("prod") if script.revision in staging)
+
+
+def first_revision_after_baseline(environment: str) -> str:
+    """The environment's first phase of the plan (prod: the plan's 001)."""
+    return history.chain(environment)[1].revision
+
+
+def before_seq_read_positions() -> str:
+    """The revision before the one that gave readers a seq read position (unread counts by time there)."""
+    state = history.promised("staging")
+    declaring = state.by(("column", "public.chat_participants.last_read_seq"))[0]
+    return history.script_directory("staging").get_revision(declaring).down_revision
 
 # The plan's files as its summary gives them (000_0ab04973857fefb3: "Migration
 # Strategy" and "Rollback Plan"), in the order an operator runs them. Each is
@@ -116,7 +136,7 @@ class Bench:
             started = time.monotonic()
             self.cluster.create_observed_database(name, env)
             bulk_load.load(self.cluster.passfile_url(name), messages=messages)
-            alembic_cli.run("-n", env, "-x", f"mark_as={env}", "stamp", f"000_{env}_baseline",
+            alembic_cli.run("-n", env, "-x", f"mark_as={env}", "stamp", history.base_revision(env),
                             urls={env: self.cluster.passfile_url(name)})
             self.templates[env] = name
             say(f"loaded {env}: {messages:,} messages in {time.monotonic() - started:.0f}s")
@@ -213,12 +233,13 @@ def compare(bench: Bench, quiet: float) -> dict:
     def project(target):
         def run(databases):
             steps = [bench.alembic(databases[env], env, "upgrade", target) for env in ENVIRONMENTS]
-            steps += [bench.alembic(databases[env], env, "downgrade", f"000_{env}_baseline") for env in ENVIRONMENTS]
+            steps += [bench.alembic(databases[env], env, "downgrade", history.base_revision(env)) for env in ENVIRONMENTS]
             return steps
         return run
 
-    for label, run in (("plan's files + rollback.sql", plan), ("project: upgrade 100_converged + downgrade",
-                                                               project("100_converged")),
+    converged = converged_revision()
+    for label, run in (("plan's files + rollback.sql", plan), (f"project: upgrade {converged} + downgrade",
+                                                               project(converged)),
                        ("project: upgrade head + downgrade", project("head"))):
         databases = bench.copies("compare")
         say(f"compare: {label}")
@@ -241,16 +262,18 @@ def deadlocks(bench: Bench, trials: int, quiet: float) -> dict:
             time.sleep(1)
         return steps
 
+    first = first_revision_after_baseline("prod")
+
     def project_trials():
         steps = []
         for _ in range(trials):
-            steps.append(bench.alembic(prod["prod"], "prod", "upgrade", "001_schema_alignment"))
-            bench.alembic(prod["prod"], "prod", "downgrade", "000_prod_baseline")
+            steps.append(bench.alembic(prod["prod"], "prod", "upgrade", first))
+            bench.alembic(prod["prod"], "prod", "downgrade", history.base_revision("prod"))
             time.sleep(1)
         return steps
 
     for label, run in (("plan: 001_schema_alignment.sql", plan_trials),
-                       ("project: upgrade 001_schema_alignment", project_trials)):
+                       (f"project: upgrade {first}", project_trials)):
         say(f"deadlocks: {label}")
         measured = bench.under_load({"prod": prod["prod"]}, run, quiet)
         samples = measured["recorder"].samples
@@ -357,8 +380,9 @@ def queries(bench: Bench, calls: int) -> dict:
     bench.cluster.drop_database(plan_copy)
     project_copy = bench.copies("queries_project")["staging"]
     url = bench.cluster.url(project_copy)
-    bench.alembic(project_copy, "staging", "upgrade", "103_messaging_security")
-    results["at 103_messaging_security"] = _time_queries(url, who, calls)
+    before = before_seq_read_positions()
+    bench.alembic(project_copy, "staging", "upgrade", before)
+    results[f"at {before}"] = _time_queries(url, who, calls)
     bench.alembic(project_copy, "staging", "upgrade", "head")
     results["at head (read position by time)"] = _time_queries(url, who, calls)
     # The reader's first mark-as-read since 104 gives them a seq position: counted by seq from then on.
@@ -402,7 +426,6 @@ UNREAD_ALL_READS_UP_TO = 10_000
 MARK_SAMPLES = {1_000: 11, 10_000: 5, 100_000: 3}
 UNREAD_MEMBERS = 200  # the big chat's members who also belong to the other chats
 UNREAD_OTHER_CHAT_MESSAGES = 20
-UNREAD_BEFORE = "103_messaging_security"
 # What the frontend asks, as supabase-js sends it through PostgREST (one request each).
 UNREAD_READS = {
     # The floor: a request that reads no table (settings, a round trip, the commit; a new backend's start-up).
@@ -454,7 +477,7 @@ def _unread_database(cluster: Cluster, name: str, chat_messages: int, other_chat
     started = time.monotonic()
     cluster.create_observed_database(name, "staging")
     urls = {"staging": cluster.passfile_url(name)}
-    alembic_cli.run("-n", "staging", "-x", "mark_as=staging", "stamp", "000_staging_baseline", urls=urls)
+    alembic_cli.run("-n", "staging", "-x", "mark_as=staging", "stamp", history.base_revision("staging"), urls=urls)
     alembic_cli.run("-n", "staging", "upgrade", "head", urls=urls)
     conn = cluster.admin_connect(name)
     try:
@@ -646,13 +669,14 @@ def unread(cluster: Cluster, chat_sizes: list[int], other_chats: int, calls: int
         conversations = {"head": _time_conversations(url, data, calls)}
         marks = {"head": _time_marks(cluster, name, url, data)}
         if before:
-            alembic_cli.run("-n", "staging", "downgrade", UNREAD_BEFORE, urls={"staging": cluster.passfile_url(name)})
+            earlier = before_seq_read_positions()
+            alembic_cli.run("-n", "staging", "downgrade", earlier, urls={"staging": cluster.passfile_url(name)})
             for level in UNREAD_LEVELS:
                 _set_position(cluster, name, data, data["latest"], level, by_seq=False)
-                runs[f"{UNREAD_BEFORE}, {level:,} unread"] = _time_reads(url, data, level, calls, count)
+                runs[f"{earlier}, {level:,} unread"] = _time_reads(url, data, level, calls, count)
             _set_position(cluster, name, data, data["latest"], 0, by_seq=False)
-            conversations[UNREAD_BEFORE] = _time_conversations(url, data, calls)
-            marks[UNREAD_BEFORE] = _time_marks(cluster, name, url, data)
+            conversations[earlier] = _time_conversations(url, data, calls)
+            marks[earlier] = _time_marks(cluster, name, url, data)
         cluster.drop_database(name)
         everything[f"{chat_messages:,}"] = {**data, "calls": calls, "runs": runs, "marks": marks,
                                             "conversations": conversations}
@@ -750,7 +774,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--other-chats", type=int, default=300,
                         help="unread: other chats each of the 200 members belongs to (300)")
     parser.add_argument("--no-before", action="store_true",
-                        help="unread: skip the counts one revision down (103_messaging_security)")
+                        help="unread: skip the counts at the revision before seq read positions")
     parser.add_argument("--json", type=argparse.FileType("w"), help="also write the raw results here")
     return parser
 

@@ -30,23 +30,24 @@ import psycopg2
 from chat_migrations.harness import alembic_cli, bulk_load
 from chat_migrations.frozen import baseline
 from chat_migrations.harness.cluster import Cluster
+from chat_migrations.schema import history
 
 WORKLOAD = ("send", "mark_read", "unread_count", "latest_page")
-# The plan's statements, run plainly (blocking DDL) on an idle copy: the floor.
+# The plan's statements, run plainly (blocking DDL) on an idle copy: the floor of the revisions doing the same.
 PLAIN_DDL = {
     "prod": {
-        "001_schema_alignment": "ALTER TABLE public.chat_participants ALTER COLUMN chat_id SET NOT NULL, "
+        "participants' keys NOT NULL, sender index": "ALTER TABLE public.chat_participants ALTER COLUMN chat_id SET NOT NULL, "
         "ALTER COLUMN user_id SET NOT NULL; CREATE INDEX IF NOT EXISTS idx_chat_messages_sender_id "
         "ON public.chat_messages (sender_id)",
-        "005_prod_message_keys_not_null": "ALTER TABLE public.chat_messages ALTER COLUMN chat_id SET NOT NULL, "
+        "messages' keys NOT NULL": "ALTER TABLE public.chat_messages ALTER COLUMN chat_id SET NOT NULL, "
         "ALTER COLUMN sender_id SET NOT NULL",
     },
     "staging": {
-        "002_function_updates_staging": f"DROP FUNCTION {baseline.MARK_MESSAGES_AS_READ};"
+        "mark_messages_as_read returns a count, get_unread_count": f"DROP FUNCTION {baseline.MARK_MESSAGES_AS_READ};"
         f"{baseline.MARK_MESSAGES_AS_READ_RETURNING_COUNT}{baseline.MARK_MESSAGES_AS_READ_GRANTS}"
         f"{baseline.GET_UNREAD_COUNT_FUNCTION}",
-        "003_index_alignment": "CREATE INDEX idx_chat_messages_reply_to ON public.chat_messages (reply_to_message_id)",
-        "005_staging_sender_index": "CREATE INDEX idx_chat_messages_sender_id ON public.chat_messages (sender_id)",
+        "reply index": "CREATE INDEX idx_chat_messages_reply_to ON public.chat_messages (reply_to_message_id)",
+        "sender index": "CREATE INDEX idx_chat_messages_sender_id ON public.chat_messages (sender_id)",
     },
 }
 
@@ -266,18 +267,18 @@ def run_alembic(urls, *args) -> tuple[float, float, dict[str, float], str]:
 
 
 def floor_times(cluster: Cluster, environment: str, source: str) -> dict[str, float]:
-    """The plan's plain DDL on an idle copy of the same data, one statement group per revision."""
+    """The plan's plain DDL on an idle copy of the same data, one statement group per change."""
     copy = f"floor_{environment}"
     cluster.drop_database(copy)
     cluster.create_database(copy, template=source)
     times = {}
     conn = cluster.connect(copy)
     try:
-        for revision, sql in PLAIN_DDL[environment].items():
+        for change, sql in PLAIN_DDL[environment].items():
             started = time.monotonic()
             with conn.cursor() as cur:
                 cur.execute(sql)
-            times[revision] = round(time.monotonic() - started, 2)
+            times[change] = round(time.monotonic() - started, 2)
     finally:
         conn.close()
         cluster.drop_database(copy)
@@ -334,7 +335,7 @@ def main(argv: list[str] | None = None) -> int:
             cluster.create_observed_database(database, env)
             urls[env] = cluster.passfile_url(database)
             bulk_load.load(urls[env], messages=args.messages)
-            alembic_cli.run("-n", env, "-x", f"mark_as={env}", "stamp", f"000_{env}_baseline", urls={env: urls[env]})
+            alembic_cli.run("-n", env, "-x", f"mark_as={env}", "stamp", history.base_revision(env), urls={env: urls[env]})
             print(f"loaded {env}: {args.messages:,} messages in {time.monotonic() - started:.0f}s", flush=True)
         floors = {env: floor_times(cluster, env, database) for env, database in databases.items()}
         print(f"floor (plain DDL, idle copy): {floors}", flush=True)
@@ -352,7 +353,7 @@ def main(argv: list[str] | None = None) -> int:
         windows, revision_times = [], {}
         for direction in ("upgrade", "downgrade"):
             for env in ("staging", "prod"):
-                target = "head" if direction == "upgrade" else f"000_{env}_baseline"
+                target = "head" if direction == "upgrade" else history.base_revision(env)
                 start, end, steps, _ = run_alembic({env: urls[env]}, "-n", env, direction, target)
                 windows.append((f"{env} {direction}", start, end))
                 revision_times.update({f"{env}: {step}": seconds for step, seconds in steps.items()})
