@@ -636,18 +636,65 @@ def _time_marks(cluster: Cluster, database: str, url: str, data: dict) -> dict:
     return results
 
 
-def _time_conversations(url: str, data: dict, calls: int) -> dict:
-    """The conversation list (checks.smoke.conversations_sql) for the caller in every chat, long-lived session."""
+# Not shipped: the list with every unread count in one set-based query, as a new name in the contract (a view
+# or a set-returning function) would give it. The same arithmetic as get_unread_count by seq (its position
+# and caller checks aside), measured to say what that contract change would buy.
+SET_BASED_CONVERSATIONS_SQL = """
+            SELECT c.id AS chat_id, last.seq AS last_seq, last.message_text AS last_text,
+                   CASE WHEN p.last_read_seq IS NULL THEN by_time.n
+                        WHEN latest.seq IS NULL OR latest.seq <= p.last_read_seq THEN 0
+                        ELSE latest.seq - p.last_read_seq - own.n - deleted.n END AS unread
+              FROM public.chat_participants p
+              JOIN public.chats c ON c.id = p.chat_id
+              LEFT JOIN LATERAL (
+                    SELECT m.seq, m.message_text FROM public.chat_messages m
+                     WHERE m.chat_id = c.id AND m.deleted_at IS NULL
+                     ORDER BY m.seq DESC LIMIT 1) last ON true
+              LEFT JOIN LATERAL (SELECT max(m.seq) AS seq FROM public.chat_messages m WHERE m.chat_id = c.id) latest ON true
+              LEFT JOIN LATERAL (
+                    SELECT count(*) AS n FROM public.chat_messages m
+                     WHERE p.last_read_seq IS NOT NULL AND m.sender_id = p.user_id AND m.chat_id = c.id
+                       AND m.seq > p.last_read_seq) own ON true
+              LEFT JOIN LATERAL (
+                    SELECT count(*) AS n FROM public.chat_messages m
+                     WHERE p.last_read_seq IS NOT NULL AND m.chat_id = c.id AND m.seq > p.last_read_seq
+                       AND m.deleted_at IS NOT NULL AND m.sender_id IS DISTINCT FROM p.user_id) deleted ON true
+              LEFT JOIN LATERAL (
+                    SELECT count(*) AS n FROM public.chat_messages m
+                     WHERE p.last_read_seq IS NULL AND m.chat_id = c.id AND m.sender_id IS DISTINCT FROM p.user_id
+                       AND m.deleted_at IS NULL AND (p.last_read_at IS NULL OR m.created_at > p.last_read_at)) by_time
+                    ON true
+             WHERE p.user_id = %(me)s
+             ORDER BY c.id
+            """
+
+
+def _time_conversations(url: str, data: dict, calls: int, *, set_based: bool = False) -> dict:
+    """The conversation list (checks.smoke.conversations_sql) for the caller in every chat, long-lived session;
+    ``set_based``: the same rows from SET_BASED_CONVERSATIONS_SQL (checked equal first)."""
     user = data["callers"][next(iter(data["callers"]))]
-    sql, params = conversations_sql(), {"me": user}
+    sql, params = (SET_BASED_CONVERSATIONS_SQL if set_based else conversations_sql()), {"me": user}
     conn = psycopg2.connect(url, application_name="ubench-conversations")
     try:
+        if set_based:
+            rows = {}
+            for query in (conversations_sql(), sql):
+                with conn.cursor() as cur:
+                    cur.execute(CALLER_SQL, caller_settings("authenticated", user))
+                    cur.execute(query, params)
+                    rows[query] = cur.fetchall()
+                conn.commit()
+            if rows[sql] != rows[conversations_sql()]:
+                issued, set_based_rows = rows[conversations_sql()], rows[sql]
+                differing = [(a, b) for a, b in zip(issued, set_based_rows) if a != b][:3]
+                raise AssertionError(f"the set-based conversation list differs from the one the frontend issues: "
+                                     f"{len(issued)} and {len(set_based_rows)} rows, first differences {differing}")
         runs = [_request(conn, user, sql, params, None) for _ in range(calls)]
         explained = _explain(conn, user, sql, params)
     finally:
         conn.close()
     result = {**_percentiles(runs), "explain": explained}
-    say(f"conversation list: {json.dumps(result)}")
+    say(f"conversation list{' (set-based)' if set_based else ''}: {json.dumps(result)}")
     return result
 
 
@@ -666,7 +713,9 @@ def unread(cluster: Cluster, chat_sizes: list[int], other_chats: int, calls: int
             reads = UNREAD_READS if level <= UNREAD_ALL_READS_UP_TO else count
             runs[f"head, {level:,} unread"] = _time_reads(url, data, level, calls, reads)
         _set_position(cluster, name, data, chat_messages, 0, by_seq=True)
-        conversations = {"head": _time_conversations(url, data, calls)}
+        conversations = {"head": _time_conversations(url, data, calls),
+                         "head, set-based (a contract change, not shipped)":
+                             _time_conversations(url, data, calls, set_based=True)}
         marks = {"head": _time_marks(cluster, name, url, data)}
         if before:
             earlier = before_seq_read_positions()
