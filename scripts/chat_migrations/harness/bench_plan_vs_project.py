@@ -669,13 +669,19 @@ SET_BASED_CONVERSATIONS_SQL = """
             """
 
 
-def _time_conversations(url: str, data: dict, calls: int, *, set_based: bool = False) -> dict:
+def _time_conversations(url: str, data: dict, calls: int, *, set_based: bool = False, jit: bool = True) -> dict:
     """The conversation list (checks.smoke.conversations_sql) for the caller in every chat, long-lived session;
-    ``set_based``: the same rows from SET_BASED_CONVERSATIONS_SQL (checked equal first)."""
+    ``set_based``: the same rows from SET_BASED_CONVERSATIONS_SQL (checked equal first); ``jit`` False: with
+    the session's jit off, as a function declared ``SET jit = off`` would run it (the set-based shape's cost
+    estimate, inflated by the policies' subplans, is over jit_above_cost)."""
     user = data["callers"][next(iter(data["callers"]))]
     sql, params = (SET_BASED_CONVERSATIONS_SQL if set_based else conversations_sql()), {"me": user}
     conn = psycopg2.connect(url, application_name="ubench-conversations")
     try:
+        if not jit:
+            with conn.cursor() as cur:
+                cur.execute("SET jit = off")
+            conn.commit()
         if set_based:
             rows = {}
             for query in (conversations_sql(), sql):
@@ -715,7 +721,9 @@ def unread(cluster: Cluster, chat_sizes: list[int], other_chats: int, calls: int
         _set_position(cluster, name, data, chat_messages, 0, by_seq=True)
         conversations = {"head": _time_conversations(url, data, calls),
                          "head, set-based (a contract change, not shipped)":
-                             _time_conversations(url, data, calls, set_based=True)}
+                             _time_conversations(url, data, calls, set_based=True),
+                         "head, set-based, jit off (a contract change, not shipped)":
+                             _time_conversations(url, data, calls, set_based=True, jit=False)}
         marks = {"head": _time_marks(cluster, name, url, data)}
         if before:
             earlier = before_seq_read_positions()

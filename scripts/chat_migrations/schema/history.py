@@ -50,9 +50,17 @@ def declaration(script: Script) -> promises.Promises:
     return declared
 
 
-def promised(environment: str, revision: str | None = None, script: ScriptDirectory | None = None) -> promises.State:
-    """The state a database of ``environment`` at ``revision`` (head when None) holds, by the declarations."""
-    return promises.fold((s.revision, declaration(s)) for s in chain(environment, revision, script))
+def promised(environment: str, revision: str | None = None, script: ScriptDirectory | None = None, *,
+             strict: bool = True) -> promises.State:
+    """The state a database of ``environment`` at ``revision`` (head when None) holds, by the declarations.
+
+    ``strict`` False: a revision that declares nothing is passed over instead of refused (for env.py, where
+    every command, a downgrade included, would otherwise stop on it; the checks and tests refuse it).
+    """
+    steps = chain(environment, revision, script)
+    if not strict:
+        steps = [s for s in steps if isinstance(getattr(s.module, "promises", None), promises.Promises)]
+    return promises.fold((s.revision, declaration(s)) for s in steps)
 
 
 def states(environment: str, script: ScriptDirectory | None = None) -> list[promises.State]:
