@@ -423,7 +423,7 @@ UNREAD_LEVELS = (0, 10, 1_000, 10_000, 100_000)
 UNREAD_ALL_READS_UP_TO = 10_000
 # mark_messages_as_read: each sample marks that many fresh messages (status is the message's, not the
 # reader's: a mark leaves nothing to mark for the next one), so fewer samples for the big ones.
-MARK_SAMPLES = {1_000: 11, 10_000: 5, 100_000: 3}
+MARK_SAMPLES = {0: 11, 1_000: 11, 10_000: 5, 100_000: 3}
 UNREAD_MEMBERS = 200  # the big chat's members who also belong to the other chats
 UNREAD_OTHER_CHAT_MESSAGES = 20
 # What the frontend asks, as supabase-js sends it through PostgREST (one request each).
