@@ -141,19 +141,26 @@ def at_head(environment: str, script: ScriptDirectory | None = None) -> MetaData
     # Every command configures this, a downgrade too: a revision that declares nothing is passed over here
     # (alembic check then reports what it adds) and refused by the checks and tests.
     state = history.promised(environment, script=script, strict=False)
+    gone = frozenset(key[1] for key in state.declared_by if key[0] == "index" and key not in state.items)
+    return _tables(tuple(state.of(promises.Column)), tuple(state.of(promises.Index)), gone)
+
+
+@functools.lru_cache(maxsize=8)
+def _tables(columns: tuple[promises.Column, ...], indexes: tuple[promises.Index, ...],
+            gone: frozenset[str]) -> MetaData:
+    """Built once per set of declarations (a suite runs alembic in-process thousands of times)."""
     metadata = MetaData()
     _frozen(metadata)
-    for column in state.of(promises.Column):
+    for column in columns:
         table = metadata.tables[_local(column.table)]
         if column.name not in table.c:
             table.append_column(Column(column.name, column_type(column.type), nullable=column.not_null is not True,
                                        comment=column.comment))
     for table in metadata.tables.values():
-        gone = {key[1] for key in state.declared_by if key[0] == "index" and key not in state.items}
         for index in list(table.indexes):
             if f"{tables.SCHEMA}.{table.name}.{index.name}" in gone:
                 table.indexes.discard(index)
-    for index in state.of(promises.Index):
+    for index in indexes:
         table = metadata.tables[_local(index.table)]
         if index.name not in {existing.name for existing in table.indexes}:
             _index(table, index)  # an Index built on a table's columns attaches itself to the table
