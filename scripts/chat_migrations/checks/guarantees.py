@@ -330,34 +330,39 @@ def _policies(live: Live, catalog: Catalog, item: p.Policies) -> list[Unmet]:
     return [Unmet(item, f"policies of {item.table}: {'; '.join(parts)}")] if parts else []
 
 
+def _privilege_difference(item: p.TablePrivileges, subject: str, held: set[str], wanted: set[str], *,
+                          extra: str, missing: str, statement) -> list[Unmet]:
+    """One finding where ``held`` is not ``wanted``: what is extra and what is missing (``extra``/``missing``
+    format the names), and the REVOKE and GRANT that mend it (``statement(verb, names, preposition)``)."""
+    if held == wanted:
+        return []
+    too_many, too_few = sorted(held - wanted), sorted(wanted - held)
+    problem = "; ".join(filter(None, [extra.format(", ".join(too_many)) if too_many else "",
+                                      missing.format(", ".join(too_few)) if too_few else ""]))
+    fix = "; ".join(filter(None, [statement("REVOKE", too_many, "FROM") if too_many else "",
+                                  statement("GRANT", too_few, "TO") if too_few else ""]))
+    return [Unmet(item, f"{subject}: {problem}", fix)]
+
+
 def _table_privileges(live: Live, catalog: Catalog, item: p.TablePrivileges) -> list[Unmet]:
     if item.role != "PUBLIC" and item.role not in live.roles:
         return []
-    found = []
-    held, wanted = granted(catalog, f"table {item.table}", item.role) - {"MAINTAIN"}, item.table_level()
-    if held != wanted:
-        extra, missing = sorted(held - wanted), sorted(wanted - held)
-        found.append(Unmet(item, f"{item.role} on {item.table}: " + "; ".join(filter(None, [
-            f"holds {', '.join(extra)} the revisions do not grant" if extra else "",
-            f"lacks {', '.join(missing)}" if missing else ""])),
-            "; ".join(filter(None, [
-                f"REVOKE {', '.join(extra)} ON TABLE {identifier(item.table)} FROM {item.role};" if extra else "",
-                f"GRANT {', '.join(missing)} ON TABLE {identifier(item.table)} TO {item.role};" if missing else ""]))))
+    table = identifier(item.table)
+    found = _privilege_difference(
+        item, f"{item.role} on {item.table}",
+        granted(catalog, f"table {item.table}", item.role) - {"MAINTAIN"}, item.table_level(),
+        extra="holds {} the revisions do not grant", missing="lacks {}",
+        statement=lambda verb, names, to: f"{verb} {', '.join(names)} ON TABLE {table} {to} {item.role};")
     present = {key.rsplit(".", 1)[1] for key in catalog.columns if key.rsplit(".", 1)[0] == item.table}
     wanted_columns = {k: v & present for k, v in item.column_level().items()}
     held_columns = column_grants(catalog, item.table, item.role)
     for privilege in sorted(wanted_columns.keys() | held_columns.keys()):
-        want, have = wanted_columns.get(privilege, set()), held_columns.get(privilege, set())
-        if want != have:
-            extra, missing = sorted(have - want), sorted(want - have)
-            found.append(Unmet(item, f"{item.role}'s {privilege} on columns of {item.table}: " + "; ".join(filter(None, [
-                f"granted on {', '.join(extra)}, which the revisions do not grant" if extra else "",
-                f"missing on {', '.join(missing)}" if missing else ""])),
-                "; ".join(filter(None, [
-                    f"REVOKE {privilege} ({', '.join(map(identifier, extra))}) ON TABLE {identifier(item.table)} "
-                    f"FROM {item.role};" if extra else "",
-                    f"GRANT {privilege} ({', '.join(map(identifier, missing))}) ON TABLE {identifier(item.table)} "
-                    f"TO {item.role};" if missing else ""]))))
+        found += _privilege_difference(
+            item, f"{item.role}'s {privilege} on columns of {item.table}",
+            held_columns.get(privilege, set()), wanted_columns.get(privilege, set()),
+            extra="granted on {}, which the revisions do not grant", missing="missing on {}",
+            statement=lambda verb, names, to, privilege=privilege: (
+                f"{verb} {privilege} ({', '.join(map(identifier, names))}) ON TABLE {table} {to} {item.role};"))
     if not item.privileges and item.role != "PUBLIC" and not found:
         # Promised nothing: nothing through PUBLIC or another role either.
         through = _held_through_others(live.conn, item.table, item.role)
