@@ -50,12 +50,13 @@ import time
 from dataclasses import dataclass
 
 import psycopg2
+import psycopg2.errors
 
 from chat_migrations.checks.smoke import CALLER_SQL, caller_settings, conversations_sql, rpc_sql
 from chat_migrations.frozen import baseline
 from chat_migrations.harness import alembic_cli, bulk_load
 from chat_migrations.harness.bench_under_load import (
-    ApplicationWorker, LockWaitSampler, Recorder, run_alembic, sample_participants, summarize,
+    WORKLOAD, ApplicationWorker, LockWaitSampler, Recorder, run_alembic, sample_participants, summarize,
 )
 from chat_migrations.harness.cluster import Cluster
 from chat_migrations.schema import history
@@ -210,6 +211,8 @@ def _phase_summary(run: dict) -> dict:
         "wall_seconds": round(sum(step.seconds for step in steps), 2),
         "at_rest": summarize(rest),
         "during": summarize(during),
+        # Which request a slow maximum was (a mark of a big chat, a send waiting for a lock, ...).
+        "during_by_operation": {op: summarize([s for s in during if s.operation == op]) for op in WORKLOAD},
         "errors_during": sum(1 for s in samples if s.error and run["began"] <= s.at < run["ended"] + 1),
         "error_kinds": sorted({s.error for s in samples if s.error})[:4],
         "longest_wait_on_migration_s": sampler.longest_wait(run["began"], run["ended"]),
@@ -678,27 +681,41 @@ def _time_conversations(url: str, data: dict, calls: int, *, set_based: bool = F
     sql, params = (SET_BASED_CONVERSATIONS_SQL if set_based else conversations_sql()), {"me": user}
     conn = psycopg2.connect(url, application_name="ubench-conversations")
     try:
-        if not jit:
-            with conn.cursor() as cur:
+        with conn.cursor() as cur:
+            # The set-based shape has no plan pinned: at 10M the planner can scan the whole table per chat.
+            cur.execute(f"SET statement_timeout = '{SET_BASED_TIMEOUT_S}s'" if set_based else "SELECT 1")
+            if not jit:
                 cur.execute("SET jit = off")
-            conn.commit()
-        if set_based:
-            rows = {}
-            for query in (conversations_sql(), sql):
-                with conn.cursor() as cur:
-                    cur.execute(CALLER_SQL, caller_settings("authenticated", user))
-                    cur.execute(query, params)
-                    rows[query] = cur.fetchall()
-                conn.commit()
-            if rows[sql] != rows[conversations_sql()]:
-                issued, set_based_rows = rows[conversations_sql()], rows[sql]
-                differing = [(a, b) for a, b in zip(issued, set_based_rows) if a != b][:3]
-                raise AssertionError(f"the set-based conversation list differs from the one the frontend issues: "
-                                     f"{len(issued)} and {len(set_based_rows)} rows, first differences {differing}")
-        runs = [_request(conn, user, sql, params, None) for _ in range(calls)]
-        explained = _explain(conn, user, sql, params)
+        conn.commit()
+        try:
+            return _timed_conversations(conn, user, sql, params, calls, set_based)
+        except psycopg2.errors.QueryCanceled:
+            conn.rollback()
+            say(f"conversation list (set-based): no answer within {SET_BASED_TIMEOUT_S} s")
+            return {"timed_out_after_s": SET_BASED_TIMEOUT_S}
     finally:
         conn.close()
+
+
+SET_BASED_TIMEOUT_S = 60  # seconds
+
+
+def _timed_conversations(conn, user: str, sql: str, params: dict, calls: int, set_based: bool) -> dict:
+    if set_based:
+        rows = {}
+        for query in (conversations_sql(), sql):
+            with conn.cursor() as cur:
+                cur.execute(CALLER_SQL, caller_settings("authenticated", user))
+                cur.execute(query, params)
+                rows[query] = cur.fetchall()
+            conn.commit()
+        if rows[sql] != rows[conversations_sql()]:
+            issued, set_based_rows = rows[conversations_sql()], rows[sql]
+            differing = [(a, b) for a, b in zip(issued, set_based_rows) if a != b][:3]
+            raise AssertionError(f"the set-based conversation list differs from the one the frontend issues: "
+                                 f"{len(issued)} and {len(set_based_rows)} rows, first differences {differing}")
+    runs = [_request(conn, user, sql, params, None) for _ in range(calls)]
+    explained = _explain(conn, user, sql, params)
     result = {**_percentiles(runs), "explain": explained}
     say(f"conversation list{' (set-based)' if set_based else ''}: {json.dumps(result)}")
     return result
@@ -766,6 +783,9 @@ def print_unread(results: dict) -> None:
         print("The conversation list (each chat, its last message, get_unread_count), caller in every chat; "
               "p50 / p99 / max in ms, buffers (server ms):\n")
         for revision, c in result["conversations"].items():
+            if "timed_out_after_s" in c:
+                print(f"| {revision} | no answer within {c['timed_out_after_s']} s | |")
+                continue
             print(f"| {revision} | {c['p50_ms']} / {c['p99_ms']} / {c['max_ms']} | {c['explain']['buffers']} "
                   f"({c['explain']['execution_ms']}) |")
         print()
