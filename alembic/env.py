@@ -34,7 +34,7 @@ from sqlalchemy.exc import DBAPIError  # noqa: E402
 from chat_migrations.errors import LockBudgetSpent  # noqa: E402
 from chat_migrations.frozen import baseline  # noqa: E402
 from chat_migrations.runtime import bookkeeping, faults, identity, leftovers, lock_retries, offline, requirements, session  # noqa: E402
-from chat_migrations.schema import models, tables  # noqa: E402
+from chat_migrations.schema import tables  # noqa: E402
 from chat_migrations.runtime.environments import ConfigurationError, get_environment, load_environments, redact  # noqa: E402
 
 config = context.config
@@ -52,10 +52,19 @@ REFUSALS = (
 )
 
 COMMON_OPTIONS = dict(
-    include_object=models.include_object,
     version_table_schema=session.BOOKKEEPING_SCHEMA,
     transaction_per_migration=True,
 )
+
+
+def _head_models(environment: str) -> dict:
+    """The tables at head, for alembic check and autogenerate; the other commands of the command line
+    start without building them (called from Python, as pytest-alembic does, the command is unknown)."""
+    if config.cmd_opts is not None and _command() not in ("check", "revision"):
+        return {}
+    from chat_migrations.schema import models
+
+    return {"target_metadata": models.at_head(environment, context.script), "include_object": models.include_object}
 
 
 def run_migrations_offline(environment, command: str, settings: session.Settings) -> None:
@@ -65,7 +74,7 @@ def run_migrations_offline(environment, command: str, settings: session.Settings
         literal_binds=True,
         dialect_opts={"paramstyle": "named"},
         chat_settings=settings,
-        target_metadata=models.at_head(environment.name, context.script),
+        **_head_models(environment.name),
         **COMMON_OPTIONS,
     )
     # Refused before anything is printed: no range, or one that starts outside this history.
@@ -95,7 +104,7 @@ def run_migrations_online(environment, command: str, settings: session.Settings)
     ) as connection:
         plan.connection = connection
         context.configure(connection=connection, chat_settings=settings, on_version_apply=[plan.applied],
-                          target_metadata=models.at_head(environment.name, context.script), **COMMON_OPTIONS)
+                          **_head_models(environment.name), **COMMON_OPTIONS)
         faults.install(connection)
         try:
             plan.before_first(context.get_context())
