@@ -146,29 +146,37 @@ def test_ctrl_c_while_alembic_starts_is_one_line_without_a_traceback(tmp_path, m
         (site_packages / hook.name).write_text(hook.read_text())
     command = [str(venv / "bin" / "python"), "-m", "alembic", "-c", str(ALEMBIC_INI), "-n", "prod", "current"]
     environment = alembic_cli.environment_with({"prod": db.url})
-    # How long the command takes on this machine now: the signals land within its start-up, past the
+    # How long the command takes on this machine now (the quickest of three: a busy moment would place
+    # every signal after the command ended): the signals land within its start-up, past the
     # interpreter's own (a few percent of it, before the hook runs: there the default action ends it).
-    started = time.monotonic()
-    subprocess.run(command, env=environment, cwd=tmp_path, capture_output=True, check=True)
-    duration = time.monotonic() - started
+    durations = []
+    for _ in range(3):
+        started = time.monotonic()
+        subprocess.run(command, env=environment, cwd=tmp_path, capture_output=True, check=True)
+        durations.append(time.monotonic() - started)
+    duration = min(durations)
     rng = random.Random(SEED)
-    starting = 0
-    for trial in range(6):
+    starting, outcomes = 0, []
+    for trial in range(12):
+        if trial >= 6 and starting:
+            break
         process = subprocess.Popen(
             command, env=environment, cwd=tmp_path, process_group=0,
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )
-        time.sleep(rng.uniform(0.15, 0.6) * duration)
+        time.sleep(rng.uniform(0.1, 0.5) * duration)
         os.killpg(process.pid, signal.SIGINT)
         output, _ = process.communicate(timeout=60)
         assert "Traceback" not in output and "KeyboardInterrupt" not in output, f"seed {SEED}:\n{output}"
         failed = [line for line in output.splitlines() if line.startswith("FAILED:")]
         if process.returncode == 0:  # it landed as the process exited, its answer given: ignored then
             assert not failed and "000_prod_baseline" in output, f"seed {SEED}:\n{output}"
+            outcomes.append("exited 0")
             continue
         assert process.returncode == 255 and len(failed) == 1, f"seed {SEED}:\n{output}"
         starting += "while alembic was starting" in failed[0]
-    assert starting >= 1
+        outcomes.append(failed[0])
+    assert starting >= 1, f"seed {SEED}, command {duration:.2f} s: {outcomes}"
 
 
 def test_the_start_up_hook_is_installed_only_into_the_checkouts_own_venv():
