@@ -161,7 +161,7 @@ def test_ctrl_c_while_alembic_starts_is_one_line_without_a_traceback(tmp_path, m
         if trial >= 6 and starting:
             break
         process = subprocess.Popen(
-            command, env=environment, cwd=tmp_path, process_group=0,
+            alembic_cli.as_terminal_job(command), env=environment, cwd=tmp_path, process_group=0,
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )
         time.sleep(rng.uniform(0.1, 0.5) * duration)

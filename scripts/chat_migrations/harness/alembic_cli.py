@@ -151,14 +151,25 @@ def _exit_code(command) -> int:
     return 0
 
 
+# A terminal's foreground job starts with SIGINT at its default action. A process started under a
+# shell's background job (`nohup ... &`, a CI runner) inherits it ignored, and exec keeps it ignored:
+# this puts the default back, then becomes the command.
+_DEFAULT_SIGINT = "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); os.execv(sys.argv[1], sys.argv[1:])"
+
+
+def as_terminal_job(command: list[str]) -> list[str]:
+    """``command`` as a terminal would start it: SIGINT at its default action, whatever this process has."""
+    return [sys.executable, "-c", _DEFAULT_SIGINT, *command]
+
+
 def start(*args: str, urls: dict[str, str] | None = None, own_group: bool = False) -> subprocess.Popen:
     """``alembic ARGS`` in the background, like run(); read it with .communicate().
 
-    ``own_group``: in a process group of its own, which os.killpg signals as
-    a terminal's Ctrl-C signals its foreground job.
+    ``own_group``: in a process group of its own, started as a terminal starts
+    its foreground job, which os.killpg signals as a terminal's Ctrl-C does.
     """
     command, env = _invocation(args, urls, None)
     return subprocess.Popen(
-        command, cwd=_empty_directory(), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        process_group=0 if own_group else None,
+        as_terminal_job(command) if own_group else command, cwd=_empty_directory(), env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, process_group=0 if own_group else None,
     )
