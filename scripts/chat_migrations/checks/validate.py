@@ -312,8 +312,9 @@ def known_names(environment: str) -> dict[str, set[str]]:
     promise at head (chat_migrations.schema.history).
     """
     columns, indexes, constraints = set(), set(), set()
+    head = models.at_head(environment)
     for name in catalog_module.TABLES:
-        table, prefix = models.at_head(environment).tables[name], qualified(name)
+        table, prefix = head.tables[name], qualified(name)
         columns |= {f"{prefix}.{column.name}" for column in table.columns}
         indexes |= {f"{prefix}.{index.name}" for index in table.indexes}
         for constraint in table.constraints:

@@ -129,18 +129,13 @@ def _local(qualified: str) -> str:
     return qualified.removeprefix(f"{tables.SCHEMA}.")
 
 
-@functools.lru_cache(maxsize=None)
-def _at_head_of_config(environment: str) -> MetaData:
-    return at_head(environment, history.script_directory(environment))
-
-
 def at_head(environment: str, script: ScriptDirectory | None = None) -> MetaData:
-    """The tables at ``environment``'s head: the frozen ones with every promised column and index."""
-    if script is None:
-        return _at_head_of_config(environment)
-    # Every command configures this, a downgrade too: a revision that declares nothing is passed over here
-    # (alembic check then reports what it adds) and refused by the checks and tests.
-    state = history.promised(environment, script=script, strict=False)
+    """The tables at ``environment``'s head (``script``: its revisions, as alembic loaded them; by default as
+    ``alembic -n environment`` loads them, ALEMBIC_CONFIG followed): the frozen ones with every promised
+    column and index."""
+    # A revision that declares nothing is passed over here (alembic check then reports what it adds) and
+    # refused by the checks and tests.
+    state = history.promised(environment, script=script or history.script_directory(environment), strict=False)
     gone = frozenset(key[1] for key in state.declared_by if key[0] == "index" and key not in state.items)
     return _tables(tuple(state.of(promises.Column)), tuple(state.of(promises.Index)), gone)
 
